@@ -1,0 +1,143 @@
+"""The engine registry: names, what each needs, how to install it, and how to build it.
+
+Each backend lives in its own module and is imported only when it is used, so a missing
+runtime (TensorRT, onnxruntime-gpu) costs nothing until someone asks for that engine, and then
+gives a one-line error that says how to install it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from rtmon.errors import UserError
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    module: str  # rtmon.engines.<module>
+    cls: str
+    description: str
+    needs: tuple[str, ...] = ()  # importable modules
+    needs_gpu: bool = False
+    needs_provider: str = ""  # an ONNX Runtime execution provider that must be present
+    install: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_GPU_HINT = "needs an NVIDIA GPU with a working driver and a CUDA build of torch"
+
+SPECS: dict[str, EngineSpec] = {
+    s.name: s
+    for s in (
+        EngineSpec(
+            "torch-fp32",
+            "baseline",
+            "UltralyticsEngine",
+            "ultralytics predict as users run it: PyTorch FP32, synchronous (the baseline)",
+            needs=("ultralytics",),
+        ),
+        EngineSpec(
+            "ort-cpu",
+            "onnxruntime",
+            "OnnxRuntimeEngine",
+            "ONNX export on ONNX Runtime, CPU execution provider",
+            needs=("onnxruntime",),
+            install="pip install 'rtmon[cpu]'  (or onnxruntime-gpu, which includes the CPU provider)",
+            kwargs={"provider": "cpu"},
+        ),
+    )
+}
+
+ALIASES = {"baseline": "torch-fp32"}
+
+# Fastest first; `optimized` is the first one available. Order measured on the GPU machine
+# (docs/benchmarks/); on a machine without a GPU only the CPU engines remain.
+OPTIMIZED_ORDER = ["trt", "ort-cuda", "torch-graph", "ort-trt", "torch-fp16", "ort-cpu"]
+
+
+def register(spec: EngineSpec) -> None:
+    SPECS[spec.name] = spec
+
+
+def known_names() -> list[str]:
+    return [*ALIASES, "optimized", *SPECS]
+
+
+@cache
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@cache
+def _ort_providers() -> tuple[str, ...]:
+    try:
+        import onnxruntime
+
+        return tuple(onnxruntime.get_available_providers())
+    except Exception:
+        return ()
+
+
+def unavailable_reason(name: str) -> str | None:
+    """None if the engine can run here; else why not and how to fix it (one line)."""
+    spec = SPECS[canonical(name)]
+    for module in spec.needs:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed; {spec.install or 'pip install ' + module}"
+    if spec.needs_gpu and not _cuda_available():
+        return _GPU_HINT
+    if spec.needs_provider and spec.needs_provider not in _ort_providers():
+        return f"ONNX Runtime has no {spec.needs_provider} here; {spec.install}"
+    return None
+
+
+def canonical(name: str) -> str:
+    """`baseline` → `torch-fp32`, `optimized` → the fastest available; unknown → UserError."""
+    name = ALIASES.get(name, name)
+    if name == "optimized":
+        return resolve_optimized()
+    if name not in SPECS:
+        raise UserError(f"engine: unknown engine '{name}' (known: {', '.join(known_names())})")
+    return name
+
+
+def resolve_optimized() -> str:
+    for name in OPTIMIZED_ORDER:
+        if name in SPECS and unavailable_reason(name) is None:
+            return name
+    raise UserError("engine: no optimized engine is available here; pip install 'rtmon[cpu]' for ort-cpu")
+
+
+def resolve_names(names: list[str]) -> list[str]:
+    """Canonical, de-duplicated engine names in the order given; each must be runnable here."""
+    out: list[str] = []
+    for raw in names:
+        name = canonical(raw.strip())
+        why = unavailable_reason(name)
+        if why:
+            raise UserError(f"engine: {name} is not available: {why}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UserError("engine: no engine given")
+    return out
+
+
+def create(name: str, model, settings):
+    """Build (but do not load) the engine `name` for `model` (a ModelRef) and `settings`."""
+    spec = SPECS[canonical(name)]
+    why = unavailable_reason(spec.name)
+    if why:
+        raise UserError(f"engine: {spec.name} is not available: {why}")
+    module = importlib.import_module(f"rtmon.engines.{spec.module}")
+    return getattr(module, spec.cls)(spec.name, model, settings, **spec.kwargs)

@@ -1,0 +1,58 @@
+"""ONNX Runtime on the CPU: the model's ONNX export, shared CPU pre/post-processing.
+
+The GPU variants (CUDA execution provider with IO binding and CUDA graphs, and ONNX Runtime's
+TensorRT provider) live in `ort_cuda.py`; this file is the portable one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtmon.engines.base import EngineInfo, Frame, Result, Stopwatch, warmup_frames
+from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
+from rtmon.errors import UserError
+from rtmon.models import ModelRef, export_onnx
+
+
+class OnnxRuntimeEngine:
+    def __init__(self, name: str, model: ModelRef, settings, provider: str = "cpu") -> None:
+        self.model_ref = model
+        self.class_names = dict(model.class_names)
+        self._imgsz = settings.model.imgsz
+        self._threads = settings.engines.ort_threads
+        self._engines_dir = Path(settings.paths.engines_dir)
+        self._thresholds = Thresholds(settings.model.conf, settings.model.iou, settings.model.max_det)
+        self._session = None
+        self.info = EngineInfo(name, "onnxruntime", "fp32", "cpu", self._imgsz)
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        path = export_onnx(self.model_ref, self._engines_dir, self._imgsz, "fp32")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._threads:
+            options.intra_op_num_threads = self._threads
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"engine: {self.info.name}: ONNX Runtime cannot load {path} ({exc}); delete it to rebuild") from None
+        self._input = self._session.get_inputs()[0].name
+        for frame in warmup_frames():
+            self.infer(frame)
+
+    def infer(self, frame: Frame) -> Result:
+        sw = Stopwatch()
+        with sw("preprocess"):
+            blob, box = preprocess_cpu(frame.image, self._imgsz, np.float32)
+        with sw("inference"):
+            (pred,) = self._session.run(None, {self._input: blob})
+        with sw("postprocess"):
+            detections = postprocess(torch.from_numpy(pred), box, self._thresholds)
+        return Result(self.info.name, frame, detections, sw.stages())
+
+    def close(self) -> None:
+        self._session = None
