@@ -8,6 +8,7 @@ final name; Ctrl-C and SIGTERM are turned into a normal `close()` by the callers
 
 from __future__ import annotations
 
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -69,10 +70,8 @@ class H264Writer:
     def abort(self) -> None:
         """Throw away what was written (used when a run fails before producing anything useful)."""
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):  # the container may already be broken
             self._container.close()
-        except Exception:
-            pass
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> H264Writer:

@@ -147,3 +147,38 @@ def postprocess(prediction: torch.Tensor, box: Letterbox, thresholds: Thresholds
     rows = nms(prediction, thresholds)
     rows[:, :4] = scale_boxes(rows[:, :4], box)
     return Detections.from_array(rows.cpu().numpy())
+
+
+def postprocess_batch(prediction: torch.Tensor, boxes: list[Letterbox], thresholds: Thresholds = Thresholds()) -> list[Detections]:
+    """Raw head output (B, 4+nc, N) → one Detections per letterbox, with one copy to the host.
+
+    The same decisions as `postprocess` image by image (class-aware NMS within each image, at
+    most `max_det` boxes each) but done for the whole batch at once on the device, so a
+    micro-batch costs one host synchronization instead of one per image. Rows beyond
+    `len(boxes)` (padding of a fixed-shape batch) are ignored.
+    """
+    n = len(boxes)
+    pred = prediction[:n].float().transpose(1, 2)  # B x N x (4+nc)
+    scores, classes = pred[..., 4:].max(dim=2)
+    image, anchor = (scores > thresholds.conf).nonzero(as_tuple=True)
+    scores, classes = scores[image, anchor], classes[image, anchor]
+    xyxy = cxcywh_to_xyxy(pred[image, anchor, :4])
+    groups = image * pred.shape[2] + classes  # a box suppresses boxes of its own image and class
+    kept = torchvision.ops.batched_nms(xyxy, scores, groups, thresholds.iou)  # by falling score
+    kept = kept[torch.argsort(image[kept], stable=True)]  # grouped by image, score order kept
+    image_of = image[kept]
+    counts = torch.bincount(image_of, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(kept), device=kept.device) - first[image_of]
+    kept, image_of = kept[rank < thresholds.max_det], image_of[rank < thresholds.max_det]
+    geometry = torch.tensor(
+        [[b.left, b.top, b.src_w / b.new_w, b.src_h / b.new_h, b.src_w, b.src_h] for b in boxes],
+        dtype=torch.float32, device=xyxy.device,
+    )[image_of]
+    out = xyxy[kept]
+    out[:, [0, 2]] = ((out[:, [0, 2]] - geometry[:, 0:1]) * geometry[:, 2:3]).clamp_(min=0).minimum(geometry[:, 4:5])
+    out[:, [1, 3]] = ((out[:, [1, 3]] - geometry[:, 1:2]) * geometry[:, 3:4]).clamp_(min=0).minimum(geometry[:, 5:6])
+    rows = torch.cat((out, scores[kept, None], classes[kept, None].to(out.dtype), image_of[:, None].to(out.dtype)), 1)
+    rows = rows.cpu().numpy()
+    per_image = rows[:, 6].astype(np.int64)
+    return [Detections.from_array(rows[per_image == i, :6]) for i in range(n)]

@@ -1,0 +1,3 @@
+from rtmon.cli import main
+
+raise SystemExit(main())
