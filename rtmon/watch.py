@@ -1,0 +1,203 @@
+"""`rtmon watch`: an external display of what a broker carries from one or several rtmon instances.
+
+It subscribes to `<prefix>/#`, keeps the latest message of each kind per instance and engine in
+a `WatchState`, and redraws a rich table a few times a second (plain terminal output, so it
+works over SSH). Only schema-v1 payloads (docs/mqtt.md) are accepted; anything else is counted
+as rejected, which makes this view the schema's first consumer. `collect()` is the same loop
+without a screen, for tests and scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from rtmon.config import MqttSettings
+from rtmon.mqtt import BACKOFF_MAX_S, SCHEMA, BrokerAddress, client_options, login_refused, validate
+
+REFRESH_HZ = 4.0
+STALE_S = 5.0  # no metrics for this long: the row is dimmed
+
+
+@dataclass
+class EngineView:
+    metrics: dict[str, Any] | None = None
+    detections: dict[str, Any] | None = None
+    received: float = 0.0  # monotonic time of the last metrics message
+
+
+@dataclass
+class InstanceView:
+    status: dict[str, Any] | None = None
+    gpu: dict[str, Any] | None = None
+    engines: dict[str, EngineView] = field(default_factory=dict)
+
+
+@dataclass
+class WatchState:
+    """The latest schema-v1 message per instance, kind and engine."""
+
+    prefix: str
+    connection: str = "connecting…"  # how the feed stands, for the footer
+    instances: dict[str, InstanceView] = field(default_factory=dict)
+    accepted: int = 0
+    rejected: int = 0
+    last_rejection: str = ""
+
+    def update(self, topic: str, payload: bytes, now: float | None = None) -> bool:
+        """Take one message; False (and counted) when its topic or payload is not schema v1."""
+        why = self._apply(topic, payload, time.monotonic() if now is None else now)
+        if why:
+            self.rejected += 1
+            self.last_rejection = f"{topic}: {why}"
+            return False
+        self.accepted += 1
+        return True
+
+    def _apply(self, topic: str, payload: bytes, now: float) -> str:
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return "outside the prefix"
+        levels = topic[len(head) :].split("/")
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, ValueError):
+            return "not JSON"
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            return f"not schema {SCHEMA}"
+        if not isinstance(data.get("ts"), (int, float)):
+            return "no timestamp"
+        instance = self.instances.setdefault(levels[0], InstanceView())
+        match levels[1:]:
+            case ["status"]:
+                instance.status = data
+            case ["gpu"]:
+                instance.gpu = data
+            case ["engines", engine, "metrics"]:
+                view = instance.engines.setdefault(engine, EngineView())
+                view.metrics, view.received = data, now
+            case ["engines", engine, "detections"]:
+                instance.engines.setdefault(engine, EngineView()).detections = data
+            case _:
+                return "unknown topic"
+        return ""
+
+
+async def _subscribe_into(settings: MqttSettings, address: BrokerAddress, state: WatchState) -> None:
+    """Feed `state` from the broker forever, reconnecting with back-off."""
+    backoff = 0.25
+    while True:
+        try:
+            async with aiomqtt.Client(**client_options(settings, address), timeout=5.0) as client:
+                await client.subscribe(f"{settings.prefix}/#", qos=1)
+                state.connection, backoff = f"connected to {address}", 0.25
+                async for message in client.messages:
+                    state.update(str(message.topic), bytes(message.payload))
+        except aiomqtt.MqttError as exc:
+            why = "login refused: check the username/password" if login_refused(exc) else str(exc)
+            state.connection = f"{address}: {why}; retrying"
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
+async def _collect(settings: MqttSettings, seconds: float) -> WatchState:
+    address = validate(settings)
+    state = WatchState(settings.prefix)
+    task = asyncio.create_task(_subscribe_into(settings, address, state))
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return state
+
+
+def collect(settings: MqttSettings, seconds: float) -> WatchState:
+    """Listen for `seconds` and return what arrived (retained messages included)."""
+    return asyncio.run(_collect(settings, seconds))
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _top_counts(detections: dict[str, Any] | None, n: int = 3) -> str:
+    if not detections:
+        return ""
+    counts = sorted(detections.get("counts", {}).items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {count}" for name, count in counts[:n]) or "none"
+
+
+def _gpu_line(gpu: dict[str, Any] | None) -> str:
+    if not gpu or gpu.get("name") is None:
+        return "GPU n/a"
+    return (
+        f"{gpu['name']}  util {_fmt(gpu['utilization_pct'], '.0f')}%  "
+        f"mem {_fmt(gpu['memory_used_mib'], ',.0f')}/{_fmt(gpu['memory_total_mib'], ',.0f')} MiB  "
+        f"{_fmt(gpu['temperature_c'], '.0f')} °C  {_fmt(gpu['power_w'], '.0f')} W"
+    )
+
+
+def render(state: WatchState, now: float | None = None) -> Group:
+    """One screen: a table row per instance and engine, the GPU in the instance's first row."""
+    now = time.monotonic() if now is None else now
+    table = Table(expand=True)
+    for column in ("instance", "engine", "state", "FPS", "lat p50/p95/p99 ms", "frames", "skipped",
+                   "GPU mem", "detections", "GPU"):  # fmt: skip
+        table.add_column(column, no_wrap=column != "GPU", justify="right" if column == "FPS" else "left")
+    for name, inst in sorted(state.instances.items()):
+        status = (inst.status or {}).get("status", "?")
+        label = Text(f"{name} ({status})", style="green" if status == "online" else "red")
+        if not inst.engines:
+            table.add_row(label, "", "", "", "", "", "", "", "", _gpu_line(inst.gpu))
+        for i, (engine, view) in enumerate(sorted(inst.engines.items())):
+            m = view.metrics or {}
+            lat = m.get("latency_ms") or {}
+            stale = status != "online" or now - view.received > STALE_S
+            table.add_row(
+                label if i == 0 else "",
+                engine,
+                m.get("state", "?"),
+                _fmt(m.get("fps")),
+                "/".join(_fmt(lat.get(k)) for k in ("p50", "p95", "p99")) if lat else "n/a",
+                str(m.get("frames_processed", "n/a")),
+                str(m.get("frames_skipped", "n/a")),
+                _fmt(m.get("gpu_mem_mib"), ",.0f"),
+                _top_counts(view.detections),
+                _gpu_line(inst.gpu) if i == 0 else "",
+                style="dim" if stale else None,
+            )
+    footer = f"{state.connection}   messages {state.accepted}"
+    if state.rejected:
+        footer += f", rejected {state.rejected} (last: {state.last_rejection})"
+    return Group(table, Text(footer + "   Ctrl-C quits", style="dim"))
+
+
+async def _watch(settings: MqttSettings, address: BrokerAddress) -> None:
+    state = WatchState(settings.prefix, connection=f"connecting to {address}…")
+    feed = asyncio.create_task(_subscribe_into(settings, address, state))
+    try:
+        with Live(render(state), auto_refresh=False) as live:
+            while not feed.done():
+                live.update(render(state), refresh=True)
+                await asyncio.sleep(1 / REFRESH_HZ)
+        feed.result()
+    finally:
+        feed.cancel()
+
+
+def run_watch(settings: MqttSettings) -> int:
+    """Show the broker's rtmon feeds until Ctrl-C; exit code 0. Bad settings raise UserError."""
+    address = validate(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_watch(settings, address))
+    return 0

@@ -1,0 +1,202 @@
+"""A real mosquitto broker for the MQTT tests: plain, TLS + password, and TLS + client certificate
+listeners on free loopback ports, configured from files generated under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+USER, PASSWORD = "display", "s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_tools() -> str | None:
+    """Why these tests cannot run here, or None."""
+    for tool in ("mosquitto", "mosquitto_passwd", "openssl"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (apt-get install mosquitto openssl)"
+    return None
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certs(folder: Path) -> Certs:
+    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rtmon test CA",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=folder)  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn, ext in (("server", "localhost", ["-extfile", "san.ext"]), ("client", "display", [])):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=folder)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext, cwd=folder)  # fmt: skip
+    return Certs(*(folder / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")))
+
+
+@dataclass
+class Broker:
+    folder: Path
+    certs: Certs
+    port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)
+    cert_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://localhost:{self.tls_port}"
+
+    @property
+    def cert_url(self) -> str:
+        return f"mqtts://localhost:{self.cert_port}"
+
+    def write_config(self) -> Path:
+        passwd = self.folder / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), USER, PASSWORD], check=True)
+        passwd.chmod(0o600)
+        c = self.certs
+        tls = f"cafile {c.ca}\ncertfile {c.server_cert}\nkeyfile {c.server_key}\n"
+        conf = self.folder / "mosquitto.conf"
+        conf.write_text(
+            f"user {getpass.getuser()}\npersistence false\nper_listener_settings true\n"
+            f"log_dest file {self.folder / 'mosquitto.log'}\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.tls_port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {passwd}\n"
+            f"listener {self.cert_port} 127.0.0.1\n{tls}require_certificate true\n"
+            "use_identity_as_username true\nallow_anonymous false\n"
+        )
+        return conf
+
+    def start(self) -> Broker:
+        conf = self.folder / "mosquitto.conf"
+        if not conf.exists():
+            self.write_config()
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening within 5 s")
+
+    def kill(self) -> None:
+        """Gone at once, as a crash or a pulled cable would leave it."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+class FakePipeline:
+    """Stands in for the pipeline: a thread that 'processes' a frame every `frame_s` (sleeping,
+    as an engine waiting on the GPU would) and records it in real `EngineMetrics`."""
+
+    def __init__(self, frame_s: float = 0.002, engines: tuple[str, ...] = ("baseline", "optimized")) -> None:
+        from rtmon.metrics import EngineMetrics
+
+        self.frame_s = frame_s
+        self.metrics = {name: EngineMetrics(name) for name in engines}
+        self.frames = 0
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> FakePipeline:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        import numpy as np
+
+        from rtmon.engines.base import Detections, Frame, Result, StageTimes
+
+        image = np.zeros((2, 2, 3), np.uint8)
+        boxes = Detections(np.zeros((3, 4)), np.ones(3), np.array([0, 0, 2]))
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(self.frame_s)
+            frame = Frame(self.frames, image, t0)
+            for name, metrics in self.metrics.items():
+                metrics.record(Result(name, frame, boxes, StageTimes(0.1, self.frame_s * 1e3, 0.2)))
+            self.frames += 1
+
+    def frames_in(self, seconds: float) -> int:
+        first = self.frames
+        time.sleep(seconds)
+        return self.frames - first
+
+    def snapshot(self):
+        from rtmon.snapshot import MonitorSnapshot, SourceStatus
+
+        return MonitorSnapshot(
+            time=time.time(),
+            uptime_s=time.time() - self.started,
+            model="fake",
+            source=SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames),
+            engines=tuple(m.snapshot() for m in self.metrics.values()),
+            engine_info={},
+            gpu=None,
+            recording="",
+        )
+
+
+def _publish_until_killed(url: str, instance: str) -> None:
+    """The child process of the last-will test: publish a fake pipeline until SIGKILL."""
+    from rtmon.config import MqttSettings
+    from rtmon.mqtt import MetricsPublisher
+
+    pipeline = FakePipeline().start()
+    MetricsPublisher(MqttSettings(url=url, instance=instance, rate_hz=10), pipeline.snapshot).start()
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    _publish_until_killed(sys.argv[1], sys.argv[2])
