@@ -360,15 +360,14 @@ def test_wrong_password_warns_once_and_the_pipeline_runs_on(broker: Broker, cert
 @pytest.mark.parametrize(
     ("args", "why"),
     [
-        (["--mqtt", "mqtt//broker"], "not a broker URL"),
-        (["--mqtt", "amqp://broker"], "unknown scheme"),
-        (["--mqtt", "mqtts://broker", "--set", "mqtt.ca_file=/no/such/ca.pem"], "ca_file"),
+        (["record", "--mqtt", "mqtt//broker"], "not a broker URL"),
+        (["record", "--mqtt", "amqp://broker"], "unknown scheme"),
+        (["record", "--mqtt", "mqtts://broker", "--set", "mqtt.ca_file=/no/such/ca.pem"], "ca_file"),
+        (["watch", "--mqtt", "mqtt://broker:http"], "cannot parse"),
     ],
 )
 def test_bad_mqtt_input_on_the_command_line_is_one_line_and_exit_2(args: list[str], why: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "rtmon", "record", *args], capture_output=True, text=True, timeout=60
-    )
+    run = subprocess.run([sys.executable, "-m", "rtmon", *args], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: mqtt: ") and why in lines[0]
