@@ -1,0 +1,142 @@
+"""ONNX Runtime on the GPU: the CUDA execution provider (`ort-cuda`, `ort-cuda-fp32`) and,
+as an option of the same engine, ONNX Runtime's TensorRT execution provider (`ort-trt`).
+
+Input and output are bound once to device tensors (IO binding), so a run copies nothing
+between host and device, and the CUDA provider records the whole model as a CUDA graph on
+its first run and replays it afterwards; CUDA graphs need exactly those fixed addresses.
+ONNX Runtime computes on the engine's own stream (`user_compute_stream`), so the shared
+torch pre/post-processing and the model run in order without extra synchronization.
+
+The ONNX export is cached in `engines/` (see `rtmon.models.export_onnx`); the TensorRT
+provider keeps its engine and timing caches in `engines/ort-trt/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtmon.engines.gpu_common import GpuEngine, Runner
+from rtmon.errors import UserError
+from rtmon.models import ModelRef, export_onnx
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+_ONNX_TYPES = {"tensor(float16)": (np.float16, torch.float16), "tensor(float)": (np.float32, torch.float32)}
+
+
+def provider_options(provider: str, device_id: int, stream: int, precision: str, cache_dir: Path) -> list:
+    """The providers list for an InferenceSession: the chosen provider first, configured."""
+    common = {"device_id": str(device_id), "user_compute_stream": str(stream)}
+    cuda = ("CUDAExecutionProvider", {**common, "enable_cuda_graph": "1"})
+    if provider == "cuda":
+        return [cuda]
+    cache = str(cache_dir)
+    trt = {
+        **common,
+        "trt_fp16_enable": "1" if precision == "fp16" else "0",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": cache,
+        "trt_cuda_graph_enable": "1",
+    }
+    # Nodes TensorRT cannot take fall back to CUDA; without the graph flag there, since a
+    # CUDA graph needs every node on one provider.
+    return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", common)]
+
+
+class OrtCudaEngine(GpuEngine):
+    def __init__(self, name: str, model: ModelRef, settings, precision: str = "fp16", provider: str = "cuda") -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {tuple(PROVIDERS)}, not {provider!r}")
+        self.precision = precision
+        self._provider = provider
+        self.backend = f"onnxruntime {PROVIDERS[provider]}"
+        super().__init__(name, model, settings)
+        self._sessions: list = []
+
+    @property
+    def _onnx_precision(self) -> str:
+        # TensorRT's provider lowers an FP32 graph to FP16 itself (trt_fp16_enable).
+        return "fp32" if self._provider == "tensorrt" else self.precision
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float16 if self._onnx_precision == "fp16" else torch.float32
+
+    @property
+    def _trt_cache(self) -> Path:
+        return self._engines_dir / "ort-trt" / f"{self.model_ref.path.stem}-{self.model_ref.short_hash}-{self._imgsz}"
+
+    def _build(self, batch: int) -> Runner:
+        path = export_onnx(self.model_ref, self._engines_dir, self._imgsz, self._onnx_precision, batch)
+        try:
+            session = self._session(path)
+        except UserError:
+            raise
+        except Exception as exc:
+            # A cache that passes the ONNX checker can still be one ONNX Runtime rejects, or a
+            # TensorRT engine cache from another GPU/version: rebuild once, with a notice.
+            self.note(f"rebuilt the cached model after ONNX Runtime rejected it ({type(exc).__name__})")
+            log.warning("%s: ONNX Runtime could not load %s (%s); rebuilding the cache", self.info.name, path, exc)
+            path.unlink(missing_ok=True)
+            shutil.rmtree(self._trt_cache, ignore_errors=True)
+            path = export_onnx(self.model_ref, self._engines_dir, self._imgsz, self._onnx_precision, batch)
+            try:
+                session = self._session(path)
+            except Exception as again:
+                raise UserError(f"engine: {self.info.name}: ONNX Runtime cannot load {path} ({again})") from None
+        self._sessions.append(session)
+        return bind_io(session, self._device)
+
+    def _session(self, path: Path):
+        import onnxruntime as ort
+
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from the pip packages torch brought, if not loaded yet
+        self._trt_cache.mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        wanted = PROVIDERS[self._provider]
+        providers = provider_options(
+            self._provider, self._device.index or 0, torch.cuda.current_stream().cuda_stream, self.precision, self._trt_cache
+        )
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        if session.get_providers()[0] != wanted:
+            raise UserError(
+                f"engine: {self.info.name}: ONNX Runtime fell back to {session.get_providers()[0]} "
+                f"({wanted} did not start; check the CUDA/cuDNN/TensorRT libraries)"
+            )
+        return session
+
+    def _release(self) -> None:
+        self._sessions.clear()
+
+
+def bind_io(session, device: torch.device) -> Runner:
+    """A runner over device tensors bound once to the session's single input and output."""
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    if inp.type not in _ONNX_TYPES or out.type not in _ONNX_TYPES:
+        raise UserError(f"engine: unexpected ONNX types {inp.type} → {out.type}")
+    in_np, in_torch = _ONNX_TYPES[inp.type]
+    out_np, out_torch = _ONNX_TYPES[out.type]
+    static_in = torch.zeros(inp.shape, dtype=in_torch, device=device)
+    static_out = torch.empty(out.shape, dtype=out_torch, device=device)
+    binding = session.io_binding()
+    index = device.index or 0
+    binding.bind_input(inp.name, "cuda", index, in_np, list(static_in.shape), static_in.data_ptr())
+    binding.bind_output(out.name, "cuda", index, out_np, list(static_out.shape), static_out.data_ptr())
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        static_in.copy_(x)
+        session.run_with_iobinding(binding)
+        return static_out
+
+    return run
