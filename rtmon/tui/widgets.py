@@ -1,0 +1,342 @@
+"""The monitor's panels. Each owns what it shows as reactive attributes and redraws when they change.
+
+Nothing here talks to the pipeline: the app assigns snapshots, the widgets format them.
+Colours and layout live in `app.tcss`; widgets only set CSS classes that name a state.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache, partial
+
+import cv2
+import numpy as np
+from rich.color import Color as RichColor
+from rich.segment import Segment
+from rich.style import Style
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Sparkline, Static
+from textual.worker import Worker, WorkerState
+from textual_plotext import PlotextPlot
+
+from rtmon.engines.base import EngineInfo
+from rtmon.gpu import GpuSample, fmt_mib
+from rtmon.metrics import EngineSnapshot
+from rtmon.snapshot import SourceStatus
+
+NA = "n/a"
+ENGINE_STATES = ("starting", "running", "paused", "off", "failed", "ended")
+ACTIVE_STATES = ("starting", "running", "paused")
+SOURCE_TROUBLE = ("reconnecting", "failed", "ended")
+HIST_BINS = 20
+HIST_REDRAW_S = 1.0
+UPPER_HALF = "▀"
+
+
+def fmt_num(value: float | None, spec: str = ".1f", unit: str = "") -> str:
+    """`value` formatted, or "n/a" when it is not known."""
+    return NA if value is None else f"{value:{spec}}{unit}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """h:mm:ss."""
+    s = max(int(seconds), 0)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def engine_state_text(engine: EngineSnapshot, wanted_on: bool) -> str:
+    """The state word a user reads, saying so while an on/off request has not taken effect yet."""
+    if not wanted_on and engine.state in ACTIVE_STATES:
+        return "turning off…"
+    if wanted_on and engine.state == "off":
+        return "turning on…"
+    if engine.state == "failed":
+        return f"failed: {engine.error}" if engine.error else "failed"
+    return engine.state
+
+
+def engine_info_text(info: EngineInfo | None) -> str:
+    if info is None:
+        return NA
+    return f"{info.backend} · {info.precision} · {info.device} · {info.input_size}px"
+
+
+def engine_numbers_text(engine: EngineSnapshot) -> str:
+    """Latency percentiles, frame counts and this engine's GPU memory, one fact group a line."""
+    lat = engine.latency
+    if lat is None:
+        latency = f"latency ms  {NA}\n"
+    else:
+        latency = (
+            f"latency ms  mean {lat.mean:.1f}  P50 {lat.p50:.1f}\n"
+            f"            P95 {lat.p95:.1f}  P99 {lat.p99:.1f}"
+        )
+    return (
+        f"{latency}\n"
+        f"frames {engine.processed:,}  skipped {engine.skipped:,}\n"
+        f"GPU mem {fmt_mib(engine.gpu_mem_mib)}"
+    )
+
+
+def engine_fps_text(engine: EngineSnapshot) -> str:
+    return f"FPS {fmt_num(engine.fps)} (avg {fmt_num(engine.fps_overall)}) "
+
+
+def gpu_text(gpu: GpuSample | None) -> str:
+    if gpu is None:
+        return f"GPU {NA} (no NVIDIA GPU visible)"
+    used, total = gpu.memory_used_mib, gpu.memory_total_mib
+    memory = f"{used:,.0f} / {fmt_mib(total)}" if used is not None and total is not None else f"mem {NA}"
+    return (
+        f"GPU {gpu.name} · util {fmt_num(gpu.utilization_pct, '.0f', '%')} · {memory}"
+        f" · {fmt_num(gpu.temperature_c, '.0f', ' °C')} · {fmt_num(gpu.power_w, '.0f', ' W')}"
+        f" · rtmon {fmt_mib(gpu.process_mem_mib)}"
+    )
+
+
+def source_text(source: SourceStatus, paused: bool) -> str:
+    name = source.kind if source.uri == source.kind else f"{source.kind} {source.uri}"
+    state = "paused" if paused and source.state == "running" else source.state
+    if source.error:
+        # In trouble the error is what matters; size and rate would push it off an 80-column line.
+        return f"{name} · {state}: {source.error}"
+    size = f"{source.width}×{source.height}" if source.width and source.height else NA
+    return f"{name} · {size} @ {fmt_num(source.fps, '.1f', ' fps')} · {state}"
+
+
+class EnginePanel(Vertical):
+    """One engine: what it is, its state, FPS with a sparkline, latency numbers and histogram."""
+
+    engine: reactive[EngineSnapshot | None] = reactive(None)
+    info: reactive[EngineInfo | None] = reactive(None)
+    wanted_on: reactive[bool] = reactive(True)
+
+    def __init__(self, index: int, name: str) -> None:
+        super().__init__(classes="engine-panel")
+        self.index = index
+        self.engine_name = name
+        self.border_title = f"{index} {name}"
+        self._hist_data: tuple[float, ...] | None = None
+        self._hist_drawn_at = -HIST_REDRAW_S
+        self._info = Static(classes="engine-info")
+        self._state = Static(classes="engine-state")
+        self._fps = Static(classes="fps-text")
+        self._spark = Sparkline([], classes="fps-spark")
+        self._numbers = Static(classes="engine-numbers")
+        self._hist = PlotextPlot(classes="latency-hist")
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="engine-body"):
+            with Vertical(classes="engine-stats"):
+                yield self._info
+                yield self._state
+                with Horizontal(classes="fps-row"):
+                    yield self._fps
+                    yield self._spark
+                yield self._numbers
+            yield self._hist
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def watch_engine(self) -> None:
+        self._show_when_mounted()
+
+    def watch_info(self) -> None:
+        self._show_when_mounted()
+
+    def watch_wanted_on(self) -> None:
+        self._show_when_mounted()
+
+    def _show_when_mounted(self) -> None:
+        # Watchers may fire before compose has made the children; on_mount shows the first state.
+        if self.is_mounted:
+            self._show()
+
+    def _show(self) -> None:
+        self._info.update(engine_info_text(self.info))
+        engine = self.engine
+        if engine is None:
+            return
+        for state in ENGINE_STATES:
+            self.set_class(engine.state == state, f"-{state}")
+        self._state.update(engine_state_text(engine, self.wanted_on))
+        self._fps.update(engine_fps_text(engine))
+        self._spark.data = list(engine.fps_history)
+        self._numbers.update(engine_numbers_text(engine))
+        self._show_histogram(engine.latency_window_ms)
+
+    def _show_histogram(self, latencies: tuple[float, ...]) -> None:
+        # Drawing a plotext figure costs 10-30 ms on the event loop, so it is redrawn at most
+        # every HIST_REDRAW_S: the distribution of the last few hundred frames moves slowly.
+        now = time.monotonic()
+        if latencies == self._hist_data or now - self._hist_drawn_at < HIST_REDRAW_S:
+            return
+        self._hist_data, self._hist_drawn_at = latencies, now
+        plt = self._hist.plt
+        plt.clear_data()
+        plt.title("latency ms")
+        if latencies:
+            plt.hist(list(latencies), bins=HIST_BINS)
+        self._hist.refresh()
+
+
+class GpuPanel(Static):
+    """Device name, utilization, memory, temperature and power; "n/a" without a GPU."""
+
+    gpu: reactive[GpuSample | None] = reactive(None, always_update=True)
+
+    def on_mount(self) -> None:
+        self.update(gpu_text(self.gpu))
+
+    def watch_gpu(self, gpu: GpuSample | None) -> None:
+        self.set_class(gpu is None, "-absent")
+        self.update(gpu_text(gpu))
+
+
+class StatusLine(Horizontal):
+    """Source, resolution, source FPS and state; uptime; recording state."""
+
+    source: reactive[SourceStatus | None] = reactive(None)
+    uptime_s: reactive[float] = reactive(0.0)
+    recording: reactive[str] = reactive("")
+    paused: reactive[bool] = reactive(False)
+    problem: reactive[str] = reactive("")  # the snapshot itself could not be read
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._source = Static(classes="status-source")
+        self._uptime = Static(classes="status-uptime")
+        self._rec = Static(classes="status-rec")
+
+    def compose(self) -> ComposeResult:
+        yield self._source
+        yield self._uptime
+        yield self._rec
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def watch_source(self) -> None:
+        self._show_when_mounted()
+
+    def watch_uptime_s(self) -> None:
+        self._show_when_mounted()
+
+    def watch_recording(self) -> None:
+        self._show_when_mounted()
+
+    def watch_paused(self) -> None:
+        self._show_when_mounted()
+
+    def watch_problem(self) -> None:
+        self._show_when_mounted()
+
+    def _show_when_mounted(self) -> None:
+        # Watchers may fire before compose has made the children; on_mount shows the first state.
+        if self.is_mounted:
+            self._show()
+
+    def _show(self) -> None:
+        source_widget = self._source
+        if self.problem:
+            source_widget.update(self.problem)
+        elif self.source is not None:
+            source_widget.update(source_text(self.source, self.paused))
+        else:
+            source_widget.update(f"source {NA}")
+        state = self.source.state if self.source is not None else ""
+        source_widget.set_class(bool(self.problem) or state in SOURCE_TROUBLE, "-trouble")
+        source_widget.set_class(self.paused or state == "paused", "-paused")
+        self._uptime.update(f"up {fmt_duration(self.uptime_s)}")
+        rec = self._rec
+        rec.update(f"● REC {self.recording}" if self.recording else "rec off")
+        rec.set_class(bool(self.recording), "-on")
+
+
+def fit_size(image_w: int, image_h: int, cells_w: int, cells_h: int) -> tuple[int, int]:
+    """Largest (pixels wide, pixels high) that keeps the image's aspect within the cells.
+
+    A cell shows two pixels stacked, so the box is `cells_w` × `2 * cells_h` pixels; the height
+    is kept even so every cell gets a top and a bottom pixel.
+    """
+    box_h = 2 * cells_h
+    scale = min(cells_w / image_w, box_h / image_h)
+    width = max(1, min(cells_w, round(image_w * scale)))
+    height = max(2, min(box_h, round(image_h * scale / 2) * 2))
+    return width, height
+
+
+@lru_cache(maxsize=16384)
+def _rgb(red: int, green: int, blue: int) -> RichColor:
+    return RichColor.from_rgb(red, green, blue)
+
+
+def half_block_strips(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list[Strip]:
+    """`image_bgr` as lines of '▀' cells: foreground = the upper pixel, background = the lower."""
+    width, height = fit_size(image_bgr.shape[1], image_bgr.shape[0], cells_w, cells_h)
+    small = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+    # 6 bits a channel (low bits copied from the high ones, so 0 and 255 stay exact): colours
+    # repeat far more often, and the colour cache above stays useful from frame to frame.
+    rgb = ((rgb & 0xFC) | (rgb >> 6)).tolist()
+    pad = (cells_w - width) // 2
+    lead = [Segment(" " * pad)] if pad else []
+    strips: list[Strip] = []
+    for row in range(height // 2):
+        top, bottom = rgb[2 * row], rgb[2 * row + 1]
+        segments = lead + [
+            Segment(UPPER_HALF, Style.from_color(_rgb(*up), _rgb(*down)))
+            for up, down in zip(top, bottom, strict=True)
+        ]
+        strips.append(Strip(segments, pad + width))
+    return strips
+
+
+class PreviewWidget(Widget):
+    """A low-resolution picture of the split screen in half-block characters, for SSH without a window.
+
+    Scaling and colouring a picture takes tens of milliseconds, so it happens in a thread worker;
+    a newer picture replaces a picture still being converted.
+    """
+
+    # Arrays do not compare to a single bool, so every assignment counts as a change.
+    frame: reactive[np.ndarray | None] = reactive(None, always_update=True)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._strips: list[Strip] = []
+
+    def watch_frame(self, frame: np.ndarray | None) -> None:
+        self._convert()
+
+    def on_resize(self) -> None:
+        self._convert()
+
+    def _convert(self) -> None:
+        frame, (width, height) = self.frame, self.size
+        if frame is None or width < 1 or height < 1:
+            self._strips = []
+            self.refresh()
+            return
+        self.run_worker(
+            partial(half_block_strips, frame, width, height),
+            thread=True,
+            exclusive=True,
+            group="preview",
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "preview" and event.state == WorkerState.SUCCESS:
+            self._strips = event.worker.result
+            self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self.frame is None:
+            return Strip([Segment("preview: no picture yet")]) if y == 0 else Strip.blank(width)
+        return self._strips[y].crop_extend(0, width, None) if y < len(self._strips) else Strip.blank(width)
