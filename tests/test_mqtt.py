@@ -233,7 +233,8 @@ def test_messages_follow_the_schema_and_status_goes_offline_on_clean_exit(broker
     publisher = MetricsPublisher(settings(broker.url, detections=True), pipeline.snapshot)
     publisher.start()
     try:
-        state = collect(settings(broker.url), 0.6)
+        assert wait_for(lambda: publisher.connected and pipeline.frames > 0, 5) is not None
+        state = collect(settings(broker.url), 0.8)
     finally:
         t0 = time.monotonic()
         publisher.stop()
