@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--project", type=Path, default=Path(tempfile.gettempdir()) / "rtmon-train")
     parser.add_argument("--assets", type=Path, help="where the weights and their records go")
     parser.add_argument("--seed", type=int, default=0, help="ultralytics' training seed")
+    parser.add_argument("--init", type=Path, help="start from these weights (a second stage) instead of yolo11n.yaml")
     parser.add_argument("--smoke", action="store_true", help="tiny dataset, 1 epoch, CPU")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics import YOLO
 
     start = time.perf_counter()
-    model = YOLO("yolo11n.yaml")
+    model = YOLO(str(args.init) if args.init else "yolo11n.yaml")
     model.train(
         data=str(data),
         epochs=args.epochs,
