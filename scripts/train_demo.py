@@ -112,7 +112,7 @@ def recipe(args, argv: list[str], trainer, manifest: dict, wall_s: float, metric
             f"- Wall time of training: {wall_s:.0f} s; epochs run: {metrics['epochs_run']}",
             f"- GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"ultralytics {ultralytics.__version__}",
-            f"- Model: yolo11n.yaml (from scratch), {len(trainer.data['names'])} classes: "
+            f"- Model: {'initialised from ' + str(args.init) if args.init else 'yolo11n.yaml (from scratch)'}, {len(trainer.data['names'])} classes: "
             f"{', '.join(trainer.data['names'].values())}",
             f"- Final validation (best.pt): mAP50 {final['mAP50']}, mAP50-95 {final['mAP50-95']}, "
             f"precision {final['precision']}, recall {final['recall']}",
