@@ -7,6 +7,7 @@ interrupted run leaves nothing half-written behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import platform
@@ -28,8 +29,9 @@ from rich.table import Table
 
 from rtmon import __version__, gpu
 from rtmon.errors import UserError
-from rtmon.metrics import LatencyStats
+from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.models import ModelRef
+from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.sources import SourceSpec
 
 BASELINE = "torch-fp32"
@@ -90,17 +92,51 @@ class Sampler(threading.Thread):
         self.join(timeout=2)
 
 
+class BenchStatus:
+    """What an MQTT subscriber sees while a bench runs: each finished engine's results, and
+    the running engine's progress (its FPS so far; latency percentiles once it has finished)."""
+
+    def __init__(self, model: ModelRef, spec: SourceSpec, names: list[str]) -> None:
+        self.model, self.spec = model, spec
+        self.state = dict.fromkeys(names, "waiting")
+        self.processed = dict.fromkeys(names, 0)
+        self.t_measure: dict[str, float] = {}
+        self.runs: dict[str, EngineRun] = {}
+        self.t0 = time.perf_counter()
+
+    def _engine(self, name: str, now: float) -> EngineSnapshot:
+        run = self.runs.get(name)
+        if run:
+            return EngineSnapshot(name, "done", "", run.raw["frames"], 0, run.fps, run.fps, run.latency, run.stages,
+                                  (), (), {}, run.raw["gpu_process_mib"])
+        started = self.t_measure.get(name)
+        n = self.processed[name]
+        fps = n / (now - started) if started and n and now > started else None
+        return EngineSnapshot(name, self.state[name], "", n, 0, fps, fps, None, {}, (), (), {}, None)
+
+    def snapshot(self) -> MonitorSnapshot:
+        now = time.perf_counter()
+        source = SourceStatus(self.spec.uri, self.spec.kind, None, None, None, None, "running", "", 0)
+        return MonitorSnapshot(time.time(), now - self.t0, self.model.label, source,
+                               tuple(self._engine(n, now) for n in self.state), {}, gpu.sample(), "")
+
+
 def check_out_dir(out: Path) -> None:
-    """Fail before any work if `out` cannot be created and written."""
+    """Fail before any work if `out` cannot be created and written; leave nothing behind."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
             pass
     except OSError as exc:
         raise UserError(f"out: cannot write to {out} ({exc.strerror or exc})") from None
+    finally:
+        for folder in created:  # deepest first; the report creates them again when it is written
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
-def _run_worker(job: dict, progress: Progress, task, sampler: Sampler) -> tuple[dict, float]:
+def _run_worker(job: dict, progress: Progress, task, sampler: Sampler, status: BenchStatus) -> tuple[dict, float]:
     with tempfile.TemporaryDirectory(prefix="rtmon-bench-") as tmp:
         job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_file.write_text(json.dumps({**job, "result": str(result_file)}))
@@ -110,12 +146,16 @@ def _run_worker(job: dict, progress: Progress, task, sampler: Sampler) -> tuple[
         try:
             for line in proc.stdout:
                 msg = json.loads(line) if line.startswith("{") else {}
+                name = job["engine"]
                 if msg.get("stage") == "measuring":
-                    t_measure = time.perf_counter()
-                    progress.update(task, description=f"{job['engine']}: measuring")
+                    t_measure = status.t_measure[name] = time.perf_counter()
+                    status.state[name] = "measuring"
+                    progress.update(task, description=f"{name}: measuring")
                 elif msg.get("stage") == "loading":
-                    progress.update(task, description=f"{job['engine']}: loading + warm-up")
+                    status.state[name] = "loading"
+                    progress.update(task, description=f"{name}: loading + warm-up")
                 elif "progress" in msg:
+                    status.processed[name] = msg["progress"]
                     progress.update(task, completed=msg["progress"])
                 elif "error" in msg:
                     error = msg["error"]
@@ -130,10 +170,15 @@ def _run_worker(job: dict, progress: Progress, task, sampler: Sampler) -> tuple[
 
 
 def run_bench(
-    settings, model: ModelRef, spec: SourceSpec, engine_names: list[str], out: Path, console: Console
+    settings, model: ModelRef, spec: SourceSpec, engine_names: list[str], out: Path, console: Console,
+    publisher_factory=None,
 ) -> dict:
     """Measure each engine in its own process; write the report into `out`; return bench.json."""
     check_out_dir(out)
+    status = BenchStatus(model, spec, engine_names)
+    publisher = publisher_factory(status.snapshot, model.class_names) if publisher_factory else None
+    if publisher:
+        publisher.start()
     frames, warmup = settings.bench.frames, settings.bench.warmup
     job_base = {
         "settings": settings.model_dump(),
@@ -153,12 +198,15 @@ def run_bench(
             for name in engine_names:
                 task = progress.add_task(f"{name}: decoding", total=frames)
                 sampler.current = name
-                raw, t_measure = _run_worker({**job_base, "engine": name}, progress, task, sampler)
+                raw, t_measure = _run_worker({**job_base, "engine": name}, progress, task, sampler, status)
                 runs.append(EngineRun(name, raw, t_measure))
+                status.runs[name] = runs[-1]
                 progress.update(task, description=f"{name}: {runs[-1].fps:.1f} FPS", completed=frames)
                 sampler.current = ""
     finally:
         sampler.stop()
+        if publisher:
+            publisher.stop()
     report = build_report(runs, model, spec, frames, warmup)
     write_report(report, runs, sampler.data, out)
     console.print(summary_table(report))

@@ -83,13 +83,16 @@ def _cache_dir(settings: Settings) -> Path:
 
 
 def _publisher(settings: Settings):
-    """A factory for the MQTT publisher when --mqtt/mqtt.url is set, else None."""
+    """A factory `(snapshot_fn, class_names) -> MetricsPublisher` when mqtt.url is set, else None.
+
+    The URL and TLS files are checked here, before any slow work starts.
+    """
     if not settings.mqtt.url:
         return None
     from rtmon.mqtt import MetricsPublisher, validate
 
     validate(settings.mqtt)
-    return lambda pipeline: MetricsPublisher(settings.mqtt, pipeline.snapshot)
+    return lambda snapshot, class_names: MetricsPublisher(settings.mqtt, snapshot, class_names)
 
 
 @app.callback()
@@ -121,24 +124,42 @@ def monitor(
         raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
     from rtmon import engines as registry
     from rtmon.pipeline import Pipeline
+    from rtmon.sinks import Window
     from rtmon.tui import run_monitor
 
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
     model_ref, spec = _prepare(settings)
     pipeline = Pipeline(spec, model_ref, settings, names)
-    publisher = factory(pipeline) if factory else None
+    window = Window() if settings.monitor.window else None
+    publisher = factory(pipeline.snapshot, model_ref.class_names) if factory else None
     pipeline.load_engines(wait=False)
     pipeline.start_feed()
     if publisher:
         publisher.start()
+    if window:
+        window.follow(pipeline.split_screen)
     try:
-        code = run_monitor(pipeline, settings)
+        code = run_monitor(pipeline, settings.monitor)
     finally:
+        if window:
+            window.close()
         pipeline.stop()
         if publisher:
             publisher.stop()
-    raise typer.Exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown, once everything is stopped and finalized.
+
+    Tearing down torch's and ONNX Runtime's native thread pools takes seconds after the screen
+    is gone; `q` should give the shell back at once.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _parent_settings(ctx: typer.Context, **options: Any) -> Settings:
@@ -175,10 +196,11 @@ def bench(
     names = registry.resolve_names(settings.engines.bench)
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
     check_out_dir(out_dir)
+    factory = _publisher(settings)
     model_ref, spec = _prepare(settings)
     if not model_ref.trained:
         logging.getLogger("rtmon").warning("the model is untrained: speed figures are valid, detections are not")
-    run_bench(settings, model_ref, spec, names, out_dir, console)
+    run_bench(settings, model_ref, spec, names, out_dir, console, factory)
     console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv, latency.png, timeline.png)")
 
 
@@ -212,6 +234,35 @@ def record(
         console.print("recording until Ctrl-C …")
     path = run_record(settings, model_ref, spec, left_name, right_name, out, console, factory)
     console.print(f"recording: {path}")
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines (default: baseline,optimized)")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="a labeled source (default: sample)")] = None,
+    model: ModelOpt = None,
+    frames: Annotated[int | None, typer.Option("--frames", "-n", help="evaluate only the first N frames (default: all)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for eval.json (default recordings/eval-<time>)")] = None,
+) -> None:
+    """Accuracy: mAP50 and mAP50-95 of each engine against ground truth, and agreement with the baseline."""
+    settings = _parent_settings(ctx, config=config, sets=sets, **{
+        "engines.bench": _engine_list(engines), "source.uri": "sample" if source is None else source,
+        "model.name": model,
+    })
+    from rtmon import engines as registry
+    from rtmon.bench import check_out_dir
+    from rtmon.evaluate import run_eval
+    from rtmon.pipeline import timestamped
+
+    names = registry.resolve_names(settings.engines.bench)
+    out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")
+    check_out_dir(out_dir)
+    model_ref, spec = _prepare(settings)
+    run_eval(settings, model_ref, spec, names, out_dir, console, frames)
+    console.print(f"report: {out_dir}/eval.json")
 
 
 @app.command()

@@ -111,7 +111,7 @@ class Settings(_Section):
 def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "config"
-    return f"{key}: {first['msg']}"
+    return f"{key}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def parse_value(text: str) -> Any:

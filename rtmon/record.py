@@ -38,7 +38,7 @@ def run_record(
         raise UserError(f"out: {path}: the recording is an H.264 MP4; give a path ending in .mp4")
     pipeline = Pipeline(spec, model, settings, names, max_frames=rec.frames, realtime=True, record_pair=(left, right))
     _sigterm_as_interrupt()
-    publisher = publisher_factory(pipeline) if publisher_factory else None
+    publisher = publisher_factory(pipeline.snapshot, model.class_names) if publisher_factory else None
     result: Path | None = None
     try:
         with console.status(f"loading {', '.join(names)} …"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -94,6 +96,8 @@ class Window:
             raise UserError("window: no display (DISPLAY is not set); use the in-terminal preview or record to a file")
         self._cv2 = cv2
         self.title = title
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error:
@@ -103,5 +107,20 @@ class Window:
         self._cv2.imshow(self.title, bgr)
         self._cv2.waitKey(1)
 
+    def follow(self, frames: Callable[[], np.ndarray | None], hz: float = 20.0) -> None:
+        """Show `frames()` at `hz` from a background thread until `close()`."""
+
+        def loop() -> None:
+            while not self._halt.wait(1.0 / hz):
+                image = frames()
+                if image is not None:
+                    self.show(image)
+
+        self._thread = threading.Thread(target=loop, name="rtmon-window", daemon=True)
+        self._thread.start()
+
     def close(self) -> None:
+        self._halt.set()
+        if self._thread:
+            self._thread.join(timeout=2)
         self._cv2.destroyWindow(self.title)

@@ -14,12 +14,21 @@ from rtmon.config import load_settings
 from rtmon.engines import SPECS, create, resolve_optimized, unavailable_reason
 from rtmon.engines.base import Detections
 from rtmon.engines.parity import match_detections, max_confidence_gap
-from rtmon.engines.prepost import Letterbox, Thresholds, postprocess, postprocess_batch
+from rtmon.engines.prepost import (
+    Letterbox,
+    Thresholds,
+    detections_from_candidates,
+    postprocess,
+    postprocess_batch,
+    preprocess_torch,
+    top_candidates,
+)
 from rtmon.engines.tensorrt import INSTALL_HINT, PlanKey, resolve_shape
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, onnx_path
 
-GPU_ENGINES = ["torch-fp16", "torch-graph", "torch-compile", "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
+GPU_ENGINES = ["torch-fp16", "torch-fp16-cpu", "torch-graph-cpu", "torch-graph-sync", "torch-graph", "torch-compile",
+               "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 no_tensorrt = pytest.mark.skipif(
     __import__("importlib").util.find_spec("tensorrt") is not None, reason="checks the no-TensorRT behaviour"
@@ -160,3 +169,38 @@ def test_match_detections_is_one_to_one():
     a = _dets([[0, 0, 100, 100, 0.9, 1], [1, 0, 101, 100, 0.8, 1]])
     b = _dets([[0, 0, 100, 100, 0.9, 1]])
     assert match_detections(a, b) == 0.5
+
+
+@pytest.mark.parametrize("max_det", [300, 20])
+def test_top_candidates_then_host_nms_equals_postprocess(max_det):
+    pred = _random_head(2, seed=3)
+    pred[:, 4:] *= 0.3  # about 800 of 3000 anchors pass 0.25: fewer than k, many overlapping
+    box = Letterbox.fit(1280, 720, 640)
+    th = Thresholds(0.25, 0.7, max_det)
+    rows = top_candidates(pred, 1024).numpy()
+    for i in range(2):
+        want, got = postprocess(pred[i], box, th), detections_from_candidates(rows[i], box, th, pred.shape[-1])
+        assert len(want) == len(got) > 0
+        np.testing.assert_allclose(got.xyxy, want.xyxy, atol=1e-4)
+        np.testing.assert_allclose(got.confidence, want.confidence)
+        np.testing.assert_array_equal(got.class_id, want.class_id)
+
+
+def test_candidates_that_all_pass_the_threshold_ask_for_the_full_nms():
+    pred = _random_head(1)
+    pred[:, 4:] = 0.9  # every anchor passes: the 16 best rows cannot be the whole story
+    rows = top_candidates(pred, 16).numpy()[0]
+    assert detections_from_candidates(rows, Letterbox.fit(640, 640, 640), Thresholds(), pred.shape[-1]) is None
+    every = top_candidates(pred, 10_000).numpy()[0]  # k ≥ anchors: nothing was cut off
+    assert detections_from_candidates(every, Letterbox.fit(640, 640, 640), Thresholds(), pred.shape[-1]) is not None
+
+
+def test_batched_letterbox_equals_per_image_letterbox():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (3, 72, 128, 3), dtype=torch.uint8, generator=g)
+    batched, box = preprocess_torch(images, 64, torch.float32)
+    assert batched.shape == (3, 3, 64, 64)
+    for i in range(3):
+        single, same = preprocess_torch(images[i], 64, torch.float32)
+        assert same == box
+        torch.testing.assert_close(batched[i : i + 1], single)

@@ -1,13 +1,16 @@
 """GPU engines against the baseline, on the GPU machine (`pytest -m gpu`; CI skips these).
 
-Parity runs on a re-initialised yolo11n that outputs boxes (`make_detecting_weights`): it
-proves each engine computes the baseline's function (letterbox, network, NMS, rescale) box for
-box; a trained model's accuracy is covered once the trained fixture exists.
+Parity uses the trained demo detector on frames of a synthetic scene it detects real objects
+in: every engine must find the baseline's boxes again (same class, IoU ≥ 0.9) with confidences
+within FP16 rounding. The parity lines printed here are the evidence quoted in the docs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,18 +21,14 @@ import torch
 from rtmon.config import load_settings
 from rtmon.engines import create, unavailable_reason
 from rtmon.engines.base import Frame
-from rtmon.engines.parity import CONFIDENCE_TOLERANCE, make_detecting_weights, match_detections, max_confidence_gap
-from rtmon.models import onnx_path, resolve_model, untrained_ref
+from rtmon.engines.parity import CONFIDENCE_TOLERANCE, match_detections, max_confidence_gap
+from rtmon.models import onnx_path, resolve_model
+from rtmon.scene import render_scene
 
 pytestmark = pytest.mark.gpu
 
-GPU_ENGINES = ["torch-fp16", "torch-graph", "torch-compile", "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
-
-
-def _assets() -> Path:
-    import ultralytics
-
-    return Path(ultralytics.__file__).parent / "assets"
+GPU_ENGINES = ["torch-fp16", "torch-fp16-cpu", "torch-graph-cpu", "torch-graph-sync", "torch-graph", "torch-compile",
+               "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,13 @@ def engines_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detecting_ref(engines_dir):
-    untrained = untrained_ref("yolo11n.yaml", engines_dir)
-    path = make_detecting_weights(untrained.path, engines_dir / "yolo11n-detecting-seed0.pt")
-    return resolve_model(str(path), engines_dir)
+def demo_ref(engines_dir):
+    return resolve_model("demo", engines_dir)
 
 
 @pytest.fixture(scope="module")
 def frames() -> list[Frame]:
-    images = [cv2.imread(str(p)) for p in sorted(_assets().glob("*.jpg"))]
-    images += [cv2.resize(images[0], (1280, 720)), cv2.flip(images[-1], 1)]
+    images = [image for image, _ in render_scene(seed=7, frames=24, stride=2)]
     return [Frame(i, img, 0.0) for i, img in enumerate(images)]
 
 
@@ -65,86 +61,121 @@ def _loaded(name: str, ref, engines_dir: Path, batch: int = 1):
 
 
 @pytest.fixture(scope="module")
-def baseline_detections(detecting_ref, engines_dir, frames):
-    engine = _loaded("torch-fp32", detecting_ref, engines_dir)
+def baseline_detections(demo_ref, engines_dir, frames):
+    engine = _loaded("torch-fp32", demo_ref, engines_dir)
     out = [engine.infer(f).detections for f in frames]
     engine.close()
-    assert sum(len(d) for d in out) >= 20, "the parity model must detect something"
+    assert sum(len(d) for d in out) >= 24, "the demo detector must detect the scene's objects"
     return out
 
 
+def _parity(name: str, baseline, got) -> tuple[float, float]:
+    total = sum(len(d) for d in baseline)
+    matched = sum(match_detections(b, g) * len(b) for b, g in zip(baseline, got, strict=True))
+    gap = max(max_confidence_gap(b, g) for b, g in zip(baseline, got, strict=True))
+    extra = sum(len(g) for g in got) - total
+    print(f"parity {name}: {matched:.0f}/{total} baseline boxes matched ({matched / total:.2%}), "
+          f"{extra:+d} boxes vs baseline, max confidence gap {gap:.4f}")
+    return matched / total, gap
+
+
 @pytest.mark.parametrize("name", GPU_ENGINES)
-def test_engine_matches_baseline(name, detecting_ref, engines_dir, frames, baseline_detections):
-    engine = _loaded(name, detecting_ref, engines_dir)
+def test_engine_matches_baseline(name, demo_ref, engines_dir, frames, baseline_detections):
+    engine = _loaded(name, demo_ref, engines_dir)
     got = [engine.infer(f).detections for f in frames]
+    fallbacks = getattr(engine, "overflows", 0)
     engine.close()
-    total = sum(len(d) for d in baseline_detections)
-    matched = sum(match_detections(b, g) * len(b) for b, g in zip(baseline_detections, got, strict=True))
-    gap = max(max_confidence_gap(b, g) for b, g in zip(baseline_detections, got, strict=True))
-    print(f"parity {name}: {matched:.0f}/{total} matched ({matched / total:.2%}), max confidence gap {gap:.4f}")
-    assert matched / total >= 0.99
+    share, gap = _parity(name, baseline_detections, got)
+    assert share >= 0.99
     assert gap <= CONFIDENCE_TOLERANCE
+    assert fallbacks == 0, "the demo scene never has more candidates than k"
 
 
 @pytest.mark.parametrize("name", ["torch-graph", "ort-cuda"])
-def test_graph_replay_follows_changing_inputs(name, detecting_ref, engines_dir, frames):
-    """Static buffers must carry each new frame: poison the output between runs and check
-    every result still equals the eager engine's for that frame."""
-    eager = _loaded("torch-fp16", detecting_ref, engines_dir)
-    expected = [eager.infer(f).detections for f in frames]
-    eager.close()
-    engine = _loaded(name, detecting_ref, engines_dir)
-    run = engine.runner(1)
-    for frame, want in zip(frames + frames[::-1], expected + expected[::-1], strict=True):
-        with torch.cuda.stream(engine._stream):
-            run(torch.full((1, 3, 640, 640), 0.5, device="cuda", dtype=engine.input_dtype)).fill_(float("nan"))
-        got = engine.infer(frame).detections
-        assert match_detections(want, got) >= 0.99
-    engine.close()
-
-
-@pytest.mark.parametrize("name", ["torch-graph", "ort-cuda"])
-def test_stream_and_batch_agree_with_single_frames(name, detecting_ref, engines_dir, frames):
-    engine = _loaded(name, detecting_ref, engines_dir, batch=4)
+def test_stream_and_batch_agree_with_single_frames(name, demo_ref, engines_dir, frames):
+    engine = _loaded(name, demo_ref, engines_dir, batch=4)
     single = [engine.infer(f).detections for f in frames]
     streamed = [r.detections for r in engine.infer_stream(frames)]
+    backwards = [r.detections for r in engine.infer_stream(frames[::-1])][::-1]  # static buffers follow new frames
     batched = [r.detections for r in engine.infer_batch(frames[:3])]  # padded to 4
+    on_device = [r.detections for r in engine.infer_stream(Frame(f.index, torch.from_numpy(f.image).cuda(), 0.0)
+                                                           for f in frames)]
     engine.close()
-    for want, got in zip(single + single[:3], streamed + batched, strict=True):
-        assert match_detections(want, got) >= 0.99
+    for want, got in zip(single * 3 + single[:3], streamed + backwards + on_device + batched, strict=True):
+        assert match_detections(want, got) == 1.0 and len(want) == len(got)
 
 
-def test_corrupt_cached_onnx_is_rebuilt_with_a_notice(detecting_ref, tmp_path, frames, caplog):
+def test_candidate_overflow_falls_back_to_full_nms(demo_ref, engines_dir, frames):
+    """With k = 4 nearly every frame overflows; the fallback must give the same boxes."""
+    from rtmon.engines import gpu_common
+
+    engine = _loaded("torch-graph", demo_ref, engines_dir)
+    want = [engine.infer(f).detections for f in frames]
+    engine.close()
+    k, gpu_common.CANDIDATES = gpu_common.CANDIDATES, 4
+    try:
+        engine = _loaded("torch-graph", demo_ref, engines_dir)
+        got = [r.detections for r in engine.infer_stream(frames)]
+        overflows = engine.overflows
+        engine.close()
+    finally:
+        gpu_common.CANDIDATES = k
+    assert overflows > len(frames) // 2
+    for w, g in zip(want, got, strict=True):
+        assert match_detections(w, g) == 1.0 and len(w) == len(g)
+
+
+def test_corrupt_cached_onnx_is_rebuilt_with_a_notice(demo_ref, tmp_path, frames, caplog):
     if unavailable_reason("ort-cuda"):
         pytest.skip(unavailable_reason("ort-cuda"))
-    target = onnx_path(detecting_ref, tmp_path, 640, "fp16", 1)
+    target = onnx_path(demo_ref, tmp_path, 640, "fp16", 1)
     target.write_bytes(b"not an onnx file")
     with caplog.at_level(logging.WARNING):
-        engine = _loaded("ort-cuda", detecting_ref, tmp_path)
+        engine = _loaded("ort-cuda", demo_ref, tmp_path)
     assert "corrupt" in caplog.text
-    assert len(engine.infer(frames[0]).detections) >= 0
+    assert len(engine.infer(frames[0]).detections) > 0
     engine.close()
 
 
-def test_gpu_memory_not_above_baseline(detecting_ref, engines_dir, frames):
+_MEMORY_PROBE = """
+import json, sys
+import torch
+from pathlib import Path
+from rtmon import gpu
+from rtmon.config import load_settings
+from rtmon.engines import create
+from rtmon.engines.base import warmup_frames
+from rtmon.models import resolve_model
+name, engines_dir = sys.argv[1], sys.argv[2]
+engine = create(name, resolve_model("demo", Path(engines_dir)), load_settings(overrides={"paths.engines_dir": engines_dir}))
+engine.load()
+for f in warmup_frames(count=20):
+    engine.infer(f)
+free, total = torch.cuda.mem_get_info()
+print(json.dumps({"nvml": gpu.process_memory_mib(), "device_used": (total - free) / 2**20}))
+"""
+
+
+def test_gpu_memory_not_above_baseline(engines_dir):
+    """Each engine in a fresh process, its whole footprint as the driver sees it (NVML)."""
+
     def used_by(name: str) -> float:
-        torch.cuda.empty_cache()
-        free0, _ = torch.cuda.mem_get_info()
-        engine = _loaded(name, detecting_ref, engines_dir)
-        for f in frames:
-            engine.infer(f)
-        free1, _ = torch.cuda.mem_get_info()
-        engine.close()
-        return (free0 - free1) / 2**20
+        if unavailable_reason(name):
+            pytest.skip(unavailable_reason(name))
+        free, total = torch.cuda.mem_get_info()  # this process's own share, when NVML cannot see pids
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, name, str(engines_dir)], capture_output=True,
+                             text=True, check=True).stdout
+        probe = json.loads(out.strip().splitlines()[-1])
+        return probe["nvml"] if probe["nvml"] is not None else probe["device_used"] - (total - free) / 2**20
 
     baseline = used_by("torch-fp32")
     for name in ("torch-graph", "ort-cuda"):
         used = used_by(name)
-        print(f"memory {name}: {used:.0f} MiB vs baseline {baseline:.0f} MiB")
-        assert used <= max(baseline, 1.0) * 1.05
+        print(f"memory {name}: {used:.0f} MiB vs baseline {baseline:.0f} MiB (NVML, whole process)")
+        assert used <= baseline
 
 
-def test_nvdec_frames_match_cpu_decoding(tmp_path):
+def test_nvdec_frames_match_cpu_decoding():
     from rtmon.nvdec import nvdec_unavailable_reason, open_nvdec
 
     if nvdec_unavailable_reason():
@@ -154,7 +185,9 @@ def test_nvdec_frames_match_cpu_decoding(tmp_path):
         pytest.skip("no bench_clip.mp4 (a 1280x720 H.264 file) in the working tree")
     cap = cv2.VideoCapture(str(clip))
     ok, first = cap.read()
-    _, gpu_first = next(open_nvdec(clip))
+    frames = open_nvdec(clip)
+    _, gpu_first = next(frames)
+    frames.close()  # a decoder dropped mid-file must not take the interpreter down
     assert ok and tuple(gpu_first.shape) == first.shape
     # Both decoders are exact H.264 decoders; only the YUV→RGB conversion may round differently.
     assert np.abs(gpu_first.cpu().numpy().astype(int) - first.astype(int)).mean() < 3

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rtmon.engines.base import Frame
+from rtmon.errors import UserError
+from rtmon.sinks import H264Writer
+from rtmon.sources import FrameBus, FrameReader, open_capture, read_frames, resolve_source
+
+
+def _write_clip(path: Path, frames: int = 12, size=(320, 240)) -> Path:
+    with H264Writer(path, 30, size) as w:
+        for i in range(frames):
+            img = np.full((size[1], size[0], 3), i * 20 % 255, np.uint8)
+            cv2.putText(img, str(i), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 5)
+            w.write(img)
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    return _write_clip(tmp_path / "clip.mp4")
+
+
+def test_resolve_kinds(tmp_path, clip):
+    assert resolve_source("0", tmp_path).kind == "camera"
+    assert resolve_source("rtsp://example/stream", tmp_path).kind == "stream"
+    assert resolve_source(str(clip), tmp_path).kind == "file"
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert resolve_source(str(tmp_path / "imgs"), tmp_path).kind == "folder"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.mp4", "no such file or folder"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "folder has no images"),
+    ],
+)
+def test_resolve_errors(tmp_path, make, message):
+    with pytest.raises(UserError, match=message):
+        resolve_source(str(make(tmp_path)), tmp_path)
+
+
+def test_corrupt_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    spec = resolve_source(str(bad), tmp_path)
+    with pytest.raises(UserError, match=r"cannot open it as a video|no decodable frame"):
+        open_capture(spec)
+
+
+def test_camera_that_does_not_open(tmp_path):
+    with pytest.raises(UserError, match="camera 9 does not open"):
+        open_capture(resolve_source("9", tmp_path))
+
+
+def test_read_frames_wraps_around_a_short_file(tmp_path, clip):
+    frames = list(read_frames(resolve_source(str(clip), tmp_path), 30))
+    assert len(frames) == 30 and frames[0].shape == (240, 320, 3)
+    np.testing.assert_array_equal(frames[0], frames[12])
+
+
+def _run_reader(spec, bus, **kw) -> FrameReader:
+    reader = FrameReader(spec, bus, **kw)
+    reader.start()
+    return reader
+
+
+def test_every_policy_sees_every_frame_in_order(tmp_path, clip):
+    bus = FrameBus()
+    sub = bus.subscribe("bench", "every", capacity=2)  # small buffer: the reader must wait
+    _run_reader(resolve_source(str(clip), tmp_path), bus)
+    seen = []
+    while True:
+        frame, skipped = sub.get(timeout=5)
+        if frame is None:
+            break
+        assert skipped == 0
+        seen.append(frame.index)
+        time.sleep(0.01)
+    assert seen == list(range(12))
+
+
+def test_latest_policy_skips_and_counts(tmp_path):
+    bus = FrameBus()
+    sub = bus.subscribe("slow", "latest")
+    stop = threading.Event()
+    for i in range(5):
+        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()), stop)
+    frame, skipped = sub.get(timeout=1)
+    assert frame.index == 4 and skipped == 0  # first frame: nothing to count as skipped yet
+    for i in range(5, 9):
+        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()), stop)
+    frame, skipped = sub.get(timeout=1)
+    assert frame.index == 8 and skipped == 3
+    with pytest.raises(queue.Empty):
+        sub.get(timeout=0.05)
+    bus.end()
+    assert sub.get(timeout=1) == (None, 0)
+
+
+def test_loop_restarts_the_file_and_frames_carry_timestamps(tmp_path, clip):
+    bus = FrameBus()
+    sub = bus.subscribe("x", "every", capacity=64)
+    reader = _run_reader(resolve_source(str(clip), tmp_path), bus, loop=True, max_frames=30)
+    frames = []
+    while (item := sub.get(timeout=5)[0]) is not None:
+        frames.append(item)
+    reader.join(5)
+    assert [f.index for f in frames] == list(range(30))
+    assert all(b.t_capture >= a.t_capture for a, b in itertools.pairwise(frames))
+    assert reader.status.state == "ended"
+
+
+def test_realtime_pacing_follows_the_file_rate(tmp_path):
+    clip = _write_clip(tmp_path / "c.mp4", frames=15)
+    bus = FrameBus()
+    sub = bus.subscribe("x", "every", capacity=64)
+    t0 = time.perf_counter()
+    _run_reader(resolve_source(str(clip), tmp_path), bus, realtime=True)
+    n = 0
+    while sub.get(timeout=5)[0] is not None:
+        n += 1
+    assert n == 15 and time.perf_counter() - t0 >= 14 / 30 * 0.9
+
+
+def test_stream_that_fails_is_reopened_with_backoff(tmp_path, clip, monkeypatch):
+    """A live source that stops delivering frames is reopened, and the status says so."""
+    import rtmon.sources as sources
+
+    spec = sources.SourceSpec("rtsp://cam", "stream", str(clip), "rtsp://cam")
+    bus = FrameBus()
+    sub = bus.subscribe("x", "latest")
+    reader = _run_reader(spec, bus)
+    states = set()
+    deadline = time.time() + 5
+    while time.time() < deadline and reader.status.frames < 20:
+        states.add(reader.status.state)
+        with contextlib.suppress(queue.Empty):
+            sub.get(timeout=0.05)
+    reader.stop()
+    reader.join(3)
+    assert "reconnecting" in states
+    assert reader.status.frames >= 20  # the 12-frame "stream" was reopened at least once
