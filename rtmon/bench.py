@@ -404,3 +404,77 @@ def write_report(report: dict, runs: list[EngineRun], tel: Telemetry, out: Path)
         plot_timeline(runs, tel, tmp_dir / "timeline.png")
         for name in REPORT_FILES:
             shutil.move(str(tmp_dir / name), str(out / name))
+
+
+def run_concurrent(
+    settings, model: ModelRef, spec: SourceSpec, engine_names: list[str], out: Path, console: Console,
+    seconds: float, warmup_s: float = 3.0,
+) -> dict:
+    """All engines together in one process on one feed, as in the live view.
+
+    The file loops and is decoded as fast as it can be (no pacing); each engine takes the
+    newest frame whenever it is free, so the figures show what each engine achieves while the
+    others share the machine. Latency here is capture → boxes on host, waiting included.
+    """
+    from rtmon.pipeline import Pipeline
+
+    check_out_dir(out)
+    looping = settings.model_copy(update={"source": settings.source.model_copy(update={"loop": True})})
+    pipeline = Pipeline(spec, model, looping, engine_names, realtime=False)
+    try:
+        with console.status(f"loading {', '.join(engine_names)} …"):
+            pipeline.load_engines(wait=True)
+        failed = [e for e in pipeline.snapshot().engines if e.state == "failed"]
+        if failed:
+            raise UserError(f"engine: {failed[0].name}: {failed[0].error}")
+        pipeline.start_feed()
+        time.sleep(warmup_s)
+        for m in pipeline.metrics.values():
+            m.reset()
+        columns = (TextColumn("concurrent run"), BarColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        peak_mem = None
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("run", total=seconds, info="")
+            t0 = time.monotonic()
+            while (elapsed := time.monotonic() - t0) < seconds:
+                snap = pipeline.snapshot()
+                if snap.gpu and snap.gpu.process_mem_mib is not None:
+                    peak_mem = max(peak_mem or 0.0, snap.gpu.process_mem_mib)
+                info = "  ".join(f"{e.name} {e.fps:.0f} FPS" for e in snap.engines if e.fps)
+                progress.update(task, completed=elapsed, info=info)
+                time.sleep(0.25)
+        snap = pipeline.snapshot()
+    finally:
+        pipeline.stop()
+    report = {
+        "rtmon": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": {"gpu": snap.gpu.name if snap.gpu else None, "cpu_count": psutil.cpu_count()},
+        "model": {"label": model.label, "sha256": model.sha256},
+        "source": {"uri": spec.uri, "kind": spec.kind},
+        "seconds": seconds,
+        "policy": "all engines in one process on one feed; each takes the newest frame when free; latency = capture → boxes",
+        "process_gpu_mem_mib": peak_mem,
+        "engines": [
+            {"name": e.name, "fps": e.fps_overall, "processed": e.processed, "skipped": e.skipped,
+             "latency_ms": None if e.latency is None else {"mean": e.latency.mean, "p50": e.latency.p50,
+                                                           "p95": e.latency.p95, "p99": e.latency.p99},
+             "state": e.state}
+            for e in snap.engines
+        ],
+    }
+    lines = [f"# rtmon concurrent run — {report['created']}", "",
+             f"- GPU: {report['device']['gpu'] or 'none (CPU only)'}; model {model.label}; source {spec.uri}; {seconds:.0f} s",
+             f"- {report['policy']}", f"- GPU memory of the process (all engines): {gpu.fmt_mib(peak_mem)}", "",
+             "| engine | FPS | processed | skipped | mean ms | P95 ms | P99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in report["engines"]:
+        lat = e["latency_ms"] or {}
+        lines.append(f"| {e['name']} | {_fmt(e['fps'])} | {e['processed']} | {e['skipped']} | {_fmt(lat.get('mean'), '.2f')} "
+                     f"| {_fmt(lat.get('p95'), '.2f')} | {_fmt(lat.get('p99'), '.2f')} |")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("concurrent.json", json.dumps(report, indent=2)), ("concurrent.md", "\n".join(lines) + "\n")):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+    console.print("\n".join(lines[6:]))
+    return report

@@ -182,6 +182,7 @@ def bench(
     batch: Annotated[int | None, typer.Option("--batch", help="micro-batch size, for engines that batch")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (default recordings/bench-<time>)")] = None,
     mqtt: MqttOpt = None,
+    concurrent: Annotated[float | None, typer.Option("--concurrent", metavar="SECONDS", help="instead: run all engines together on one feed for SECONDS, as the live view does (concurrent.json/.md)")] = None,
 ) -> None:
     """Benchmark: the same frames through each engine, each in its own process; writes bench.json/.csv/.md and plots."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
@@ -200,6 +201,14 @@ def bench(
     model_ref, spec = _prepare(settings)
     if not model_ref.trained:
         logging.getLogger("rtmon").warning("the model is untrained: speed figures are valid, detections are not")
+    if concurrent is not None:
+        if concurrent <= 0:
+            raise UserError("--concurrent: give a duration in seconds greater than 0")
+        from rtmon.bench import run_concurrent
+
+        run_concurrent(settings, model_ref, spec, names, out_dir, console, concurrent)
+        console.print(f"report: {out_dir}/ (concurrent.md, concurrent.json)")
+        return
     run_bench(settings, model_ref, spec, names, out_dir, console, factory)
     console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv, latency.png, timeline.png)")
 

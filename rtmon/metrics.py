@@ -86,6 +86,11 @@ class EngineMetrics:
         self._last_history_t = 0.0
         self._class_counts: dict[int, int] = {}
 
+    def reset(self) -> None:
+        """Forget everything measured so far (e.g. the warm-up), keeping the state."""
+        with self._lock:
+            self.__post_init__()
+
     def record(self, result: Result, skipped: int = 0) -> None:
         with self._lock:
             self.processed += 1

@@ -1,0 +1,25 @@
+# Sourced by scripts/start, scripts/test and scripts/demo: make sure .venv/ exists and is
+# up to date with pyproject.toml, installing only when something changed (fast otherwise).
+# On a machine with an NVIDIA driver it installs the GPU extra (onnxruntime-gpu, NVDEC);
+# otherwise the CPU one. Override with RTMON_EXTRAS=cpu,dev (or gpu,dev).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if [ -z "${RTMON_EXTRAS:-}" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    RTMON_EXTRAS=gpu,dev
+  else
+    RTMON_EXTRAS=cpu,dev
+  fi
+fi
+python_bin="${PYTHON:-python3}"
+want="$(sha256sum < pyproject.toml | cut -c1-16)-$RTMON_EXTRAS"
+stamp=.venv/.rtmon-installed
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setting up .venv/ ($RTMON_EXTRAS; the first time takes a few minutes) ..." >&2
+  [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  # torch and torchvision come from the package index together (ultralytics asks for both)
+  .venv/bin/python -m pip install -q -e ".[$RTMON_EXTRAS]" >&2
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,87 @@
+"""The real program in a real terminal: tmux runs `rtmon`, send-keys types, capture-pane reads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+
+
+def _screen(session: str) -> str:
+    return _tmux("capture-pane", "-t", session, "-p")
+
+
+def _wait_for(session: str, predicate, timeout: float) -> str:
+    deadline = time.time() + timeout
+    screen = ""
+    while time.time() < deadline:
+        screen = _screen(session)
+        if predicate(screen):
+            return screen
+        time.sleep(0.25)
+    raise AssertionError(f"timed out; screen was:\n{screen}")
+
+
+def _fps(screen: str) -> list[str]:
+    return re.findall(r"FPS (\d+\.\d)", screen)
+
+
+def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
+    session = f"rtmon-{uuid.uuid4().hex[:8]}"
+    exit_file = tmp_path / "exit"
+    sets = " ".join(f"--set {s}" for s in rtmon_env["sets"])
+    cmd = (
+        f"cd {tmp_path} && YOLO_OFFLINE=1 PYTHONPATH={ROOT} {sys.executable} -m rtmon --source sample "
+        f"--engines baseline,ort-cpu {sets}; echo $? > {exit_file}; sleep 60"
+    )
+    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "32", cmd)
+    try:
+        screen = _wait_for(session, lambda s: "torch-fp32" in s and "ort-cpu" in s and len(_fps(s)) >= 2, 180)
+        assert "terminal too small" not in screen
+        first = _fps(screen)
+        screen = _wait_for(session, lambda s: len(_fps(s)) >= 2 and _fps(s) != first and "P99" in s, 60)
+
+        _tmux("send-keys", "-t", session, "1")
+        _wait_for(session, lambda s: re.search(r"^│off\b", s, re.M) is not None, 15)
+        _tmux("send-keys", "-t", session, "1")
+        _wait_for(session, lambda s: re.search(r"^│off\b", s, re.M) is None, 15)
+
+        _tmux("send-keys", "-t", session, "r")
+        _wait_for(session, lambda s: "● REC" in s, 15)
+        time.sleep(3)
+        _tmux("send-keys", "-t", session, "r")
+        _wait_for(session, lambda s: "saved" in s, 30)
+
+        t0 = time.time()
+        _tmux("send-keys", "-t", session, "q")
+        deadline = t0 + 10
+        while time.time() < deadline and not (exit_file.exists() and exit_file.read_text().strip()):
+            time.sleep(0.05)
+        took = time.time() - t0
+        assert exit_file.read_text().strip() == "0"
+        assert took < 2.0, f"q took {took:.2f} s"
+        # the terminal is back to the shell: no panel borders left on screen
+        assert "╭" not in _screen(session)
+    finally:
+        _tmux("kill-session", "-t", session)
+    videos = list((tmp_path / "recordings").glob("*.mp4"))
+    assert len(videos) == 1
+    import av
+
+    with av.open(str(videos[0])) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 10
+    assert not list((tmp_path / "recordings").glob(".*")), "a partial file was left behind"
