@@ -65,7 +65,13 @@ class EngineWorker(threading.Thread):
     def run(self) -> None:
         try:
             self.metrics.set_state("loading")
+            before = gpu.process_memory_mib()
             self.engine.load()
+            after = gpu.process_memory_mib()
+            # Engines share this process, so NVML cannot split its memory among them; what
+            # this engine added while it loaded and warmed up (engines load one at a time) is.
+            if after is not None:
+                self.metrics.gpu_mem_mib = after - (before or 0.0)
             self.metrics.set_state("running" if self._enabled.is_set() else "off")
         except Exception as exc:
             self._fail("load", exc)
@@ -92,7 +98,6 @@ class EngineWorker(threading.Thread):
                 self.metrics.set_state("ended")
                 return
             result = self.engine.infer(frame)
-            self.metrics.gpu_mem_mib = gpu.process_memory_mib()
             self.metrics.record(result, skipped)
             self.latest = result
 
@@ -136,6 +141,7 @@ class Pipeline:
             for n in engine_names
         }
         self.recorder: Recorder | None = None
+        self._stopping = threading.Event()
         self._t0 = time.perf_counter()
         self._gpu_cache: tuple[float, gpu.GpuSample | None] = (0.0, None)
 
@@ -146,24 +152,38 @@ class Pipeline:
         self.start_feed()
 
     def load_engines(self, wait: bool = True, timeout: float = 600.0) -> None:
-        for w in self.workers.values():
-            w.start()
-        if wait:
+        """Start the engine workers one after another, each once the previous has loaded.
+
+        One at a time so each engine's share of GPU memory can be measured; with `wait=False`
+        this happens in the background and the feed may already run.
+        """
+
+        def load_all() -> None:
             deadline = time.monotonic() + timeout
             for w in self.workers.values():
+                if self._stopping.is_set():
+                    return
+                w.start()
                 w.ready.wait(max(deadline - time.monotonic(), 0))
+
+        if wait:
+            load_all()
+        else:
+            threading.Thread(target=load_all, name="rtmon-loader", daemon=True).start()
 
     def start_feed(self) -> None:
         self._t0 = time.perf_counter()
         self.reader.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.reader.stop()
         for w in self.workers.values():
             w.stop()
         self.stop_recording()
         for w in self.workers.values():
-            w.join(timeout=5)
+            if w.is_alive():
+                w.join(timeout=5)
         self.reader.join(timeout=5)
 
     @property
