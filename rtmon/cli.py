@@ -130,7 +130,7 @@ def monitor(
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
     model_ref, spec = _prepare(settings)
-    pipeline = Pipeline(spec, model_ref, settings, names)
+    pipeline = Pipeline(spec, model_ref, settings, names, retry_open=True)
     window = Window() if settings.monitor.window else None
     publisher = factory(pipeline.snapshot, model_ref.class_names) if factory else None
     pipeline.load_engines(wait=False)

@@ -26,6 +26,7 @@ import numpy as np
 from rtmon import engines as registry
 from rtmon import gpu
 from rtmon.engines.base import Engine, EngineInfo, Result
+from rtmon.errors import UserError
 from rtmon.metrics import EngineMetrics
 from rtmon.models import ModelRef
 from rtmon.render import render_half, split_screen
@@ -120,11 +121,14 @@ class Pipeline:
         max_frames: int = 0,
         realtime: bool | None = None,
         record_pair: tuple[str, str] | None = None,
+        retry_open: bool = False,
     ) -> None:
+        """`retry_open`: a camera or stream that does not open yet is retried in the background
+        (the live monitor stays up and says so) instead of failing at once."""
         self.spec, self.model, self.settings = spec, model, settings
         self.names = engine_names
         self.record_pair = record_pair or (engine_names[0], engine_names[-1])
-        self._opened = open_capture(spec)  # fail fast, before any engine loads
+        self._opened = self._open(spec, retry_open)
         self.bus = FrameBus()
         self.reader = FrameReader(
             spec,
@@ -144,6 +148,16 @@ class Pipeline:
         self._stopping = threading.Event()
         self._t0 = time.perf_counter()
         self._gpu_cache: tuple[float, gpu.GpuSample | None] = (0.0, None)
+
+    @staticmethod
+    def _open(spec: SourceSpec, retry_open: bool):
+        """Open the source before any engine loads, so a bad one fails fast."""
+        try:
+            return open_capture(spec)
+        except UserError:
+            if retry_open and spec.kind in {"camera", "stream"}:
+                return None  # the reader keeps trying and its status says so
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, wait_ready: bool = True, timeout: float = 600.0) -> None:
@@ -206,7 +220,7 @@ class Pipeline:
     def start_recording(self, path: Path | None = None, max_frames: int = 0) -> Path:
         path = path or timestamped(Path(self.settings.record.out_dir), "rtmon", ".mp4")
         sub = self.bus.subscribe("recorder", "every", capacity=self.settings.source.buffer)
-        fps = self._opened[0].nominal_fps or 30.0
+        fps = (self._opened[0].nominal_fps if self._opened else None) or 30.0
         self.recorder = Recorder(self, sub, path, fps, max_frames)
         self.recorder.start()
         return path

@@ -312,9 +312,21 @@ class FrameReader(threading.Thread):
             self.bus.end()
 
     def _run(self) -> None:
-        cap, first = self._opened or open_capture(self.spec)
+        if self._opened:
+            cap, first = self._opened
+        else:
+            try:
+                cap, first = open_capture(self.spec)
+            except UserError as exc:
+                if not self.live:
+                    raise
+                # A camera or stream that is not there yet: keep trying, as for one lost mid-run.
+                log.warning("%s", exc)
+                cap = self._reopen(None)
+                if cap is None:
+                    return
+                first = None  # the loop reads it
         self.status.nominal_fps = cap.nominal_fps
-        self.status.height, self.status.width = first.shape[:2]
         self.status.state = "running"
         period = 1.0 / cap.nominal_fps if self.realtime and not self.live and cap.nominal_fps else 0.0
         pending: np.ndarray | None = first
@@ -348,6 +360,7 @@ class FrameReader(threading.Thread):
             arrivals = [t for t in arrivals[-59:] if now - t < 2.0] + [now]
             if len(arrivals) > 1:
                 self.status.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+            self.status.height, self.status.width = image.shape[:2]
             self.bus.publish(Frame(index, image, now), self._halt)
             index += 1
             self.status.frames = index
@@ -356,9 +369,10 @@ class FrameReader(threading.Thread):
                 break
         cap.release()
 
-    def _reopen(self, cap: _Capture) -> _Capture | None:
+    def _reopen(self, cap: _Capture | None) -> _Capture | None:
         """Reopen a lost camera/stream with exponential back-off until it works or we stop."""
-        cap.release()
+        if cap is not None:
+            cap.release()
         delay = 0.5
         while not self._halt.is_set():
             self.status.state = "reconnecting"

@@ -151,3 +151,19 @@ def test_recording_toggle_and_snapshot_png(tmp_path, clip, monkeypatch):
     assert n > 10
     assert Path(png).stat().st_size > 0
     assert p.snapshot().gpu is None  # no GPU here: unknown, not zero
+
+
+def test_monitor_keeps_retrying_a_camera_that_does_not_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline_mod.registry, "create", lambda name, model, settings: FakeEngine(name))
+    settings = load_settings(None, {"source.reopen_max_s": 0.2})
+    model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {})
+    with pytest.raises(pipeline_mod.UserError, match="camera 9 does not open"):
+        pipeline_mod.Pipeline(resolve_source("9", tmp_path), model, settings, ["a"])
+    p = pipeline_mod.Pipeline(resolve_source("9", tmp_path), model, settings, ["a"], retry_open=True)
+    p.start()
+    try:
+        _wait(lambda: p.snapshot().source.state == "reconnecting", 5)
+        assert "camera 9" in p.snapshot().source.error
+        assert p.snapshot().engine("a").state == "running"  # the engines and the UI stay up
+    finally:
+        p.stop()
