@@ -71,10 +71,15 @@ def _prepare(settings: Settings):
     from rtmon.sources import resolve_source
 
     log = logging.getLogger("rtmon")
-    model = resolve_model(settings.model.name, Path(settings.paths.engines_dir))
+    spec = resolve_source(settings.source.uri, _cache_dir(settings))
+    name = settings.model.name
+    if name == "auto" and spec.kind == "sample":
+        # The sample is rtmon's own scene: COCO weights see nothing in it, the demo detector does.
+        name = "demo"
+        log.info("the sample clip is rtmon's own scene: using the demo detector trained on it (--model overrides)")
+    model = resolve_model(name, Path(settings.paths.engines_dir))
     if model.notice:
         log.warning(model.notice)
-    spec = resolve_source(settings.source.uri, _cache_dir(settings))
     return model, spec
 
 

@@ -18,8 +18,7 @@ stamp=.venv/.rtmon-installed
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up .venv/ ($RTMON_EXTRAS; the first time takes a few minutes) ..." >&2
   [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >&2
   # torch and torchvision come from the package index together (ultralytics asks for both)
-  .venv/bin/python -m pip install -q -e ".[$RTMON_EXTRAS]" >&2
+  .venv/bin/python -m pip install -q -e ".[$RTMON_EXTRAS]" 2>&1 | { grep -v "^WARNING: Location" >&2 || true; }
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# On the GPU machine: rtmon's own measurements for the docs, packed into $OUT/<stage>.tar.gz.
+#   bash scripts/device_verify.sh tests     # GPU tests + the official per-engine bench
+#   bash scripts/device_verify.sh extra     # concurrent run, accuracy (eval), micro-batch bench
+# Expects the wheels rtmon needs on PYTHONPATH (see ../shared/device/README.md) and the sample
+# clip in .cache/rtmon (carried), so nothing is generated or downloaded there.
+set -uo pipefail
+stage=${1:?tests or extra}
+export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+res=/tmp/rtmon-results/$stage
+rm -rf "$res" && mkdir -p "$res"
+rt() { python3 -m rtmon "$@" --set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu.txt"
+date -u +%FT%TZ > "$res/date.txt"
+case "$stage" in
+  tests)
+    python3 -m pytest -m gpu -p no:cacheprovider -q tests/ 2>&1 | grep -v "INVALID INDEX" | tee "$res/pytest-gpu.txt" | tail -30
+    engines=$(python3 -c "from rtmon import engines as r; print(','.join(['torch-fp32'] + [n for n in r.SPECS if n != 'torch-fp32' and r.unavailable_reason(n) is None]))")
+    echo "engines: $engines"
+    rt bench --model demo --source sample --engines "$engines" --frames 300 --warmup 30 --out "$res/bench" 2>&1 | grep -v "INVALID INDEX" | tail -40
+    ;;
+  extra)
+    rt bench --model demo --source sample --engines baseline,optimized --concurrent 20 --out "$res/concurrent" 2>&1 | tail -12
+    rt eval --model demo --source sample --engines "${EVAL_ENGINES:-baseline,torch-fp16,torch-graph,ort-cuda,ort-cuda-fp32}" --out "$res/eval" 2>&1 | tail -15
+    rt bench --model demo --source sample --engines "${BATCH_ENGINES:-torch-graph,ort-cuda}" --batch 32 --frames 1024 --warmup 64 --out "$res/batch32" 2>&1 | tail -12
+    ;;
+esac
+tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"
+ls -la "$OUT"
