@@ -15,7 +15,6 @@ Everything here works offline: nothing is downloaded unless the name is an offic
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtmon.errors import UserError
+from rtmon.files import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ class ModelRef:
     @property
     def trained(self) -> bool:
         return self.kind != "untrained"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def offline() -> bool:
@@ -149,7 +141,7 @@ def untrained_ref(arch: str, engines_dir: Path) -> ModelRef:
         except Exception as exc:
             raise UserError(f"model: cannot build {arch} ({type(exc).__name__}: {exc})") from None
         engines_dir.mkdir(parents=True, exist_ok=True)
-        with _atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             model.save(str(tmp))
     return ModelRef(target, f"{arch_path.name} (untrained)", "untrained", sha256_of(target), _names_of(target))
 
@@ -193,19 +185,6 @@ def _with_notice(ref: ModelRef, notice: str) -> ModelRef:
     return ModelRef(ref.path, ref.label, ref.kind, ref.sha256, ref.class_names, notice)
 
 
-@contextlib.contextmanager
-def _atomic_path(target: Path):
-    """A temporary path beside `target`, renamed onto it only if the block succeeds."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def onnx_path(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "fp32", batch: int = 1) -> Path:
     """The cache key of an ONNX export: model hash, input size, precision, opset, batch."""
     return Path(engines_dir) / f"{ref.path.stem}-{ref.short_hash}-{imgsz}-{precision}-op{OPSET}-b{batch}.onnx"
@@ -245,6 +224,6 @@ def export_onnx(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "
             exported = Path(model.export(**kwargs))
         except Exception as exc:
             raise UserError(f"model: ONNX export of {ref.label} failed ({type(exc).__name__}: {exc})") from None
-        with _atomic_path(target) as tmp_target:
+        with atomic_path(target) as tmp_target:
             shutil.copy2(exported, tmp_target)
     return target

@@ -16,12 +16,9 @@ missing, corrupt or from another version.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ import cv2
 import numpy as np
 
 from rtmon.errors import UserError
+from rtmon.files import sha256_of, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +490,7 @@ def _sample_problem(clip: SampleClip) -> str | None:
     expected = (SAMPLE_VERSION, clip.frames, clip.size)
     if recorded[:3] != expected:
         return f"{clip.labels.name} is for version/frames/size {recorded[:3]}, not {expected}"
-    if _sha256(clip.video) != recorded[3]:
+    if sha256_of(clip.video) != recorded[3]:
         return f"{clip.video.name} is corrupt (its sha256 differs from the one its labels recorded)"
     try:
         check_labels_match(clip.labels, *video_info(clip.video))
@@ -525,10 +523,10 @@ def _write_sample(clip: SampleClip) -> None:
         "size": list(clip.size),
         "class_names": {str(k): v for k, v in CLASS_NAMES.items()},
         "box_format": "class_id, x1, y1, x2, y2 in pixels; x2 and y2 exclusive",
-        "video_sha256": _sha256(clip.video),
+        "video_sha256": sha256_of(clip.video),
         "labels": all_labels,
     }
-    _write_atomically(clip.labels, json.dumps(meta, separators=(",", ":")))
+    write_text_atomically(clip.labels, json.dumps(meta, separators=(",", ":")))
 
 
 def load_labels(path: Path) -> dict[int, np.ndarray]:
@@ -577,26 +575,6 @@ def _read_labels_json(path: Path) -> dict:
 
 def _wxh(size) -> str:
     return "x".join(str(v) for v in size) or "unknown size"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

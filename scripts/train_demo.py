@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from rtmon.files import sha256_of
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # nothing here may download anything
 
@@ -68,14 +69,6 @@ def smoke_dataset() -> Path:
     command += ["--train-images", "16", "--val-images", "8", "--per-scene", "8", "--workers", "2"]
     subprocess.run(command, check=True)
     return out / "data.yaml"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def final_metrics(trainer) -> dict:

@@ -25,7 +25,8 @@ import torch
 
 from rtmon.engines.gpu_common import GpuEngine, Runner
 from rtmon.errors import UserError
-from rtmon.models import ModelRef, _atomic_path, export_onnx
+from rtmon.files import atomic_path
+from rtmon.models import ModelRef, export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,9 @@ class TensorRtEngine(GpuEngine):
         if plan is None:
             raise UserError(f"engine: trt: TensorRT failed to build a plan from {onnx_file.name}")
         plan_path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_path(plan_path) as tmp:
+        with atomic_path(plan_path) as tmp:
             tmp.write_bytes(bytes(plan))
-        with _atomic_path(timing_path) as tmp:
+        with atomic_path(timing_path) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         self.note(f"built {plan_path.name}")
         return bytes(plan)
