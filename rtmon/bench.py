@@ -423,10 +423,7 @@ def run_concurrent(
     pipeline = Pipeline(spec, model, looping, engine_names, realtime=False)
     try:
         with console.status(f"loading {', '.join(engine_names)} …"):
-            pipeline.load_engines(wait=True)
-        failed = [e for e in pipeline.snapshot().engines if e.state == "failed"]
-        if failed:
-            raise UserError(f"engine: {failed[0].name}: {failed[0].error}")
+            pipeline.load_engines_or_raise()
         pipeline.start_feed()
         time.sleep(warmup_s)
         for m in pipeline.metrics.values():

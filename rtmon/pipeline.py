@@ -185,6 +185,13 @@ class Pipeline:
         else:
             threading.Thread(target=load_all, name="rtmon-loader", daemon=True).start()
 
+    def load_engines_or_raise(self, timeout: float = 600.0) -> None:
+        """Load every engine now; a UserError naming the first one that failed to load."""
+        self.load_engines(wait=True, timeout=timeout)
+        failed = [e for e in self.snapshot().engines if e.state == "failed"]
+        if failed:
+            raise UserError(f"engine: {failed[0].name}: {failed[0].error}")
+
     def start_feed(self) -> None:
         self._t0 = time.perf_counter()
         self.reader.start()

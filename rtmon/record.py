@@ -42,10 +42,7 @@ def run_record(
     result: Path | None = None
     try:
         with console.status(f"loading {', '.join(names)} …"):
-            pipeline.load_engines(wait=True)
-        failed = [s for s in pipeline.snapshot().engines if s.state == "failed"]
-        if failed:
-            raise UserError(f"engine: {failed[0].name}: {failed[0].error}")
+            pipeline.load_engines_or_raise()
         pipeline.start_recording(path, max_frames=rec.frames)  # before the feed: no frame is missed
         pipeline.start_feed()
         if publisher:
