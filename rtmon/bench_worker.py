@@ -5,6 +5,14 @@ own and engines never contend. The worker decodes the same frames every other wo
 (before timing starts), warms up on the first `warmup` of them, then times `frames` frames,
 each stamped as captured the instant it is handed to the engine. It prints one JSON line per
 progress step on stdout and writes its measurements to the job's `result` path.
+
+How an engine is driven, in the order tried (the result's `mode` says which):
+- `batch`: `engines.batch` > 1 and the engine has `infer_batch`: micro-batches of that many
+  frames; every frame of a batch is stamped when the batch is handed over and done when the
+  whole batch is; FPS = frames / wall time.
+- `stream`: the engine is `pipelined` and has `infer_stream`: frames are handed over as fast as
+  the engine takes them, with frames in flight; latency = hand-over → its boxes on the host.
+- `single`: `infer`, one frame at a time (the baseline, and ladder rungs that show exactly that).
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rtmon import engines as registry
 from rtmon import gpu
 from rtmon.config import Settings
-from rtmon.engines.base import Frame
+from rtmon.engines.base import Frame, Result
 from rtmon.errors import UserError
 from rtmon.models import ModelRef
 from rtmon.sources import SourceSpec, read_frames
@@ -25,6 +34,28 @@ from rtmon.sources import SourceSpec, read_frames
 
 def _emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
+
+
+def measuring_mode(engine, batch: int) -> str:
+    if batch > 1 and hasattr(engine, "infer_batch"):
+        return "batch"
+    if getattr(engine, "pipelined", False) and hasattr(engine, "infer_stream"):
+        return "stream"
+    return "single"
+
+
+def drive(engine, mode: str, batch: int, images: list, index_from: int = 0) -> Iterator[Result]:
+    """Results for `images` in order, each frame stamped the instant it is handed over."""
+    if mode == "stream":
+        yield from engine.infer_stream(Frame(index_from + i, im, time.perf_counter()) for i, im in enumerate(images))
+    elif mode == "batch":
+        for start in range(0, len(images), batch):
+            t = time.perf_counter()
+            yield from engine.infer_batch([Frame(index_from + start + j, im, t)
+                                           for j, im in enumerate(images[start:start + batch])])
+    else:
+        for i, image in enumerate(images):
+            yield engine.infer(Frame(index_from + i, image, time.perf_counter()))
 
 
 def run_job(job: dict) -> dict:
@@ -39,14 +70,14 @@ def run_job(job: dict) -> dict:
     t_load = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - t_load
-    for i, image in enumerate(images[:warmup]):
-        engine.infer(Frame(-1 - i, image, time.perf_counter()))
+    mode = measuring_mode(engine, settings.engines.batch)
+    for _ in drive(engine, mode, settings.engines.batch, images[:warmup], index_from=-warmup):
+        pass
     _emit(stage="measuring")
     latencies, done, stages, proc_mem = [], [], [], []
     t_start = time.perf_counter()
     step = max(frames // 50, 1)
-    for i, image in enumerate(images[warmup:]):
-        result = engine.infer(Frame(i, image, time.perf_counter()))
+    for i, result in enumerate(drive(engine, mode, settings.engines.batch, images[warmup:])):
         latencies.append(result.latency_ms)
         done.append(result.t_done - t_start)
         stages.append((result.stages.preprocess, result.stages.inference, result.stages.postprocess))
@@ -67,6 +98,9 @@ def run_job(job: dict) -> dict:
         "gpu_process_mib": max(known) if known else None,
         "torch_peak_mib": gpu.torch_peak_mib(),
         "detections_last": len(result.detections),
+        "mode": mode,
+        "batch": settings.engines.batch if mode == "batch" else 1,
+        "fallbacks": getattr(engine, "overflows", 0),
     }
     engine.close()
     return out

@@ -54,12 +54,16 @@ def open_nvdec(path: str | Path, batch: int = 8, gpu_id: int = 0) -> Iterator[tu
 def _frames(decoder, batch: int, torch) -> Iterator[tuple[int, object]]:
     index = 0
     while True:
-        frames = decoder.get_batch_frames(batch)
-        if not frames:
+        surfaces = decoder.get_batch_frames(batch)
+        if not surfaces:
             return
+        # flip() copies, which both gives OpenCV's BGR order and detaches each frame from the
+        # decoder's surface pool. No view of a surface outlives this batch, so none can be
+        # released after the decoder (a generator dropped mid-file frees the decoder first),
+        # and the pool is reused by the next batch, so the copies are waited for.
+        frames = [torch.from_dlpack(s).flip(-1) for s in surfaces]
+        del surfaces
+        torch.cuda.current_stream().synchronize()
         for frame in frames:
-            rgb = torch.from_dlpack(frame)  # HxWx3, device memory owned by the decoder
-            # flip() copies, which both gives OpenCV's BGR order and detaches the tensor from
-            # the decoder's surface pool, reused by its next batch.
-            yield index, rgb.flip(-1)
+            yield index, frame
             index += 1

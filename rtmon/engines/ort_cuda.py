@@ -5,7 +5,8 @@ Input and output are bound once to device tensors (IO binding), so a run copies 
 between host and device, and the CUDA provider records the whole model as a CUDA graph on
 its first run and replays it afterwards; CUDA graphs need exactly those fixed addresses.
 ONNX Runtime computes on the engine's own stream (`user_compute_stream`), so the shared
-torch pre/post-processing and the model run in order without extra synchronization.
+torch letterbox and candidate graphs (`GpuEngine`) and the model run in order without extra
+synchronization.
 
 The ONNX export is cached in `engines/` (see `rtmon.models.export_onnx`); the TensorRT
 provider keeps its engine and timing caches in `engines/ort-trt/`.
@@ -52,13 +53,14 @@ def provider_options(provider: str, device_id: int, stream: int, precision: str,
 
 
 class OrtCudaEngine(GpuEngine):
-    def __init__(self, name: str, model: ModelRef, settings, precision: str = "fp16", provider: str = "cuda") -> None:
+    def __init__(self, name: str, model: ModelRef, settings, precision: str = "fp16", provider: str = "cuda",
+                 pipelined: bool | None = None) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {tuple(PROVIDERS)}, not {provider!r}")
         self.precision = precision
         self._provider = provider
         self.backend = f"onnxruntime {PROVIDERS[provider]}"
-        super().__init__(name, model, settings)
+        super().__init__(name, model, settings, pipelined)
         self._sessions: list = []
 
     @property
@@ -122,6 +124,8 @@ class OrtCudaEngine(GpuEngine):
 
 def bind_io(session, device: torch.device) -> Runner:
     """A runner over device tensors bound once to the session's single input and output."""
+    import onnxruntime as ort
+
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     if inp.type not in _ONNX_TYPES or out.type not in _ONNX_TYPES:
         raise UserError(f"engine: unexpected ONNX types {inp.type} → {out.type}")
@@ -130,13 +134,17 @@ def bind_io(session, device: torch.device) -> Runner:
     static_in = torch.zeros(inp.shape, dtype=in_torch, device=device)
     static_out = torch.empty(out.shape, dtype=out_torch, device=device)
     binding = session.io_binding()
+    # Return as soon as the work is queued on the engine's stream, instead of waiting for it:
+    # the next frame's upload and letterbox are queued behind it without stalling the host.
+    options = ort.RunOptions()
+    options.add_run_config_entry("disable_synchronize_execution_providers", "1")
     index = device.index or 0
     binding.bind_input(inp.name, "cuda", index, in_np, list(static_in.shape), static_in.data_ptr())
     binding.bind_output(out.name, "cuda", index, out_np, list(static_out.shape), static_out.data_ptr())
 
     def run(x: torch.Tensor) -> torch.Tensor:
         static_in.copy_(x)
-        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding, options)
         return static_out
 
     return run

@@ -93,14 +93,17 @@ def preprocess_cpu(image: np.ndarray, size: int, dtype: np.dtype = np.float32) -
 
 
 def preprocess_torch(image: torch.Tensor, size: int, dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor, Letterbox]:
-    """The same preprocessing on a uint8 HxWx3 BGR tensor, on whatever device it lives on.
+    """The same preprocessing on a uint8 HxWx3 (or BxHxWx3) BGR tensor, on whatever device it
+    lives on; returns (Bx3xSxS tensor, the letterbox), B = 1 for a single image.
 
     Bilinear resize with half-pixel centres, as OpenCV's INTER_LINEAR; no antialiasing, as
     OpenCV does not antialias either.
     """
-    h, w = int(image.shape[0]), int(image.shape[1])
+    batched = image.dim() == 4  # (B, H, W, 3): a micro-batch of frames of one size
+    h, w = int(image.shape[-3]), int(image.shape[-2])
     box = Letterbox.fit(w, h, size)
-    chw = image.permute(2, 0, 1).flip(0).unsqueeze(0).to(torch.float32)  # BGR→RGB, 1x3xHxW
+    nhwc = image if batched else image.unsqueeze(0)
+    chw = nhwc.permute(0, 3, 1, 2).flip(1).to(torch.float32)  # BGR→RGB, Bx3xHxW
     if (w, h) != (box.new_w, box.new_h):
         chw = F.interpolate(chw, size=(box.new_h, box.new_w), mode="bilinear", align_corners=False)
         chw = chw.round_().clamp_(0, 255)  # OpenCV rounds to uint8; match it
@@ -182,3 +185,34 @@ def postprocess_batch(prediction: torch.Tensor, boxes: list[Letterbox], threshol
     rows = rows.cpu().numpy()
     per_image = rows[:, 6].astype(np.int64)
     return [Detections.from_array(rows[per_image == i, :6]) for i in range(n)]
+
+
+def top_candidates(prediction: torch.Tensor, k: int) -> torch.Tensor:
+    """Raw head output (B, 4+nc, N) → (B, k, 6) rows x1 y1 x2 y2 score class, best score first.
+
+    The first, fixed-shape half of `nms`: per anchor the best class and its score, then the k
+    best anchors, boxes to corners. No boolean indexing and no host synchronization, so it can
+    be recorded in a CUDA graph; rows at or under the threshold stay in (the host drops them).
+    """
+    pred = prediction.float()
+    scores, classes = pred[:, 4:].max(dim=1)  # (B, N)
+    top, index = scores.topk(min(k, scores.shape[1]), dim=1)  # sorted, best first
+    boxes = pred[:, :4].gather(2, index.unsqueeze(1).expand(-1, 4, -1)).transpose(1, 2)  # (B, k, 4)
+    labels = classes.gather(1, index).to(pred.dtype)
+    return torch.cat((cxcywh_to_xyxy(boxes), top.unsqueeze(2), labels.unsqueeze(2)), dim=2)
+
+
+def detections_from_candidates(rows: np.ndarray, box: Letterbox, thresholds: Thresholds = Thresholds(),
+                               anchors: int | None = None) -> Detections | None:
+    """`top_candidates` rows of one image (k, 6), on the host → the same Detections as
+    `postprocess` on the full head output; None if all k rows pass the threshold (k < the
+    number of `anchors`), since then boxes beyond the k-th might survive NMS too."""
+    passing = int((rows[:, 4] > thresholds.conf).sum())  # rows are sorted by score
+    if passing == len(rows) and (anchors is None or anchors > len(rows)):
+        return None
+    cand = torch.from_numpy(np.ascontiguousarray(rows[:passing]))
+    boxes, scores, classes = cand[:, :4], cand[:, 4], cand[:, 5]
+    kept = torchvision.ops.nms(boxes + classes.unsqueeze(1) * _CLASS_OFFSET, scores, thresholds.iou)
+    kept = kept[: thresholds.max_det]
+    out = torch.cat((scale_boxes(boxes[kept], box), scores[kept, None], classes[kept, None]), dim=1)
+    return Detections.from_array(out.numpy())

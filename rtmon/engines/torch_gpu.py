@@ -1,11 +1,13 @@
-"""PyTorch FP16 on the GPU: eager (`torch-fp16`), CUDA graph (`torch-graph`), `torch-compile`.
+"""PyTorch FP16 on the GPU: eager (`torch-fp16`), CUDA graph (`torch-graph`), `torch-compile`,
+and the rungs of the optimization ladder that keep CPU pre/post-processing (`torch-fp16-cpu`,
+`torch-graph-cpu`).
 
-The same fused ultralytics network as the baseline, in half precision, behind the shared GPU
-pre/post-processing of `GpuEngine`. At batch 1 yolo11n is bound by kernel launches, not
-arithmetic, so the eager variant gains little; the graph variant records the whole forward
-once over static buffers and replays it with one launch. `torch-compile` lets Inductor fuse
-kernels and capture graphs itself ("reduce-overhead"); its compile time is reported in the
-engine's notes, and Inductor's cache lives in `engines/inductor/`, so the next start is faster.
+The same fused ultralytics network as the baseline, in half precision. At batch 1 yolo11n is
+bound by kernel launches, not arithmetic, so the eager variant gains little; in `torch-graph`
+the letterbox, the network and the candidate selection are recorded once as one CUDA graph
+over static buffers and replayed with one launch (see `GpuEngine`). `torch-compile` lets
+Inductor fuse kernels and capture graphs itself ("reduce-overhead"); its compile time is
+reported in the engine's notes, and Inductor's cache lives in `engines/inductor/`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
 
-from rtmon.engines.gpu_common import GpuEngine, Runner
+from rtmon.engines.base import Frame, Result, StageTimes
+from rtmon.engines.gpu_common import GpuEngine, Runner, capture
+from rtmon.engines.prepost import letterbox_cpu, postprocess
 from rtmon.models import ModelRef, load_yolo
 
 MODES = ("eager", "graph", "compile")
@@ -30,13 +35,29 @@ class TorchGpuEngine(GpuEngine):
     backend = "pytorch"
     precision = "fp16"
 
-    def __init__(self, name: str, model: ModelRef, settings, mode: str = "eager") -> None:
+    def __init__(self, name: str, model: ModelRef, settings, mode: str = "eager", pipelined: bool | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self._mode = mode
         self.backend = {"eager": "pytorch", "graph": "pytorch + CUDA graph", "compile": "torch.compile"}[mode]
-        super().__init__(name, model, settings)
+        super().__init__(name, model, settings, pipelined)
         self._net: torch.nn.Module | None = None
+        self._graph_constants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _capturable_forward(self) -> Runner | None:
+        return self._forward_for_graph if self._mode == "graph" else None
+
+    def _forward_for_graph(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward, keeping the Detect head's anchor tensors alive for the graphs that read
+        them: ultralytics replaces them whenever the input shape (batch included) changes, and
+        a graph recorded before would then read freed memory (garbage boxes, seen on the GPU)."""
+        net = self._network()
+        out = head_output(net(x))
+        head = net.model[-1]
+        anchors = getattr(head, "anchors", None)
+        if isinstance(anchors, torch.Tensor):
+            self._graph_constants[id(anchors)] = (anchors, head.strides)
+        return out
 
     def _network(self) -> torch.nn.Module:
         if self._net is None:
@@ -51,7 +72,9 @@ class TorchGpuEngine(GpuEngine):
         if self._mode == "eager":
             return lambda x: head_output(net(x))
         if self._mode == "graph":
-            return capture_graph(lambda x: head_output(net(x)), self._input_like(batch))
+            static_in = self._input_like(batch)
+            graph, static_out = capture(lambda: self._forward_for_graph(static_in))
+            return replay_with(graph, static_in, static_out)
         return self._compiled(net, batch)
 
     def _input_like(self, batch: int) -> torch.Tensor:
@@ -70,21 +93,12 @@ class TorchGpuEngine(GpuEngine):
 
     def _release(self) -> None:
         self._net = None
+        self._graph_constants.clear()
 
 
-def capture_graph(forward: Runner, static_in: torch.Tensor) -> Runner:
-    """`forward` recorded as a CUDA graph over `static_in`; the returned runner copies its
-    argument into the static input, replays, and returns the static output (overwritten by
-    the next call, so callers consume it first)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # let cuDNN pick its algorithms before they are frozen in the graph
-            forward(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = forward(static_in)
+def replay_with(graph: torch.cuda.CUDAGraph, static_in: torch.Tensor, static_out: torch.Tensor) -> Runner:
+    """A runner over a captured network: copies its argument into the static input, replays,
+    and returns the static output (overwritten by the next call, so callers consume it first)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
         static_in.copy_(x)
@@ -92,3 +106,30 @@ def capture_graph(forward: Runner, static_in: torch.Tensor) -> Runner:
         return static_out
 
     return run
+
+
+class TorchCpuPrePostEngine(TorchGpuEngine):
+    """The FP16 network on the GPU (eager or CUDA graph) behind CPU pre/post-processing, one frame
+    at a time, as a straightforward script would write it: rungs of the optimization ladder
+    that show what the network alone gains before pre/post-processing moves to the GPU."""
+
+    pipelined = False
+
+    def infer(self, frame: Frame) -> Result:
+        with torch.cuda.stream(self._stream):
+            t0 = time.perf_counter()
+            # As ultralytics does it: letterbox and channel order on the CPU, the uint8 image
+            # uploaded, then scaled to [0, 1] in FP16 on the GPU.
+            padded, box = letterbox_cpu(np.asarray(frame.image), self._imgsz)
+            chw = np.ascontiguousarray(padded[:, :, ::-1].transpose(2, 0, 1)[None])
+            x = torch.from_numpy(chw).to(self._device).half() / 255
+            t1 = time.perf_counter()
+            pred = self.runner(1)(x).cpu()  # waits for the network
+            t2 = time.perf_counter()
+            detections = postprocess(pred, box, self._thresholds)
+            done = time.perf_counter()
+        stages = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (done - t2) * 1e3)
+        return Result(self.info.name, frame, detections, stages, done)
+
+    def infer_batch(self, frames: list[Frame]) -> list[Result]:
+        return [self.infer(f) for f in frames]
