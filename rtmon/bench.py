@@ -224,6 +224,8 @@ def build_report(runs: list[EngineRun], model: ModelRef, spec: SourceSpec, frame
             "backend": r.raw["info"]["backend"],
             "precision": r.raw["info"]["precision"],
             "device": r.raw["info"]["device"],
+            "mode": r.raw.get("mode", "single"),
+            "batch": r.raw.get("batch", 1),
             "fps": r.fps,
             "latency_ms": {"mean": lat.mean, "p50": lat.p50, "p95": lat.p95, "p99": lat.p99},
             "stages_ms": r.stages,
@@ -273,6 +275,12 @@ def _best_optimized(report: dict) -> dict | None:
     return max(others, key=lambda e: e["fps"]) if others else None
 
 
+def _mode(engine: dict) -> str:
+    """How the engine was driven: one frame at a time, pipelined, or in micro-batches."""
+    mode = engine.get("mode", "single")
+    return f"batch {engine['batch']}" if mode == "batch" else {"stream": "pipelined"}.get(mode, "one at a time")
+
+
 def markdown(report: dict) -> str:
     dev = report["device"]
     lines = [
@@ -285,15 +293,18 @@ def markdown(report: dict) -> str:
         f"- source: {report['source']['uri']} ({report['source']['kind']}), {report['frames']} frames after "
         f"{report['warmup']} warm-up frames",
         f"- method: {report['policy']}",
+        "- mode: *one at a time* = the next frame is handed over when the previous one's boxes are on the host; "
+        "*pipelined* = the engine holds up to two frames in flight (upload of frame N+1 overlaps frame N); "
+        "*batch N* = N frames handed over together, latency to the batch's boxes",
         "",
-        "| engine | backend | precision | FPS | mean ms | P50 ms | P95 ms | P99 ms | pre ms | infer ms | post ms "
+        "| engine | backend | precision | mode | FPS | mean ms | P50 ms | P95 ms | P99 ms | pre ms | infer ms | post ms "
         "| GPU mem | speed-up |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in report["engines"]:
         lat, st = e["latency_ms"], e["stages_ms"]
         lines.append(
-            f"| {e['name']} | {e['backend']} | {e['precision']} | {e['fps']:.1f} | {lat['mean']:.2f} | "
+            f"| {e['name']} | {e['backend']} | {e['precision']} | {_mode(e)} | {e['fps']:.1f} | {lat['mean']:.2f} | "
             f"{lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {st['preprocess']:.2f} | "
             f"{st['inference']:.2f} | {st['postprocess']:.2f} | {gpu.fmt_mib(e['gpu_mem_mib'])} | "
             f"{_fmt(e['speedup_vs_baseline'], '.2f', '×')} |"
