@@ -36,6 +36,7 @@ class GpuSample:
     temperature_c: float | None
     power_w: float | None
     process_mem_mib: float | None
+    allocator_peak_mib: float | None = None  # PyTorch's caching allocator, this process
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +127,7 @@ def sample(index: int = 0, pid: int | None = None) -> GpuSample | None:
         temperature_c=float(temp) if temp is not None else None,
         power_w=power / 1000.0 if power is not None else None,
         process_mem_mib=process_memory_mib(pid, index),
+        allocator_peak_mib=torch_peak_mib() if pid is None else None,
     )
 
 

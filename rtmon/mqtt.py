@@ -231,6 +231,7 @@ def gpu_payload(snapshot: MonitorSnapshot) -> dict[str, Any]:
         "temperature_c": _num(gpu.temperature_c, 1) if gpu else None,
         "power_w": _num(gpu.power_w, 1) if gpu else None,
         "process_mem_mib": _num(gpu.process_mem_mib, 1) if gpu else None,
+        "allocator_peak_mib": _num(gpu.allocator_peak_mib, 1) if gpu else None,
     }
 
 

@@ -95,6 +95,7 @@ def gpu_text(gpu: GpuSample | None) -> str:
         f"GPU {gpu.name} · util {fmt_num(gpu.utilization_pct, '.0f', '%')} · {memory}"
         f" · {fmt_num(gpu.temperature_c, '.0f', ' °C')} · {fmt_num(gpu.power_w, '.0f', ' W')}"
         f" · rtmon {fmt_mib(gpu.process_mem_mib)}"
+        + (f" (torch peak {fmt_mib(gpu.allocator_peak_mib)})" if gpu.allocator_peak_mib is not None else "")
     )
 
 
