@@ -135,6 +135,8 @@ def monitor(
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
     model_ref, spec = _prepare(settings)
+    if spec.kind == "sample" and loop is None:
+        settings.source.loop = True  # the demo clip is 20 s; the live view keeps it going
     pipeline = Pipeline(spec, model_ref, settings, names, retry_open=True)
     window = Window() if settings.monitor.window else None
     publisher = factory(pipeline.snapshot, model_ref.class_names) if factory else None
