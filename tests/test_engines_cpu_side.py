@@ -27,8 +27,8 @@ from rtmon.engines.tensorrt import INSTALL_HINT, PlanKey, resolve_shape
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, onnx_path
 
-GPU_ENGINES = ["torch-fp16", "torch-fp16-cpu", "torch-graph-cpu", "torch-graph-sync", "torch-graph", "torch-compile",
-               "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
+GPU_ENGINES = ["torch-fp16", "torch-fp16-cpu", "torch-graph-cpu", "torch-graph-sync", "torch-graph", "torch-graph-compiled",
+               "torch-compile", "ort-cuda", "ort-cuda-fp32", "ort-trt", "trt"]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 no_tensorrt = pytest.mark.skipif(
     __import__("importlib").util.find_spec("tensorrt") is not None, reason="checks the no-TensorRT behaviour"
@@ -46,6 +46,13 @@ def test_gpu_engines_are_unavailable_without_a_gpu_with_a_one_line_reason(name):
     why = unavailable_reason(name)
     assert why and "\n" not in why
     assert "GPU" in why or "pip install" in why
+
+
+def test_torch_engine_refuses_an_unknown_mode():
+    from rtmon.engines.torch_gpu import TorchGpuEngine
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TorchGpuEngine("x", ModelRef(Path("x.pt"), "x", "user", "0" * 64), load_settings(), mode="graph-compile")
 
 
 @no_gpu

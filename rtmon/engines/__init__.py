@@ -67,6 +67,15 @@ SPECS: dict[str, EngineSpec] = {
             kwargs={"mode": "graph"},
         ),
         EngineSpec(
+            "torch-graph-compiled",
+            "torch_gpu",
+            "TorchGpuEngine",
+            "PyTorch FP16 compiled by Inductor (no cudagraphs of its own), recorded with letterbox and candidates "
+            "in our one CUDA graph; host NMS; cached in engines/inductor",
+            needs_gpu=True,
+            kwargs={"mode": "graph-compiled"},
+        ),
+        EngineSpec(
             "torch-fp16-cpu",
             "torch_gpu",
             "TorchCpuPrePostEngine",

@@ -1,5 +1,6 @@
 """PyTorch FP16 on the GPU: eager (`torch-fp16`), CUDA graph (`torch-graph`), `torch-compile`,
-and the rungs of the optimization ladder that keep CPU pre/post-processing (`torch-fp16-cpu`,
+the Inductor-compiled network inside our own CUDA graph (`torch-graph-compiled`), and the
+rungs of the optimization ladder that keep CPU pre/post-processing (`torch-fp16-cpu`,
 `torch-graph-cpu`).
 
 The same fused ultralytics network as the baseline, in half precision. At batch 1 yolo11n is
@@ -8,6 +9,11 @@ the letterbox, the network and the candidate selection are recorded once as one 
 over static buffers and replayed with one launch (see `GpuEngine`). `torch-compile` lets
 Inductor fuse kernels and capture graphs itself ("reduce-overhead"); its compile time is
 reported in the engine's notes, and Inductor's cache lives in `engines/inductor/`.
+`torch-graph-compiled` takes Inductor's fused kernels without its CUDA graph trees (which
+fought our streams): the compiled network is recorded in our one graph like the eager one.
+
+`channels_last` stores weights and the letterboxed input as NHWC, the layout cuDNN's FP16
+tensor-core convolutions want; the conversion of the input is one kernel inside the graph.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from rtmon.engines.gpu_common import GpuEngine, Runner, capture
 from rtmon.engines.prepost import letterbox_cpu, postprocess
 from rtmon.models import ModelRef, load_yolo
 
-MODES = ("eager", "graph", "compile")
+MODES = ("eager", "graph", "compile", "graph-compiled")
+# Inductor's mode for `graph-compiled`: fused kernels, no CUDA graphs of its own.
+INDUCTOR_MODE = "default"
 
 
 def head_output(out) -> torch.Tensor:
@@ -35,24 +43,29 @@ class TorchGpuEngine(GpuEngine):
     backend = "pytorch"
     precision = "fp16"
 
-    def __init__(self, name: str, model: ModelRef, settings, mode: str = "eager", pipelined: bool | None = None) -> None:
+    def __init__(self, name: str, model: ModelRef, settings, mode: str = "eager", pipelined: bool | None = None,
+                 channels_last: bool = False, inductor_mode: str = INDUCTOR_MODE) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self._mode = mode
-        self.backend = {"eager": "pytorch", "graph": "pytorch + CUDA graph", "compile": "torch.compile"}[mode]
+        self._channels_last = channels_last
+        self._inductor_mode = inductor_mode
+        self.backend = {"eager": "pytorch", "graph": "pytorch + CUDA graph", "compile": "torch.compile",
+                        "graph-compiled": "Inductor kernels + CUDA graph"}[mode]
         super().__init__(name, model, settings, pipelined)
         self._net: torch.nn.Module | None = None
+        self._forward: Runner | None = None  # the network's forward as graphs record it
         self._graph_constants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _capturable_forward(self) -> Runner | None:
-        return self._forward_for_graph if self._mode == "graph" else None
+        return self._forward_for_graph if self._mode in ("graph", "graph-compiled") else None
 
     def _forward_for_graph(self, x: torch.Tensor) -> torch.Tensor:
         """The forward, keeping the Detect head's anchor tensors alive for the graphs that read
         them: ultralytics replaces them whenever the input shape (batch included) changes, and
         a graph recorded before would then read freed memory (garbage boxes, seen on the GPU)."""
         net = self._network()
-        out = head_output(net(x))
+        out = head_output(self._graph_forward()(self._layout(x)))
         head = net.model[-1]
         anchors = getattr(head, "anchors", None)
         if isinstance(anchors, torch.Tensor):
@@ -64,14 +77,41 @@ class TorchGpuEngine(GpuEngine):
             net = load_yolo(self.model_ref.path).model.fuse().eval()
             for p in net.parameters():
                 p.requires_grad_(False)
-            self._net = net.to(self._device, torch.float16)
+            net = net.to(self._device, torch.float16)
+            self._net = net.to(memory_format=torch.channels_last) if self._channels_last else net
         return self._net
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+
+    def _graph_forward(self) -> Runner:
+        """The module the graphs record: the network itself, or its Inductor compilation
+        (compiled and warmed up here, on the current stream, so its time is reported apart)."""
+        if self._forward is None:
+            net = self._network()
+            if self._mode != "graph-compiled":
+                self._forward = net
+            else:
+                self._inductor_cache()
+                compiled = torch.compile(net, mode=self._inductor_mode, dynamic=False, fullgraph=False)
+                x = self._layout(self._input_like(1))
+                t0 = time.perf_counter()
+                for _ in range(2):  # the second call recompiles for the cached anchors
+                    compiled(x)
+                torch.cuda.current_stream().synchronize()
+                self.note(f"Inductor {self._inductor_mode} compile: {time.perf_counter() - t0:.1f} s "
+                          "(cache: engines/inductor)")
+                self._forward = compiled
+        return self._forward
+
+    def _inductor_cache(self) -> None:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((self._engines_dir / "inductor").resolve()))
 
     def _build(self, batch: int) -> Runner:
         net = self._network()
         if self._mode == "eager":
-            return lambda x: head_output(net(x))
-        if self._mode == "graph":
+            return lambda x: head_output(net(self._layout(x)))
+        if self._mode in ("graph", "graph-compiled"):
             static_in = self._input_like(batch)
             graph, static_out = capture(lambda: self._forward_for_graph(static_in))
             return replay_with(graph, static_in, static_out)
@@ -81,7 +121,7 @@ class TorchGpuEngine(GpuEngine):
         return torch.zeros(batch, 3, self._imgsz, self._imgsz, dtype=self.input_dtype, device=self._device)
 
     def _compiled(self, net: torch.nn.Module, batch: int) -> Runner:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((self._engines_dir / "inductor").resolve()))
+        self._inductor_cache()
         compiled = torch.compile(net, mode="reduce-overhead", dynamic=False, fullgraph=False)
         x = self._input_like(batch)
         t0 = time.perf_counter()
@@ -92,7 +132,7 @@ class TorchGpuEngine(GpuEngine):
         return lambda x: head_output(compiled(x))
 
     def _release(self) -> None:
-        self._net = None
+        self._net = self._forward = None
         self._graph_constants.clear()
 
 
