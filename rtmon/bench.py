@@ -232,6 +232,7 @@ def build_report(runs: list[EngineRun], model: ModelRef, spec: SourceSpec, frame
             "gpu_mem_mib": r.raw["gpu_process_mib"],
             "torch_peak_mib": r.raw["torch_peak_mib"],
             "load_s": r.raw["load_s"],
+            "notes": r.raw["info"].get("notes", []),
             "speedup_vs_baseline": r.fps / base.fps if base else None,
         })
     return {
@@ -337,25 +338,34 @@ def write_csv(report: dict, path: Path) -> None:
                         e["speedup_vs_baseline"]])
 
 
+def _colors(n: int) -> list:
+    """Distinct colours for n engines (tab10, or tab20 beyond ten)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
 def plot_latency(runs: list[EngineRun], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=120)
     all_lat = np.concatenate([np.asarray(r.raw["latencies_ms"]) for r in runs])
     bins = np.geomspace(max(all_lat.min() * 0.9, 1e-3), all_lat.max() * 1.1, 80)
-    for r in runs:
+    for r, color in zip(runs, _colors(len(runs)), strict=True):
         lat = np.asarray(r.raw["latencies_ms"])
         counts, edges = np.histogram(lat, bins=bins)
-        ax.step(edges[:-1], counts / len(lat), where="post", label=f"{r.name}  (P99 {np.percentile(lat, 99):.2f} ms)")
+        ax.step(edges[:-1], counts / len(lat), where="post", color=color,
+                label=f"{r.name}  (P99 {np.percentile(lat, 99):.2f} ms)")
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency per frame (ms, log scale)")
     ax.set_ylabel("fraction of frames")
     ax.set_title("Latency distribution per engine")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -367,15 +377,14 @@ def plot_timeline(runs: list[EngineRun], tel: Telemetry, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(4, 1, figsize=(10, 9), dpi=110, sharex=True)
-    for r in runs:
+    fig, axes = plt.subplots(4, 1, figsize=(12, 9), dpi=110, sharex=True)
+    for r, color in zip(runs, _colors(len(runs)), strict=True):
         done = r.t_measure + np.asarray(r.raw["done_s"])
         lat = np.asarray(r.raw["latencies_ms"])
-        width = max((done[-1] - done[0]) / 60, 0.05) if len(done) > 1 else 0.5
-        edges = np.arange(done[0], done[-1] + width, width)
-        counts, _ = np.histogram(done, bins=edges)
-        axes[0].plot(edges[:-1] + width / 2, counts / width, label=r.name)
-        axes[1].plot(done, lat, ".", ms=2, label=r.name)
+        k = max(5, len(done) // 50)  # FPS over the last k frames: smooth, and exact over any window
+        if len(done) > k:
+            axes[0].plot(done[k:], k / (done[k:] - done[:-k]), color=color, label=r.name)
+        axes[1].plot(done, lat, ".", ms=2, color=color)
     axes[0].set_ylabel("FPS")
     axes[1].set_ylabel("latency ms")
     axes[1].set_yscale("log")
@@ -383,20 +392,19 @@ def plot_timeline(runs: list[EngineRun], tel: Telemetry, path: Path) -> None:
     util = np.asarray([np.nan if v is None else v for v in tel.gpu_util_pct], dtype=float)
     mem = np.asarray([np.nan if v is None else v for v in tel.gpu_mem_mib], dtype=float)
     if len(t) and not np.all(np.isnan(util)):
-        axes[2].plot(t, util, color="tab:green", label="GPU utilization %")
+        axes[2].plot(t, util, color="tab:green")
         twin = axes[2].twinx()
-        twin.plot(t, mem, color="tab:purple", label="GPU memory used (MiB)")
-        twin.set_ylabel("MiB")
+        twin.plot(t, mem, color="tab:purple")
+        twin.set_ylabel("memory used, MiB", color="tab:purple")
     else:
         axes[2].text(0.5, 0.5, "no GPU: n/a", ha="center", va="center", transform=axes[2].transAxes)
-    axes[2].set_ylabel("GPU %")
+    axes[2].set_ylabel("GPU utilization %", color="tab:green")
     axes[3].plot(t, tel.cpu_pct, color="tab:red")
     axes[3].set_ylabel("CPU % (all cores)")
     axes[3].set_xlabel("seconds since the bench started (engines run one after another)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    for ax in axes[:2]:
-        ax.legend(loc="upper right", fontsize=8)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.07, 1.0), fontsize=8)
     fig.suptitle("rtmon bench over time")
     fig.tight_layout()
     fig.savefig(path)

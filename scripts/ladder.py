@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The optimization ladder as a markdown table, from a bench.json that `rtmon bench` wrote.
+"""The optimization ladder, and the accuracy table, as markdown from rtmon's own output files.
 
-    python scripts/ladder.py docs/benchmarks/<gpu>-<date>/bench.json
+    python scripts/ladder.py docs/benchmarks/<gpu>-<date>/bench.json [eval.json ...]
 
 Every number comes from the file; only the descriptions of the rungs are written here.
 """
@@ -18,6 +18,7 @@ RUNGS = [
     ("torch-graph-cpu", "+ CUDA graph: the whole network replayed as one launch; pre/post still on the CPU"),
     ("torch-graph-sync", "+ pre/post on the GPU: letterbox, network and candidate selection in one graph, one small copy back"),
     ("torch-graph", "+ pipelining: upload of frame N+1 overlaps frame N (two frames in flight)"),
+    ("torch-graph-compiled", "+ compiled kernels: Inductor fuses the network's layers into fewer, faster kernels, inside the same graph"),
     ("ort-cuda", "alternative runtime: ONNX Runtime CUDA, IO binding + CUDA graph, same GPU pre/post"),
     ("trt", "alternative runtime: TensorRT FP16 plan"),
 ]
@@ -41,5 +42,25 @@ def ladder(report: dict) -> str:
     return "\n".join(rows)
 
 
+def accuracy(evals: list[dict]) -> str:
+    """One row per engine across `rtmon eval` reports (the baseline once)."""
+    rows = ["| engine | mAP50 | mAP50-95 | Δ mAP50-95 vs baseline (points) | baseline boxes found again |",
+            "|---|---:|---:|---:|---:|"]
+    seen: set[str] = set()
+    for report in evals:
+        base = next(e for e in report["engines"] if e["agreement_vs_baseline"] is None)
+        for e in report["engines"]:
+            if e["name"] in seen:
+                continue
+            seen.add(e["name"])
+            delta = "" if e is base else f"{(e['mAP50-95'] - base['mAP50-95']) * 100:+.2f}"
+            agree = "" if e["agreement_vs_baseline"] is None else f"{e['agreement_vs_baseline'] * 100:.2f}%"
+            rows.append(f"| `{e['name']}` | {e['mAP50']:.4f} | {e['mAP50-95']:.4f} | {delta} | {agree} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(ladder(json.loads(Path(sys.argv[1]).read_text())))
+    if len(sys.argv) > 2:
+        print()
+        print(accuracy([json.loads(Path(p).read_text()) for p in sys.argv[2:]]))

@@ -154,11 +154,12 @@ SPECS: dict[str, EngineSpec] = {
 
 ALIASES = {"baseline": "torch-fp32"}
 
-# Fastest first; `optimized` is the first one available. Measured with `rtmon bench` on an H100
-# (2026-11-21, demo yolo11n, 1280x720, batch 1): torch-graph 832 FPS, ort-cuda 714,
-# torch-compile 338, torch-fp16 161. trt and ort-trt could not be run there (no TensorRT), so
-# they follow the measured engines. The ladder rungs (-cpu, -sync) are not candidates.
-OPTIMIZED_ORDER = ["torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
+# Fastest first; `optimized` is the first one available. Measured with `rtmon bench` on an H200
+# (2026-11-21, demo yolo11n, 1280x720, batch 1; docs/benchmarks/h200-2026-11-21/bench.md):
+# torch-graph-compiled 1123 FPS, torch-graph 840, ort-cuda 725, torch-compile 350, torch-fp16
+# 135. trt and ort-trt could not be run (no TensorRT there), so they follow the measured
+# engines. The ladder rungs (-cpu, -sync) are not candidates.
+OPTIMIZED_ORDER = ["torch-graph-compiled", "torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
 
 
 def register(spec: EngineSpec) -> None:
