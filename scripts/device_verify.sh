@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu
 date -u +%FT%TZ > "$res/date.txt"
 case "$stage" in
   tests)
-    timeout 240 python3 -m pytest -m gpu -p no:cacheprovider -q -k "${PYTEST_K:-not compiled}" tests/ 2>&1 | grep -v "INVALID INDEX" > "$res/pytest-gpu.txt"
+    timeout 240 python3 -m pytest -m gpu -p no:cacheprovider -q -k "${PYTEST_K:-not compiled}" tests/test_engines_gpu.py 2>&1 | grep -v "INVALID INDEX" > "$res/pytest-gpu.txt"
     tail -15 "$res/pytest-gpu.txt"
     engines=${ENGINES:-torch-fp32,torch-fp16-cpu,torch-graph-cpu,torch-fp16,torch-graph-sync,torch-graph,torch-compile,ort-cuda,ort-cuda-fp32,ort-cpu}
     echo "engines: $engines"
