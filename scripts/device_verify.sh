@@ -14,9 +14,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu
 date -u +%FT%TZ > "$res/date.txt"
 case "$stage" in
   tests)
-    timeout 240 python3 -m pytest -m gpu -p no:cacheprovider -q -k "${PYTEST_K:-not compiled}" tests/test_engines_gpu.py 2>&1 | grep -v "INVALID INDEX" > "$res/pytest-gpu.txt"
+    timeout 240 python3 -m pytest -m gpu -p no:cacheprovider -q ${PYTEST_K:+-k "$PYTEST_K"} tests/test_engines_gpu.py 2>&1 | grep -v "INVALID INDEX" > "$res/pytest-gpu.txt"
     tail -15 "$res/pytest-gpu.txt"
-    engines=${ENGINES:-torch-fp32,torch-fp16-cpu,torch-graph-cpu,torch-fp16,torch-graph-sync,torch-graph,torch-compile,ort-cuda,ort-cuda-fp32,ort-cpu}
+    engines=${ENGINES:-torch-fp32,torch-fp16-cpu,torch-graph-cpu,torch-fp16,torch-graph-sync,torch-graph,torch-graph-compiled,torch-compile,ort-cuda,ort-cuda-fp32,ort-cpu}
     echo "engines: $engines"
     timeout 330 python3 -m rtmon bench --model demo --source sample --engines "$engines" --frames 300 --warmup 30 --out "$res/bench" \
       --set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines 2>&1 | grep -v "INVALID INDEX" | tail -22
@@ -25,7 +25,7 @@ case "$stage" in
     rt bench --model demo --source sample --engines baseline,optimized --concurrent 20 --out "$res/concurrent" 2>&1 | tail -12
     rt eval --model demo --source sample --engines "${EVAL_ENGINES:-baseline,torch-fp16,torch-graph,ort-cuda,ort-cuda-fp32}" --out "$res/eval" 2>&1 | tail -15
     rt bench --model demo --source sample --engines "${BATCH_ENGINES:-torch-graph,ort-cuda}" --batch 32 --frames 1024 --warmup 64 --out "$res/batch32" 2>&1 | tail -12
-    # not yet measured anywhere: Inductor kernels inside rtmon's own graph (last, bounded)
+    # head to head of the two fastest engines (bounded)
     timeout 150 python3 -m rtmon bench --model demo --source sample --engines torch-graph,torch-graph-compiled --frames 300 --warmup 30 \
       --out "$res/compiled" --set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines 2>&1 | tail -8
     ;;
