@@ -120,7 +120,7 @@ class GpuEngine:
         self._imgsz = settings.model.imgsz
         self._batch = settings.engines.batch
         self._engines_dir = Path(settings.paths.engines_dir)
-        self._thresholds = Thresholds(settings.model.conf, settings.model.iou, settings.model.max_det)
+        self._thresholds = Thresholds.of(settings.model)
         if pipelined is not None:
             self.pipelined = pipelined
         self._runners: dict[int, Runner] = {}

@@ -24,7 +24,7 @@ class OnnxRuntimeEngine:
         self._imgsz = settings.model.imgsz
         self._threads = settings.engines.ort_threads
         self._engines_dir = Path(settings.paths.engines_dir)
-        self._thresholds = Thresholds(settings.model.conf, settings.model.iou, settings.model.max_det)
+        self._thresholds = Thresholds.of(settings.model)
         self._session = None
         self.info = EngineInfo(name, "onnxruntime", "fp32", "cpu", self._imgsz)
 

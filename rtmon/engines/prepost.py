@@ -36,6 +36,11 @@ class Thresholds:
     iou: float = 0.7
     max_det: int = 300
 
+    @classmethod
+    def of(cls, model_settings) -> Thresholds:
+        """The thresholds of `settings.model`."""
+        return cls(model_settings.conf, model_settings.iou, model_settings.max_det)
+
 
 @dataclass(frozen=True)
 class Letterbox:
