@@ -119,14 +119,13 @@ def monitor(
         console.print(f"rtmon {__version__}")
         raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
+        _settings(config, sets)  # a bad --config/--set stops here, whatever the command
         ctx.obj = {"config": config, "sets": sets}
         return
     settings = _settings(config, sets, **{
         "source.uri": source, "model.name": model, "engines.live": _engine_list(engines), "mqtt.url": mqtt,
         "source.loop": loop, "monitor.window": window, "monitor.preview": preview,
     })
-    if not sys.stdout.isatty():
-        raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
     from rtmon import engines as registry
     from rtmon.pipeline import Pipeline
     from rtmon.sinks import Window
@@ -134,6 +133,8 @@ def monitor(
 
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
+    if not sys.stdout.isatty():
+        raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
     model_ref, spec = _prepare(settings)
     if spec.kind == "sample" and loop is None:
         settings.source.loop = True  # the demo clip is 20 s; the live view keeps it going

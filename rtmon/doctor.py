@@ -6,6 +6,7 @@ import importlib.metadata
 import platform
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rtmon import __version__, gpu
@@ -48,7 +49,7 @@ def report(console: Console) -> int:
     table.add_column("what it is / how to enable it")
     for name, spec in registry.SPECS.items():
         why = registry.unavailable_reason(name)
-        table.add_row(name, "yes" if why is None else "no", spec.description if why is None else why)
+        table.add_row(name, "yes" if why is None else "no", escape(spec.description if why is None else why))
     try:
         optimized = registry.resolve_optimized()
     except Exception as exc:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -119,3 +122,17 @@ def test_bad_input_gives_one_line_error_and_leaves_nothing(args, fragments, tmp_
     assert_one_line_error(result, *fragments)
     after = sorted(p.name for p in tmp_path.rglob("*"))
     assert [p for p in after if p not in before] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--config", "/nonexistent/rtmon.toml", "doctor"], "config: /nonexistent/rtmon.toml: no such file"),
+        (["--mqtt", "foo://broker"], "mqtt: unknown scheme 'foo'"),
+        (["--engines", "baseline,warp-drive"], "unknown engine 'warp-drive'"),
+    ],
+)
+def test_top_level_bad_input(argv, fragment):
+    result = subprocess.run([sys.executable, "-m", "rtmon", *argv], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert_one_line_error(result, fragment)
