@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from mqtt_broker import PASSWORD, USER, Broker, FakePipeline, make_certs, missing_tools
 
@@ -372,3 +373,44 @@ def test_bad_mqtt_input_on_the_command_line_is_one_line_and_exit_2(args: list[st
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: mqtt: ") and why in lines[0]
+
+
+@needs_broker
+def test_rtmon_bench_publishes_progress_and_results(broker: Broker, tmp_path: Path, rtmon_env) -> None:
+    """The real `rtmon bench --mqtt`: engines measured in child processes still show on the broker."""
+    import asyncio
+    import threading
+
+    from tests.cli_helpers import run_rtmon
+
+    broker.start()
+    seen: list[tuple[str, dict]] = []
+    stop = threading.Event()
+
+    async def listen() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("rtmon/benchbox/#")
+            while not stop.is_set():
+                try:
+                    msg = await asyncio.wait_for(anext(aiter(client.messages)), 0.2)
+                except asyncio.TimeoutError:
+                    continue
+                seen.append((str(msg.topic), json.loads(msg.payload)))
+
+    listener = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
+    listener.start()
+    time.sleep(0.5)
+    result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--frames", "12", "--warmup", "2",
+                        "--out", str(tmp_path / "report"), "--mqtt", broker.url, "--set", "mqtt.instance=benchbox",
+                        "--set", "mqtt.rate_hz=10"], rtmon_env)
+    time.sleep(0.5)
+    stop.set()
+    listener.join(5)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = [p for t, p in seen if t.endswith("/metrics")]
+    assert {p["engine"] for p in metrics} == {"torch-fp32", "ort-cpu"}
+    assert all(p["schema"] == 1 for _, p in seen)
+    done = [p for p in metrics if p["state"] == "done"]
+    assert done and done[-1]["latency_ms"]["p99"] > 0
+    statuses = [p["status"] for t, p in seen if t.endswith("/status")]
+    assert statuses[0] == "online" and statuses[-1] == "offline"
