@@ -19,7 +19,7 @@ BENCH_KEYS = {"name", "fps", "latency_ms", "stages_ms", "gpu_mem_mib", "speedup_
 @pytest.fixture(scope="module")
 def bench_report(tmp_path_factory, rtmon_env):
     out = tmp_path_factory.mktemp("bench")
-    result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "24",
+    result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "40",
                         "--warmup", "3", "--out", str(out)], rtmon_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
@@ -31,7 +31,7 @@ def test_bench_writes_the_four_outputs_with_the_schema(bench_report):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "bench.json").read_text())
     assert {"device", "model", "source", "frames", "created", "engines"} <= report.keys()
-    assert report["frames"] == 24 and report["source"]["uri"] == "sample"
+    assert report["frames"] == 40 and report["source"]["uri"] == "sample"
     names = [e["name"] for e in report["engines"]]
     assert names == ["torch-fp32", "ort-cpu"]
     for engine in report["engines"]:
