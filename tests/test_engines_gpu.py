@@ -180,14 +180,12 @@ def test_gpu_memory_not_above_baseline(engines_dir):
     assert all(mib <= baseline for mib in used.values())
 
 
-def test_nvdec_frames_match_cpu_decoding():
+def test_nvdec_frames_match_cpu_decoding(tmp_path):
     from rtmon.nvdec import nvdec_unavailable_reason, open_nvdec
 
     if nvdec_unavailable_reason():
         pytest.skip(nvdec_unavailable_reason())
-    clip = Path("bench_clip.mp4")
-    if not clip.is_file():
-        pytest.skip("no bench_clip.mp4 (a 1280x720 H.264 file) in the working tree")
+    clip = _h264_clip(tmp_path / "clip.mp4")
     cap = cv2.VideoCapture(str(clip))
     ok, first = cap.read()
     frames = open_nvdec(clip)
@@ -196,3 +194,14 @@ def test_nvdec_frames_match_cpu_decoding():
     assert ok and tuple(gpu_first.shape) == first.shape
     # Both decoders are exact H.264 decoders; only the YUV→RGB conversion may round differently.
     assert np.abs(gpu_first.cpu().numpy().astype(int) - first.astype(int)).mean() < 3
+
+
+def _h264_clip(path: Path, frames: int = 30) -> Path:
+    """A 1280x720 H.264 file of rendered demo-scene frames, written by rtmon's own encoder."""
+    from rtmon.scene import render_scene
+    from rtmon.sinks import H264Writer
+
+    with H264Writer(path, 30, (1280, 720)) as writer:
+        for image, _ in render_scene(seed=7, frames=frames):
+            writer.write(image)
+    return path
