@@ -219,14 +219,19 @@ async def test_p_pauses_and_resumes_the_feed() -> None:
         assert "running" in text_of(source)
 
 
+async def press_and_settle(app: MonitorApp, pilot, key: str) -> None:
+    """Press `key`, let its thread worker finish, and let the screen process the result."""
+    await pilot.press(key)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 async def test_r_starts_and_stops_recording() -> None:
     control = FakeControl()
     app = MonitorApp(control)
     async with app.run_test(size=(80, 24)) as pilot:
         notes = capture_notifications(app)
-        await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(app, pilot, "r")
         assert control.called("toggle_recording") == [()]
         assert notes == ["recording to recordings/rec-1.mp4"]
         app.poll()
@@ -234,9 +239,7 @@ async def test_r_starts_and_stops_recording() -> None:
         rec = app.query_one(".status-rec", Static)
         assert text_of(rec) == "● REC recordings/rec-1.mp4"
         assert rec.has_class("-on")
-        await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(app, pilot, "r")
         assert len(control.called("toggle_recording")) == 2
         assert notes[-1] == "recording stopped, saved recordings/rec-1.mp4"
         app.poll()
@@ -254,9 +257,7 @@ async def test_a_failing_command_is_reported_and_the_screen_stays_up() -> None:
     app = MonitorApp(control)
     async with app.run_test(size=(80, 24)) as pilot:
         notes = capture_notifications(app)
-        await pilot.press("s")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(app, pilot, "s")
         assert notes == ["snapshot: No space left on device"]
         assert app.is_running
 
@@ -266,9 +267,7 @@ async def test_s_saves_a_png_and_says_where() -> None:
     app = MonitorApp(control)
     async with app.run_test(size=(80, 24)) as pilot:
         notes = capture_notifications(app)
-        await pilot.press("s")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await press_and_settle(app, pilot, "s")
         assert control.called("save_snapshot_png") == [()]
         assert notes == ["saved recordings/snapshot-1.png"]
 
