@@ -30,6 +30,13 @@ class EngineSpec:
 
 
 _GPU_HINT = "needs an NVIDIA GPU with a working driver and a CUDA build of torch"
+# What every ONNX Runtime CUDA engine needs, and how to get it.
+_ORT_CUDA = {
+    "needs": ("onnxruntime",),
+    "needs_gpu": True,
+    "needs_provider": "CUDAExecutionProvider",
+    "install": "pip install 'rtmon[gpu]'  (onnxruntime-gpu, replacing onnxruntime)",
+}
 
 SPECS: dict[str, EngineSpec] = {
     s.name: s
@@ -112,10 +119,7 @@ SPECS: dict[str, EngineSpec] = {
             "ort_cuda",
             "OrtCudaEngine",
             "ONNX Runtime CUDA provider FP16, IO binding, CUDA graph; GPU letterbox/candidates graphs; host NMS",
-            needs=("onnxruntime",),
-            needs_gpu=True,
-            needs_provider="CUDAExecutionProvider",
-            install="pip install 'rtmon[gpu]'  (onnxruntime-gpu, replacing onnxruntime)",
+            **_ORT_CUDA,
             kwargs={"precision": "fp16", "provider": "cuda"},
         ),
         EngineSpec(
@@ -123,10 +127,7 @@ SPECS: dict[str, EngineSpec] = {
             "ort_cuda",
             "OrtCudaEngine",
             "ONNX Runtime CUDA provider FP32 (the precision reference), IO binding, CUDA graph",
-            needs=("onnxruntime",),
-            needs_gpu=True,
-            needs_provider="CUDAExecutionProvider",
-            install="pip install 'rtmon[gpu]'  (onnxruntime-gpu, replacing onnxruntime)",
+            **_ORT_CUDA,
             kwargs={"precision": "fp32", "provider": "cuda"},
         ),
         EngineSpec(
