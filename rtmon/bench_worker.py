@@ -26,7 +26,7 @@ from pathlib import Path
 from rtmon import engines as registry
 from rtmon import gpu
 from rtmon.config import Settings
-from rtmon.engines.base import Frame, Result
+from rtmon.core import Frame, Result
 from rtmon.errors import UserError
 from rtmon.models import ModelRef
 from rtmon.sources import SourceSpec, read_frames

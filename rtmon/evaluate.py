@@ -43,7 +43,7 @@ from rich.table import Table
 
 from rtmon import __version__
 from rtmon import engines as registry
-from rtmon.engines.base import Detections, Frame
+from rtmon.core import Detections, Frame
 from rtmon.engines.parity import match_pairs
 from rtmon.errors import UserError
 from rtmon.models import ModelRef

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rtmon.engines.base import Result
+from rtmon.core import Result
 
 PERCENTILES = (50, 95, 99)
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from rtmon import engines as registry
 from rtmon import gpu
-from rtmon.engines.base import Engine, EngineInfo, Result
+from rtmon.core import EngineInfo, Result
+from rtmon.engines.base import Engine
 from rtmon.errors import UserError
 from rtmon.metrics import EngineMetrics
 from rtmon.models import ModelRef

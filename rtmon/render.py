@@ -11,7 +11,7 @@ import colorsys
 import cv2
 import numpy as np
 
-from rtmon.engines.base import Detections
+from rtmon.core import Detections
 from rtmon.gpu import fmt_mib
 from rtmon.metrics import EngineSnapshot
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rtmon.engines.base import EngineInfo
+from rtmon.core import EngineInfo
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtmon.engines.base import Frame
+from rtmon.core import Frame
 from rtmon.errors import UserError
 
 log = logging.getLogger(__name__)

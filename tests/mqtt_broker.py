@@ -156,7 +156,7 @@ class FakePipeline:
     def _run(self) -> None:
         import numpy as np
 
-        from rtmon.engines.base import Detections, Frame, Result, StageTimes
+        from rtmon.core import Detections, Frame, Result, StageTimes
 
         image = np.zeros((2, 2, 3), np.uint8)
         boxes = Detections(np.zeros((3, 4)), np.ones(3), np.array([0, 0, 2]))

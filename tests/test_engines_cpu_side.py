@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rtmon.config import load_settings
+from rtmon.core import Detections
 from rtmon.engines import SPECS, create, resolve_optimized, unavailable_reason
-from rtmon.engines.base import Detections
 from rtmon.engines.parity import match_detections, max_confidence_gap
 from rtmon.engines.prepost import (
     Letterbox,

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from rtmon.config import load_settings
+from rtmon.core import Frame
 from rtmon.engines import create, unavailable_reason
-from rtmon.engines.base import Frame
 from rtmon.engines.parity import CONFIDENCE_TOLERANCE, match_detections, max_confidence_gap
 from rtmon.models import onnx_path, resolve_model
 from rtmon.scene import render_scene

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from rtmon.config import load_settings
-from rtmon.engines.base import Detections
+from rtmon.core import Detections
 from rtmon.errors import UserError
 from rtmon.evaluate import agreement_rate, coco_map, run_eval
 from rtmon.models import ModelRef, resolve_model

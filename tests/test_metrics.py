@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtmon.engines.base import Detections, Frame, Result, StageTimes
+from rtmon.core import Detections, Frame, Result, StageTimes
 from rtmon.metrics import EngineMetrics, LatencyStats
 
 

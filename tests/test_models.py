@@ -140,7 +140,7 @@ NO_NETWORK = textwrap.dedent(
     import numpy as np
     from rtmon.config import load_settings
     from rtmon.engines import create
-    from rtmon.engines.base import Frame
+    from rtmon.core import Frame
     from rtmon.models import resolve_model
     from rtmon.sources import read_frames, resolve_source
 

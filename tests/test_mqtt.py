@@ -15,7 +15,7 @@ import pytest
 from mqtt_broker import PASSWORD, USER, Broker, FakePipeline, make_certs, missing_tools
 
 from rtmon.config import MqttSettings
-from rtmon.engines.base import EngineInfo
+from rtmon.core import EngineInfo
 from rtmon.errors import UserError
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats

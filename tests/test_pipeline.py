@@ -11,7 +11,7 @@ import pytest
 
 import rtmon.pipeline as pipeline_mod
 from rtmon.config import load_settings
-from rtmon.engines.base import Detections, EngineInfo, Frame, Result, StageTimes
+from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
 from rtmon.models import ModelRef
 from rtmon.sinks import H264Writer
 from rtmon.sources import resolve_source

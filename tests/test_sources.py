@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rtmon.engines.base import Frame
+from rtmon.core import Frame
 from rtmon.errors import UserError
 from rtmon.sinks import H264Writer
 from rtmon.sources import FrameBus, FrameReader, open_capture, read_frames, resolve_source

@@ -12,7 +12,7 @@ from textual.app import App
 from textual.widgets import Static
 
 from rtmon.config import MonitorSettings
-from rtmon.engines.base import EngineInfo
+from rtmon.core import EngineInfo
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from rtmon.engines.base import Detections, EngineInfo, Frame, Result, StageTimes, warmup_frames
+from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
+from rtmon.engines.base import warmup_frames
 from rtmon.models import ModelRef, load_yolo
 
 

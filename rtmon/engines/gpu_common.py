@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtmon.engines.base import EngineInfo, Frame, Result, StageTimes, warmup_frames
+from rtmon.core import EngineInfo, Frame, Result, StageTimes
+from rtmon.engines.base import warmup_frames
 from rtmon.engines.prepost import (
     Letterbox,
     Thresholds,

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtmon.engines.base import EngineInfo, Frame, Result, Stopwatch, warmup_frames
+from rtmon.core import EngineInfo, Frame, Result
+from rtmon.engines.base import Stopwatch, warmup_frames
 from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, export_onnx

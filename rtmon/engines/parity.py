@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtmon.engines.base import Detections
+from rtmon.core import Detections
 
 # FP16 has an 11-bit significand: the input pixels (k/255) carry a relative error ≤ 2^-12 and
 # each of yolo11n's ~100 layers adds about as much; measured on the GPU the worst matched

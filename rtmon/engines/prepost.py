@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from rtmon.engines.base import Detections
+from rtmon.core import Detections
 
 PAD_VALUE = 114
 # Class offset for class-aware NMS in one call: boxes of different classes never overlap.

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from rtmon.engines.base import Frame, Result, StageTimes
+from rtmon.core import Frame, Result, StageTimes
 from rtmon.engines.gpu_common import GpuEngine, Runner, capture
 from rtmon.engines.prepost import letterbox_cpu, postprocess
 from rtmon.models import ModelRef, load_yolo

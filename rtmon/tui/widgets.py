@@ -23,7 +23,7 @@ from textual.widgets import Sparkline, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from rtmon.engines.base import EngineInfo
+from rtmon.core import EngineInfo
 from rtmon.gpu import GpuSample, fmt_mib
 from rtmon.metrics import EngineSnapshot
 from rtmon.snapshot import SourceStatus

@@ -1,0 +1,186 @@
+"""rtmon's shared vocabulary: what a frame, a detection, a result, an engine's state and its GPU
+memory are. Sources, engines, the runner, metrics, rendering, MQTT and the TUI all import these
+types from here, and this module imports nothing of rtmon, so reading a frame never loads an
+engine.
+
+Times are `time.perf_counter()` seconds. On Linux that is CLOCK_MONOTONIC, one clock for every
+process of the machine, so an instant taken in an engine's process (`Result.t_done`) and one
+taken in the main process (`Frame.t_capture`) can be subtracted.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class EngineState(str, enum.Enum):
+    """Every state an engine runner can be in; the TUI styles each one."""
+
+    STARTING = "starting"  # the runner exists, its process is starting
+    LOADING = "loading"  # building/loading the model and warming up
+    RUNNING = "running"  # taking frames
+    OFF = "off"  # turned off by the user: no frames, no GPU work
+    RECONNECTING = "reconnecting"  # a remote engine lost its server and is retrying
+    FAILED = "failed"  # raised, crashed, hung or could not load; `error` says why
+    ENDED = "ended"  # the source ended and every frame was answered
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, enum.Enum):
+    """What an engine stands for in the comparison."""
+
+    BASELINE = "baseline"  # ultralytics predict, PyTorch FP32: the yardstick
+    PEER = "peer"  # what a user would do anyway to go faster (ultralytics' own ONNX Runtime path)
+    OPTIMIZED = "optimized"  # rtmon's optimized engines
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded picture from a source.
+
+    `image` is BGR uint8, HxWx3, as OpenCV decodes it. `t_capture` is the instant the frame
+    became available (decoded, or its scheduled arrival in a benchmark); latency is always
+    measured from it. `stream` numbers the source when there are several.
+    """
+
+    index: int
+    image: Any  # np.ndarray on the host, or a CUDA tensor for frames decoded on the GPU
+    t_capture: float
+    stream: int = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass
+class Detections:
+    """Boxes in source-image pixels: xyxy (n,4) float32, confidence (n,), class_id (n,) int."""
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+        self.class_id = np.asarray(self.class_id, dtype=np.int32).reshape(-1)
+        n = len(self.xyxy)
+        if len(self.confidence) != n or len(self.class_id) != n:
+            raise ValueError(
+                f"detections disagree in length: xyxy {n}, confidence {len(self.confidence)}, "
+                f"class_id {len(self.class_id)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+    @classmethod
+    def from_array(cls, rows: np.ndarray) -> Detections:
+        """From an (n, 6) array of x1, y1, x2, y2, confidence, class id (NMS output layout)."""
+        rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+        return cls(rows[:, :4], rows[:, 4], rows[:, 5].round().astype(np.int32))
+
+    def above(self, conf: float) -> Detections:
+        """The detections scoring more than `conf`."""
+        keep = self.confidence > conf
+        return Detections(self.xyxy[keep], self.confidence[keep], self.class_id[keep])
+
+    def class_counts(self) -> dict[int, int]:
+        ids, counts = np.unique(self.class_id, return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts, strict=True)}
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Milliseconds spent per stage for one frame (CUDA events on GPU engines, host clock elsewhere)."""
+
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.inference + self.postprocess
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an engine returns for one frame.
+
+    `t_start` is when the engine took the frame (for a micro-batch: when it took the batch),
+    `t_done` when its boxes were on the host; the engine was busy in between.
+    """
+
+    engine: str
+    frame: Frame
+    detections: Detections
+    stages: StageTimes
+    t_done: float = field(default_factory=time.perf_counter)
+    t_start: float | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        """End to end: the frame's capture instant to boxes on the host."""
+        return (self.t_done - self.frame.t_capture) * 1e3
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Static facts an engine states about itself, for panels and reports."""
+
+    name: str
+    backend: str
+    precision: str
+    device: str  # where it really runs: "cpu", or the GPU's name
+    input_size: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """One engine's GPU memory, measured in its own process; None where a counter can't tell.
+
+    - `process_mib`: NVML's figure for the engine's process (what `nvidia-smi` shows);
+    - `context_mib`: NVML's figure for the same process right after CUDA started, before the
+      engine loaded: the CUDA context and the runtime's own modules;
+    - `engine_mib`: the difference, what the engine itself holds (weights, graphs, buffers);
+    - `allocator_peak_mib` / `allocator_reserved_mib`: PyTorch's caching allocator, peak bytes
+      allocated and bytes reserved from the driver now (a part of `engine_mib`).
+    """
+
+    process_mib: float | None = None
+    context_mib: float | None = None
+    allocator_peak_mib: float | None = None
+    allocator_reserved_mib: float | None = None
+
+    @property
+    def engine_mib(self) -> float | None:
+        if self.process_mib is None or self.context_mib is None:
+            return None
+        return self.process_mib - self.context_mib
+
+    def as_dict(self) -> dict[str, float | None]:
+        """The report/MQTT shape: every counter, named."""
+        return {
+            "process_mib": self.process_mib,
+            "context_mib": self.context_mib,
+            "engine_mib": self.engine_mib,
+            "allocator_peak_mib": self.allocator_peak_mib,
+            "allocator_reserved_mib": self.allocator_reserved_mib,
+        }
