@@ -127,9 +127,7 @@ def monitor(
         "source.loop": loop, "monitor.window": window, "monitor.preview": preview,
     })
     from rtmon import engines as registry
-    from rtmon.pipeline import Pipeline
-    from rtmon.sinks import Window
-    from rtmon.tui import run_monitor
+    from rtmon.monitor import run_live
 
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
@@ -138,24 +136,7 @@ def monitor(
     model_ref, spec = _prepare(settings)
     if spec.kind == "sample" and loop is None:
         settings.source.loop = True  # the demo clip is 20 s; the live view keeps it going
-    pipeline = Pipeline(spec, model_ref, settings, names, retry_open=True)
-    window = Window() if settings.monitor.window else None
-    publisher = factory(pipeline.snapshot, model_ref.class_names) if factory else None
-    pipeline.load_engines(wait=False)
-    pipeline.start_feed()
-    if publisher:
-        publisher.start()
-    if window:
-        window.follow(pipeline.split_screen)
-    try:
-        code = run_monitor(pipeline, settings.monitor)
-    finally:
-        if window:
-            window.close()
-        pipeline.stop()
-        if publisher:
-            publisher.stop()
-    _exit_now(code)
+    _exit_now(run_live(settings, model_ref, spec, names, factory))
 
 
 def _exit_now(code: int) -> None:
