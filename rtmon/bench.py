@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtmon import __version__, gpu
+from rtmon.core import GpuMemory
 from rtmon.errors import UserError
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.models import ModelRef
@@ -108,7 +109,7 @@ class BenchStatus:
         run = self.runs.get(name)
         if run:
             return EngineSnapshot(name, "done", "", run.raw["frames"], 0, run.fps, run.fps, run.latency, run.stages,
-                                  (), (), {}, run.raw["gpu_process_mib"])
+                                  (), (), {}, GpuMemory(process_mib=run.raw["gpu_process_mib"]))
         started = self.t_measure.get(name)
         n = self.processed[name]
         fps = n / (now - started) if started and n and now > started else None
@@ -117,7 +118,7 @@ class BenchStatus:
     def snapshot(self) -> MonitorSnapshot:
         now = time.perf_counter()
         source = SourceStatus(self.spec.uri, self.spec.kind, None, None, None, None, "running", "", 0)
-        return MonitorSnapshot(time.time(), now - self.t0, self.model.label, source,
+        return MonitorSnapshot(time.time(), now - self.t0, self.model.label, (source,),
                                tuple(self._engine(n, now) for n in self.state), {}, gpu.sample(), "")
 
 

@@ -1,9 +1,18 @@
-"""Per-engine live metrics: FPS (rolling and overall), latency percentiles and histogram,
-per-stage times, frames processed and skipped.
+"""Per-engine live metrics: delivered FPS, capacity, busy share, latency percentiles, per-stage
+times, frames processed and skipped, per-stream figures, and the headline comparison.
 
-Engine threads call `EngineMetrics.record()`; everything downstream (TUI, MQTT, overlays,
-bench) reads an immutable `EngineSnapshot`. Memory is bounded: a window of the most recent
-latencies, never the whole run, unless `keep_all` is asked for (bench).
+The runner's receiving thread calls `EngineMetrics.record()` with each `Result`; everything
+downstream (TUI, MQTT, overlays, reports) reads an immutable `EngineSnapshot`. Memory is
+bounded: a window of the most recent latencies, never the whole run.
+
+Two rates, because a camera hides the difference between engines:
+
+- **delivered FPS**: results per second. At a camera's 30 fps every engine that keeps up
+  delivers 30, so this alone cannot show which is faster.
+- **capacity**: frames per second of *busy* time (the time between an engine taking a frame and
+  its boxes being on the host; overlapping frames of a pipelined engine or a micro-batch count
+  once). It is the rate the engine could sustain if frames came as fast as it takes them,
+  whatever the source's rate; `busy_pct` says how much of the time it was busy.
 """
 
 from __future__ import annotations
@@ -15,24 +24,35 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rtmon.core import Result
+from rtmon.core import EngineState, GpuMemory, Result, Role
 
-PERCENTILES = (50, 95, 99)
+PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass(frozen=True)
 class LatencyStats:
+    """Milliseconds over `count` frames (numpy's linear-interpolation percentiles)."""
+
     mean: float
     p50: float
     p95: float
     p99: float
+    p90: float = 0.0
+    std: float = 0.0
+    max: float = 0.0
+    count: int = 0
 
     @classmethod
-    def of(cls, values_ms: np.ndarray) -> LatencyStats | None:
-        if len(values_ms) == 0:
+    def of(cls, values_ms) -> LatencyStats | None:
+        values = np.asarray(values_ms, dtype=np.float64)
+        if len(values) == 0:
             return None
-        p50, p95, p99 = np.percentile(values_ms, PERCENTILES)
-        return cls(float(np.mean(values_ms)), float(p50), float(p95), float(p99))
+        p50, p90, p95, p99 = np.percentile(values, PERCENTILES)
+        return cls(float(values.mean()), float(p50), float(p95), float(p99), float(p90), float(values.std()),
+                   float(values.max()), len(values))
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -40,54 +60,152 @@ class EngineSnapshot:
     """One engine's numbers at one instant. `None` means not known yet (shown as 'n/a')."""
 
     name: str
-    state: str
+    state: EngineState
     error: str
     processed: int
     skipped: int
-    fps: float | None
-    fps_overall: float | None
-    latency: LatencyStats | None
+    fps: float | None  # delivered, over the last few seconds
+    fps_overall: float | None  # delivered, since the first result
+    latency: LatencyStats | None  # capture → boxes on the host, recent frames
     stages_ms: dict[str, float]
     fps_history: tuple[float, ...]
     latency_window_ms: tuple[float, ...]
     class_counts: dict[int, int]
-    gpu_mem_mib: float | None = None
+    memory: GpuMemory = field(default_factory=GpuMemory)
+    role: Role = Role.OPTIMIZED
+    capacity_fps: float | None = None  # frames per second of busy time, recent frames
+    busy_pct: float | None = None  # share of the last few seconds the engine was busy
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("latency_window_ms")
-        out.pop("fps_history")
-        return out
+    @property
+    def gpu_mem_mib(self) -> float | None:
+        """The engine process's GPU memory (NVML), the figure panels and reports lead with."""
+        return self.memory.process_mib
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Optimized vs baseline, computed from the figures on screen: capacity and P95 ratios."""
+
+    baseline: str
+    optimized: str
+    speedup: float | None  # optimized capacity / baseline capacity
+    p95_ratio: float | None  # baseline P95 / optimized P95 (how many times lower)
+
+    def text(self) -> str:
+        if self.speedup is None:
+            return f"{self.optimized} vs {self.baseline}: measuring…"
+        p95 = f", P95 {self.p95_ratio:.1f}× lower" if self.p95_ratio else ""
+        return f"OPTIMIZED {self.speedup:.1f}× faster than BASELINE (capacity){p95}"
+
+
+def headline(engines: tuple[EngineSnapshot, ...] | list[EngineSnapshot], optimized: str | None = None) -> Headline | None:
+    """The baseline against `optimized` (default: the first optimized engine); None without both."""
+    base = next((e for e in engines if e.role == Role.BASELINE), None)
+    opt = next((e for e in engines if e.name == optimized), None) if optimized else None
+    opt = opt or next((e for e in engines if e.role == Role.OPTIMIZED), None)
+    if base is None or opt is None:
+        return None
+    speedup = None
+    if base.capacity_fps and opt.capacity_fps:
+        speedup = opt.capacity_fps / base.capacity_fps
+    p95 = None
+    if base.latency and opt.latency and opt.latency.p95 > 0:
+        p95 = base.latency.p95 / opt.latency.p95
+    return Headline(base.name, opt.name, speedup, p95)
+
+
+@dataclass(frozen=True)
+class StreamFigures:
+    """One engine's figures for one stream."""
+
+    fps: float | None
+    latency: LatencyStats | None
+    processed: int
+    dropped: int  # frames of this stream the engine never took (it took a newer one)
+
+
+class _Rates:
+    """Completions and busy time over a sliding window, and since the start."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.events: deque[tuple[float, float]] = deque()  # (t_done, busy seconds it added)
+        self.first_done: float | None = None
+        self.last_done: float | None = None
+        self.count = 0
+        self.busy_total = 0.0
+        self._busy_until = float("-inf")
+
+    def add(self, t_start: float | None, t_done: float) -> None:
+        # Busy time is the union of [t_start, t_done] intervals: frames overlapping in a
+        # pipelined engine or a micro-batch count once. Results arrive in completion order.
+        start = t_done if t_start is None else t_start
+        busy = max(t_done - max(start, self._busy_until), 0.0)
+        self._busy_until = max(self._busy_until, t_done)
+        self.busy_total += busy
+        self.count += 1
+        if self.first_done is None:
+            self.first_done = t_done
+        self.last_done = t_done
+        self.events.append((t_done, busy))
+        while self.events and t_done - self.events[0][0] > self.window_s:
+            self.events.popleft()
+
+    def fps(self, now: float) -> float | None:
+        """Completions per second over the window; 0 once results have stopped coming."""
+        times = [t for t, _ in self.events if now - t <= self.window_s]
+        if len(times) < 2:
+            return 0.0 if self.count > 1 else None
+        return (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else None
+
+    def fps_overall(self) -> float | None:
+        if self.first_done is None or self.last_done is None or self.count < 2:
+            return None
+        span = self.last_done - self.first_done
+        return (self.count - 1) / span if span > 0 else None
+
+    def capacity(self) -> float | None:
+        recent = list(self.events)
+        busy = sum(b for _, b in recent)
+        return len(recent) / busy if recent and busy > 0 else None
+
+    def capacity_overall(self) -> float | None:
+        return self.count / self.busy_total if self.busy_total > 0 else None
+
+    def busy_pct(self, now: float) -> float | None:
+        if not self.events:
+            return None
+        busy = sum(b for t, b in self.events if now - t <= self.window_s)
+        return min(100.0, 100.0 * busy / self.window_s)
 
 
 @dataclass
 class EngineMetrics:
-    """Thread-safe accumulator for one engine."""
+    """Thread-safe accumulator for one engine (and each stream it serves)."""
 
     name: str
+    role: Role = Role.OPTIMIZED
     window: int = 2000
     fps_window_s: float = 2.0
     history_len: int = 120
-    keep_all: bool = False
-    state: str = "starting"
+    state: EngineState = EngineState.STARTING
     error: str = ""
-    gpu_mem_mib: float | None = None
+    memory: GpuMemory = field(default_factory=GpuMemory)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.processed = 0
         self.skipped = 0
-        self._latencies: deque[float] = deque(maxlen=None if self.keep_all else self.window)
+        self._latencies: deque[float] = deque(maxlen=self.window)
         self._stage_sums = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-        self._done_times: deque[float] = deque()
-        self._first_done: float | None = None
-        self._last_done: float | None = None
+        self._rates = _Rates(self.fps_window_s)
         self._fps_history: deque[float] = deque(maxlen=self.history_len)
         self._last_history_t = 0.0
         self._class_counts: dict[int, int] = {}
+        self._streams: dict[int, tuple[_Rates, deque[float], list[int]]] = {}
 
     def reset(self) -> None:
-        """Forget everything measured so far (e.g. the warm-up), keeping the state."""
+        """Forget everything measured so far (e.g. the warm-up), keeping state and memory."""
         with self._lock:
             self.__post_init__()
 
@@ -95,48 +213,50 @@ class EngineMetrics:
         with self._lock:
             self.processed += 1
             self.skipped += skipped
-            self._latencies.append(result.latency_ms)
+            latency = result.latency_ms
+            self._latencies.append(latency)
             for stage in self._stage_sums:
                 self._stage_sums[stage] += getattr(result.stages, stage)
             t = result.t_done
-            if self._first_done is None:
-                self._first_done = t
-            self._last_done = t
-            self._done_times.append(t)
-            while self._done_times and t - self._done_times[0] > self.fps_window_s:
-                self._done_times.popleft()
+            self._rates.add(result.t_start, t)
             if t - self._last_history_t >= 0.5:
                 self._last_history_t = t
-                self._fps_history.append(self._rolling_fps(t) or 0.0)
+                self._fps_history.append(self._rates.fps(t) or 0.0)
             self._class_counts = result.detections.class_counts()
+            rates, lat, dropped = self._stream(result.frame.stream)
+            rates.add(result.t_start, t)
+            lat.append(latency)
+            dropped[0] += skipped
 
-    def add_skipped(self, n: int) -> None:
-        with self._lock:
-            self.skipped += n
+    def _stream(self, stream: int) -> tuple[_Rates, deque[float], list[int]]:
+        if stream not in self._streams:
+            self._streams[stream] = (_Rates(self.fps_window_s), deque(maxlen=self.window), [0])
+        return self._streams[stream]
 
-    def set_state(self, state: str, error: str = "") -> None:
+    def set_state(self, state: EngineState, error: str = "") -> None:
         with self._lock:
-            self.state, self.error = state, error
+            self.state, self.error = EngineState(state), error
+
+    def set_memory(self, memory: GpuMemory) -> None:
+        with self._lock:
+            self.memory = memory
 
     def latencies(self) -> np.ndarray:
         with self._lock:
             return np.fromiter(self._latencies, dtype=np.float64)
 
-    def _rolling_fps(self, now: float) -> float | None:
-        """Completions per second over the last `fps_window_s`; 0 once an engine has stalled."""
-        times = [t for t in self._done_times if now - t <= self.fps_window_s]
-        if len(times) < 2:
-            return 0.0 if self.processed > 1 else None
-        return (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else None
+    def streams(self, now: float | None = None) -> dict[int, StreamFigures]:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            return {
+                s: StreamFigures(rates.fps(now), LatencyStats.of(np.fromiter(lat, np.float64)), rates.count, dropped[0])
+                for s, (rates, lat, dropped) in sorted(self._streams.items())
+            }
 
     def snapshot(self, now: float | None = None) -> EngineSnapshot:
         now = time.perf_counter() if now is None else now
         with self._lock:
             lat = np.fromiter(self._latencies, dtype=np.float64)
-            overall = None
-            if self._first_done is not None and self._last_done is not None and self.processed > 1:
-                span = self._last_done - self._first_done
-                overall = (self.processed - 1) / span if span > 0 else None
             n = max(self.processed, 1)
             return EngineSnapshot(
                 name=self.name,
@@ -144,12 +264,19 @@ class EngineMetrics:
                 error=self.error,
                 processed=self.processed,
                 skipped=self.skipped,
-                fps=self._rolling_fps(now),
-                fps_overall=overall,
+                fps=self._rates.fps(now),
+                fps_overall=self._rates.fps_overall(),
                 latency=LatencyStats.of(lat),
                 stages_ms={k: v / n for k, v in self._stage_sums.items()} if self.processed else {},
                 fps_history=tuple(self._fps_history),
                 latency_window_ms=tuple(lat[-500:]),
                 class_counts=dict(self._class_counts),
-                gpu_mem_mib=self.gpu_mem_mib,
+                memory=self.memory,
+                role=self.role,
+                capacity_fps=self._rates.capacity(),
+                busy_pct=self._rates.busy_pct(now),
             )
+
+    def capacity_overall(self) -> float | None:
+        with self._lock:
+            return self._rates.capacity_overall()

@@ -275,7 +275,7 @@ class Pipeline:
             time=time.time(),
             uptime_s=now - self._t0,
             model=self.model.label,
-            source=source,
+            sources=(source,),
             engines=tuple(self.metrics[n].snapshot(now) for n in self.names),
             engine_info={n: w.engine.info for n, w in self.workers.items()},
             gpu=self._gpu_sample(now),

@@ -1,20 +1,20 @@
 """What the outside of the pipeline may see and do: one immutable snapshot, a few commands.
 
-The TUI, the MQTT publisher and the recorder's overlays read `MonitorSnapshot`; the TUI drives
-the pipeline only through `MonitorControl`. Neither knows anything about engines beyond their
-names, their `EngineInfo` and their metrics.
+The TUI, the desktop window, MQTT, Prometheus and the recorder's overlays read
+`MonitorSnapshot`; front ends drive the pipeline only through `MonitorControl`. None of them
+knows anything about engines beyond their names, their `EngineInfo` and their metrics.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from rtmon.core import EngineInfo
 from rtmon.gpu import GpuSample
-from rtmon.metrics import EngineSnapshot
+from rtmon.metrics import EngineSnapshot, Headline, StreamFigures, headline
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,19 @@ class SourceStatus:
     state: str  # starting | running | paused | reconnecting | ended | failed
     error: str
     frames: int
+    reconnects: int = 0
+    stream: int = 0  # its number when there are several sources
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """One source of several: its status and each engine's figures for it."""
+
+    source: SourceStatus
+    engines: dict[str, StreamFigures]
 
 
 @dataclass(frozen=True)
@@ -38,14 +48,27 @@ class MonitorSnapshot:
     time: float  # Unix time of the snapshot
     uptime_s: float
     model: str
-    source: SourceStatus
+    sources: tuple[SourceStatus, ...]
     engines: tuple[EngineSnapshot, ...]
     engine_info: dict[str, EngineInfo]
     gpu: GpuSample | None
     recording: str  # path being written, "" when not recording
+    recording_error: str = ""  # why the last recording failed, "" when it did not
+    pace: str = "realtime"  # realtime | max
+    streams: tuple[StreamSnapshot, ...] = ()
+    compared: tuple[str, str] | None = field(default=None)  # (baseline, optimized) of the headline
+
+    @property
+    def source(self) -> SourceStatus:
+        """The first source (the only one, usually)."""
+        return self.sources[0]
 
     def engine(self, name: str) -> EngineSnapshot | None:
         return next((e for e in self.engines if e.name == name), None)
+
+    @property
+    def headline(self) -> Headline | None:
+        return headline(self.engines, self.compared[1] if self.compared else None)
 
 
 class MonitorControl(Protocol):
@@ -59,6 +82,6 @@ class MonitorControl(Protocol):
 
     def toggle_recording(self) -> str: ...  # returns the path started, or "" when it stopped
 
-    def split_screen(self) -> np.ndarray | None: ...  # the current annotated split screen, BGR
+    def split_screen(self) -> np.ndarray | None: ...  # the current annotated split screen (or mosaic), BGR
 
     def save_snapshot_png(self) -> str: ...  # returns the path written

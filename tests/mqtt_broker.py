@@ -180,7 +180,7 @@ class FakePipeline:
             time=time.time(),
             uptime_s=time.time() - self.started,
             model="fake",
-            source=SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames),
+            sources=(SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames),),
             engines=tuple(m.snapshot() for m in self.metrics.values()),
             engine_info={},
             gpu=None,

@@ -23,7 +23,7 @@ def test_percentiles_match_numpy_on_known_data():
 
 
 def test_record_accumulates_latency_stages_fps_and_skips():
-    m = EngineMetrics("e", keep_all=True)
+    m = EngineMetrics("e")
     # 101 frames done 10 ms apart, each with 5 ms latency
     for i in range(101):
         t = 100.0 + i * 0.01

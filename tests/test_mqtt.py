@@ -15,7 +15,7 @@ import pytest
 from mqtt_broker import PASSWORD, USER, Broker, FakePipeline, make_certs, missing_tools
 
 from rtmon.config import MqttSettings
-from rtmon.core import EngineInfo
+from rtmon.core import EngineInfo, GpuMemory
 from rtmon.errors import UserError
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
@@ -113,7 +113,7 @@ def sample_snapshot(gpu: bool = True) -> MonitorSnapshot:
         fps_history=(),
         latency_window_ms=(),
         class_counts={0: 3, 2: 1},
-        gpu_mem_mib=412.5,
+        memory=GpuMemory(process_mib=412.5),
     )
     starting = EngineSnapshot("baseline", "starting", "", 0, 0, None, None, None, {}, (), (), {})
     sample = GpuSample("NVIDIA H100 80GB HBM3", 41.0, 2351.2, 81559.0, 47.0, 182.3, 1210.0)
@@ -121,7 +121,7 @@ def sample_snapshot(gpu: bool = True) -> MonitorSnapshot:
         time=1767225600.25,
         uptime_s=31.0,
         model="yolo11n.pt",
-        source=SourceStatus("sample", "sample", 1280, 720, 30.0, 30.0, "running", "", 930),
+        sources=(SourceStatus("sample", "sample", 1280, 720, 30.0, 30.0, "running", "", 930),),
         engines=(starting, engine),
         engine_info={"optimized": EngineInfo("optimized", "tensorrt", "fp16", "cuda:0", 640)},
         gpu=sample if gpu else None,

@@ -12,7 +12,7 @@ from textual.app import App
 from textual.widgets import Static
 
 from rtmon.config import MonitorSettings
-from rtmon.core import EngineInfo
+from rtmon.core import EngineInfo, GpuMemory
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
@@ -99,7 +99,7 @@ class FakeControl:
             fps_history=tuple(fps + 5 * np.sin(i / 4) for i in range(60)),
             latency_window_ms=window,
             class_counts={0: 3, 2: 1},
-            gpu_mem_mib=None if index else 512.0,
+            memory=GpuMemory(process_mib=None if index else 512.0),
         )
 
     def snapshot(self) -> MonitorSnapshot:
@@ -115,7 +115,7 @@ class FakeControl:
             time=1_700_000_000.0 + tick,
             uptime_s=3723.0,
             model="yolo11n",
-            source=source,
+            sources=(source,),
             engines=tuple(self._engine(i, name, tick) for i, name in enumerate(ENGINES)),
             engine_info=INFO,
             gpu=self.gpu,
