@@ -33,7 +33,9 @@ err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (see configs/default.toml)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override any setting: section.key=value (repeatable)")]
-SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="auto | sample | camera index | video file | image folder | rtsp/http URL")]
+SourceOpt = Annotated[list[str] | None, typer.Option("--source", "-s", help="auto | sample | camera index | video file | image folder | rtsp/http URL; give it more than once for several streams")]
+PaceOpt = Annotated[str | None, typer.Option("--pace", help="realtime: a file plays at its own rate; max: decoded as fast as the engines take frames (auto: max for the sample)")]
+BaselineStreamsOpt = Annotated[str | None, typer.Option("--baseline-streams", help="with several sources: the streams the baseline takes, e.g. 0,1 (default all)")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="auto | demo | ultralytics name (yolo11n.pt) | .pt path | .yaml architecture")]
 MqttOpt = Annotated[str | None, typer.Option("--mqtt", help="publish live metrics to this broker: mqtt://host:port or mqtts://host:port")]
 LoopOpt = Annotated[bool | None, typer.Option("--loop/--no-loop", help="restart a file source at its end")]
@@ -66,21 +68,43 @@ def _engine_list(text: str | None) -> list[str] | None:
 
 
 def _prepare(settings: Settings):
-    """Resolve the model and the source (the slow or failing parts), printing notices."""
+    """Resolve the model and the sources (the slow or failing parts), printing notices."""
     from rtmon.models import resolve_model
     from rtmon.sources import resolve_source
 
     log = logging.getLogger("rtmon")
-    spec = resolve_source(settings.source.uri, _cache_dir(settings))
+    specs = [resolve_source(uri, _cache_dir(settings)) for uri in settings.source.uri]
     name = settings.model.name
-    if name == "auto" and spec.kind == "sample":
+    if name == "auto" and all(spec.kind == "sample" for spec in specs):
         # The sample is rtmon's own scene: COCO weights see nothing in it, the demo detector does.
         name = "demo"
         log.info("the sample clip is rtmon's own scene: using the demo detector trained on it (--model overrides)")
     model = resolve_model(name, Path(settings.paths.engines_dir))
     if model.notice:
         log.warning(model.notice)
-    return model, spec
+    return model, specs
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option}: give stream numbers separated by commas, e.g. 0,1") from None
+
+
+def _engine_streams(settings: Settings, engines: list[list[str]], sources: int) -> dict[str, set[int]]:
+    """Which streams each engine takes: the baseline only `engine.baseline_streams` when given."""
+    chosen = settings.engine.baseline_streams
+    if not chosen:
+        return {}
+    bad = [s for s in chosen if not 0 <= s < sources]
+    if bad:
+        raise UserError(f"--baseline-streams: there is no stream {bad[0]} (streams are 0 to {sources - 1})")
+    from rtmon import engines as registry
+
+    return {c[0]: set(chosen) for c in engines if registry.role(c[0]).value == "baseline"}
 
 
 def _cache_dir(settings: Settings) -> Path:
@@ -110,6 +134,8 @@ def monitor(
     engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines to race, e.g. baseline,ort-cpu")] = None,
     mqtt: MqttOpt = None,
     loop: LoopOpt = None,
+    pace: PaceOpt = None,
+    baseline_streams: BaselineStreamsOpt = None,
     window: Annotated[bool | None, typer.Option("--window/--no-window", help="also show the split screen in a desktop window")] = None,
     preview: Annotated[bool | None, typer.Option("--preview/--no-preview", help="start with the in-terminal video preview shown (key v)")] = None,
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
@@ -123,20 +149,22 @@ def monitor(
         ctx.obj = {"config": config, "sets": sets}
         return
     settings = _settings(config, sets, **{
-        "source.uri": source, "model.name": model, "engines.live": _engine_list(engines), "mqtt.url": mqtt,
-        "source.loop": loop, "monitor.window": window, "monitor.preview": preview,
+        "source.uri": source, "model.name": model, "engine.live": _engine_list(engines), "mqtt.url": mqtt,
+        "source.loop": loop, "source.pace": pace, "monitor.window": window, "monitor.preview": preview,
+        "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"),
     })
     from rtmon import engines as registry
     from rtmon.monitor import run_live
 
-    names = registry.resolve_names(settings.engines.live)
+    engines_ = registry.resolve_engines(settings.engine.live)
     factory = _publisher(settings)
     if not sys.stdout.isatty():
         raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
-    model_ref, spec = _prepare(settings)
-    if spec.kind == "sample" and loop is None:
+    model_ref, specs = _prepare(settings)
+    streams = _engine_streams(settings, engines_, len(specs))
+    if all(spec.kind == "sample" for spec in specs) and loop is None:
         settings.source.loop = True  # the demo clip is 20 s; the live view keeps it going
-    _exit_now(run_live(settings, model_ref, spec, names, factory))
+    _exit_now(run_live(settings, model_ref, specs, engines_, factory, streams))
 
 
 def _exit_now(code: int) -> None:
@@ -164,30 +192,39 @@ def bench(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines (default: baseline,optimized)")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="single-stream (latency, one frame at a time; default) | offline (throughput, micro-batch sweep) | multi-stream (how many cameras)")] = None,
     source: SourceOpt = None,
     model: ModelOpt = None,
-    frames: Annotated[int | None, typer.Option("--frames", "-n", help="timed frames per engine")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", "-n", help="timed frames per engine, at least (1,024 for a VALID single-stream result)")] = None,
     warmup: Annotated[int | None, typer.Option("--warmup", help="untimed warm-up frames per engine")] = None,
-    batch: Annotated[int | None, typer.Option("--batch", help="micro-batch size, for engines that batch")] = None,
+    min_duration: Annotated[float | None, typer.Option("--min-duration", help="single-stream: run at least this many seconds")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="single-stream: MLPerf's minimums, 1,024 frames and 60 s")] = False,
+    batches: Annotated[str | None, typer.Option("--batches", help="offline: micro-batch sizes, e.g. 1,2,4,8,16,32")] = None,
+    camera_fps: Annotated[float | None, typer.Option("--camera-fps", help="multi-stream: each camera's frame rate")] = None,
+    max_streams: Annotated[int | None, typer.Option("--max-streams", help="multi-stream: search no further than this many cameras")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (default recordings/bench-<time>)")] = None,
     mqtt: MqttOpt = None,
-    concurrent: Annotated[float | None, typer.Option("--concurrent", metavar="SECONDS", help="instead: run all engines together on one feed for SECONDS, as the live view does (concurrent.json/.md)")] = None,
+    concurrent: Annotated[float | None, typer.Option("--concurrent", metavar="SECONDS", help="instead: each engine alone, then all together, on one live feed for SECONDS per phase, at both paces (concurrent.json/.md)")] = None,
 ) -> None:
-    """Benchmark: the same frames through each engine, each in its own process; writes bench.json/.csv/.md and plots."""
+    """Benchmark: the same frames through each engine, each alone in its own process, in one of the field's scenarios; writes bench.json/.md/.csv and a plot."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
-        "engines.bench": _engine_list(engines), "source.uri": "sample" if source is None else source,
-        "model.name": model, "bench.frames": frames, "bench.warmup": warmup, "engines.batch": batch,
-        "mqtt.url": mqtt, "bench.out": None if out is None else str(out),
+        "engine.bench": _engine_list(engines), "bench.scenario": scenario,
+        "source.uri": ["sample"] if source is None else source, "model.name": model, "bench.frames": frames,
+        "bench.warmup": warmup, "bench.min_duration_s": 60.0 if strict else min_duration,
+        "bench.batches": _int_list(batches, "--batches"), "bench.camera_fps": camera_fps,
+        "bench.max_streams": max_streams, "mqtt.url": mqtt, "bench.out": None if out is None else str(out),
     })
+    if strict and settings.bench.frames < 1024:
+        raise UserError(f"--strict: --frames must be at least 1024, not {settings.bench.frames}")
     from rtmon import engines as registry
     from rtmon.bench import check_out_dir, run_bench
     from rtmon.pipeline import timestamped
 
-    names = registry.resolve_names(settings.engines.bench)
+    engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
     check_out_dir(out_dir)
     factory = _publisher(settings)
-    model_ref, spec = _prepare(settings)
+    model_ref, specs = _prepare(settings)
     if not model_ref.trained:
         logging.getLogger("rtmon").warning("the model is untrained: speed figures are valid, detections are not")
     if concurrent is not None:
@@ -195,11 +232,12 @@ def bench(
             raise UserError("--concurrent: give a duration in seconds greater than 0")
         from rtmon.bench import run_concurrent
 
-        run_concurrent(settings, model_ref, spec, names, out_dir, console, concurrent)
+        run_concurrent(settings, model_ref, specs, engines_, out_dir, console, concurrent, settings.bench.concurrent_warmup_s)
         console.print(f"report: {out_dir}/ (concurrent.md, concurrent.json)")
         return
-    run_bench(settings, model_ref, spec, names, out_dir, console, factory)
-    console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv, latency.png, timeline.png)")
+    names = [c[0] for c in engines_]
+    run_bench(settings, model_ref, specs, names, out_dir, console, settings.bench.scenario, factory)
+    console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv and a plot)")
 
 
 @app.command()
@@ -215,22 +253,30 @@ def record(
     duration: Annotated[float | None, typer.Option("--duration", "-d", help="stop after this many seconds")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output .mp4 (default recordings/rtmon-<left>-vs-<right>-<time>.mp4)")] = None,
     loop: LoopOpt = None,
+    pace: PaceOpt = None,
+    baseline_streams: BaselineStreamsOpt = None,
     mqtt: MqttOpt = None,
 ) -> None:
-    """Record the split-screen demo video headless (H.264 MP4): both engines concurrently on one feed."""
+    """Record the demo video headless (H.264 MP4): the split screen of two engines running concurrently on one feed (a mosaic for several sources)."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
         "record.left": left, "record.right": right, "source.uri": source, "model.name": model,
-        "record.frames": frames, "record.duration": duration, "source.loop": loop, "mqtt.url": mqtt,
+        "record.frames": frames, "record.duration": duration, "source.loop": loop, "source.pace": pace,
+        "mqtt.url": mqtt, "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"),
     })
     from rtmon import engines as registry
     from rtmon.record import run_record
 
-    left_name, right_name = registry.resolve_names([settings.record.left])[0], registry.resolve_names([settings.record.right])[0]
+    pair = registry.resolve_engines([settings.record.left, settings.record.right])
+    if len(pair) < 2:
+        raise UserError(f"record: --left and --right are the same engine ({pair[0][0]}); give two engines")
     factory = _publisher(settings)
-    model_ref, spec = _prepare(settings)
-    if settings.record.frames == 0 and settings.record.duration == 0 and spec.kind in {"camera", "stream"}:
+    model_ref, specs = _prepare(settings)
+    streams = _engine_streams(settings, pair, len(specs))
+    if settings.record.frames == 0 and settings.record.duration == 0 and any(s.kind in {"camera", "stream"} for s in specs):
         console.print("recording until Ctrl-C …")
-    path = run_record(settings, model_ref, spec, left_name, right_name, out, console, factory)
+    if all(spec.kind == "sample" for spec in specs) and loop is None and (settings.record.frames or settings.record.duration):
+        settings.source.loop = True  # the sample is 20 s: a longer recording keeps it going
+    path = run_record(settings, model_ref, specs, pair, out, console, factory, streams)
     console.print(f"recording: {path}")
 
 
@@ -247,7 +293,7 @@ def evaluate(
 ) -> None:
     """Accuracy: mAP50 and mAP50-95 of each engine against ground truth, and agreement with the baseline."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
-        "engines.bench": _engine_list(engines), "source.uri": "sample" if source is None else source,
+        "engine.bench": _engine_list(engines), "source.uri": "sample" if source is None else source,
         "model.name": model,
     })
     from rtmon import engines as registry
@@ -255,11 +301,13 @@ def evaluate(
     from rtmon.evaluate import run_eval
     from rtmon.pipeline import timestamped
 
-    names = registry.resolve_names(settings.engines.bench)
+    names = registry.resolve_names(settings.engine.bench)
     out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")
     check_out_dir(out_dir)
-    model_ref, spec = _prepare(settings)
-    run_eval(settings, model_ref, spec, names, out_dir, console, frames)
+    model_ref, specs = _prepare(settings)
+    if len(specs) > 1:
+        raise UserError("eval: give one labeled source")
+    run_eval(settings, model_ref, specs[0], names, out_dir, console, frames)
     console.print(f"report: {out_dir}/eval.json")
 
 

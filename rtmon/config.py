@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,11 +27,22 @@ class _Section(BaseModel):
 
 
 class SourceSettings(_Section):
-    uri: str = Field("auto", description="auto | sample | camera index | video file | image folder | URL")
+    uri: list[str] = Field(["auto"], min_length=1, description="one or more of: auto | sample | camera index | "
+                           "video file | image folder | URL")
     loop: bool = Field(False, description="restart a file source at its end instead of stopping")
     buffer: int = Field(8, ge=1, le=1024, description="decoded frames kept ahead of the engines")
-    realtime: bool = Field(True, description="pace file sources at their own frame rate in live views")
+    pace: Literal["auto", "realtime", "max"] = Field(
+        "auto", description="realtime: files play at their own rate; max: decode as fast as the engines take frames; "
+        "auto: max for the sample clip, realtime otherwise (cameras and streams are always realtime)")
+    cache_mb: int = Field(2048, ge=0, le=1_000_000, description="at max pace, decoded frames of a looping file kept "
+                          "in memory so decoding never limits the engines")
     reopen_max_s: float = Field(8.0, gt=0, description="longest back-off between reopen attempts")
+
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class ModelSettings(_Section):
@@ -45,15 +56,46 @@ class ModelSettings(_Section):
 class EngineSettings(_Section):
     live: list[str] = Field(["baseline", "optimized"], min_length=1)
     bench: list[str] = Field(["baseline", "optimized"], min_length=1)
-    batch: int = Field(1, ge=1, le=256, description="micro-batch size for engines that batch")
+    max_batch: int = Field(1, ge=1, le=256, description="frames waiting (from one stream or several) are batched "
+                           "up to this many, for engines that batch; 1 = one frame at a time")
+    max_delay_ms: float = Field(2.0, ge=0, le=1000, description="how long the first frame of a micro-batch waits "
+                                "for others (like Triton's max_queue_delay)")
     ort_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0 = its default)")
+    stage_times: bool = Field(True, description="time each stage with CUDA events (GPU engines); off: only "
+                              "whole frames are timed")
+    baseline_streams: list[int] = Field([], description="the streams the baseline takes (empty = all)")
+    timeout_s: float = Field(10.0, gt=0, le=3600, description="an engine with a frame in flight and no result "
+                             "for this long is failed (hung)")
+    load_timeout_s: float = Field(900.0, gt=0, le=86400, description="longest an engine may take to load and warm up")
 
 
 class BenchSettings(_Section):
-    frames: int = Field(300, ge=1, le=1_000_000)
-    warmup: int = Field(20, ge=0, le=10_000)
+    scenario: Literal["single-stream", "offline", "multi-stream"] = Field(
+        "single-stream", description="single-stream (latency, one frame at a time) | offline (throughput, "
+        "micro-batch sweep) | multi-stream (how many cameras)")
+    frames: int = Field(1024, ge=1, le=10_000_000, description="timed frames per engine, at least (single-stream: "
+                        "1,024 for a VALID result; offline: per batch size)")
+    warmup: int = Field(32, ge=0, le=100_000, description="untimed warm-up frames per engine")
+    pool: int = Field(128, ge=1, le=100_000, description="distinct decoded frames the engines cycle through")
+    min_duration_s: float = Field(10.0, ge=0, description="single-stream: run at least this long (--strict: 60)")
+    max_duration_s: float = Field(120.0, gt=0, description="single-stream: stop here even if not yet stable")
+    window_s: float = Field(2.0, gt=0, description="stability windows (three consecutive within 10%)")
+    timing_probe: int = Field(256, ge=0, description="frames run again without per-stage timing, to measure "
+                              "what timing costs (0 = skip)")
+    batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
+    camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")
+    trial_s: float = Field(8.0, gt=0, description="multi-stream: seconds measured per camera count")
+    trial_warmup_s: float = Field(1.0, ge=0, description="multi-stream: seconds before measuring, per camera count")
+    max_streams: int = Field(256, ge=1, le=100_000, description="multi-stream: search no further")
+    concurrent_warmup_s: float = Field(3.0, ge=0, description="--concurrent: seconds before each phase is measured")
     out: str = Field("", description="report folder; empty = recordings/bench-<time>")
-    sample_hz: float = Field(10.0, gt=0, le=1000, description="telemetry sampling rate for the timeline")
+
+    @field_validator("batches")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(b < 1 or b > 256 for b in value):
+            raise ValueError("batch sizes must be between 1 and 256")
+        return value
 
 
 class RecordSettings(_Section):
@@ -93,7 +135,7 @@ class PathSettings(_Section):
 class Settings(_Section):
     source: SourceSettings = SourceSettings()
     model: ModelSettings = ModelSettings()
-    engines: EngineSettings = EngineSettings()
+    engine: EngineSettings = EngineSettings()
     bench: BenchSettings = BenchSettings()
     record: RecordSettings = RecordSettings()
     monitor: MonitorSettings = MonitorSettings()

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +39,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rtmon import __version__
 from rtmon import engines as registry
-from rtmon.core import Detections, Frame
+from rtmon.core import Detections, EngineState, Frame
 from rtmon.engines.parity import match_pairs
 from rtmon.errors import UserError
+from rtmon.files import write_folder
 from rtmon.models import ModelRef
+from rtmon.reporting import header
+from rtmon.runner import EngineRunner, RunnerOptions
 from rtmon.scene import check_labels_match, load_labels, video_info
 from rtmon.sources import SourceSpec, read_frames
 
@@ -75,10 +75,8 @@ def run_eval(
             agreement = agreement_rate(_above(detections[baseline], operating), _above(detections[name], operating))
         rows.append({"name": name, "mAP50": ap50, "mAP50-95": ap, "agreement_vs_baseline": agreement})
     report = {
-        "rtmon": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"label": model.label, "kind": model.kind, "sha256": model.sha256, "trained": model.trained},
-        "source": {"uri": spec.uri, "kind": spec.kind, "labels": str(spec.labels_file)},
+        **header(model, [spec]),
+        "labels": str(spec.labels_file),
         "frames": len(truth),
         "conf": EVAL_CONF,
         "method": (
@@ -89,7 +87,7 @@ def run_eval(
         "agreement": {"reference": baseline, "conf": operating, "iou": AGREEMENT_IOU},
         "engines": rows,
     }
-    _write_json(Path(out) / "eval.json", report)
+    write_folder(Path(out), {"eval.json": lambda path: path.write_text(json.dumps(report, indent=2))})
     console.print(summary_table(report))
     return report
 
@@ -139,20 +137,39 @@ def _decode(spec: SourceSpec, count: int, console: Console) -> list[np.ndarray]:
 
 
 def _detect(name: str, model: ModelRef, settings, images: list[np.ndarray], console: Console) -> list[Detections]:
-    """One engine's detections on every frame; the engine is closed before this returns."""
-    engine = registry.create(name, model, settings)
+    """One engine's detections on every frame, through the engine runner (its own process, every
+    frame in order); the engine process is stopped before this returns."""
+    found: dict[int, Detections] = {}
+    done = threading.Event()
+
+    def keep(result, skipped: int) -> None:
+        found[result.frame.index] = result.detections
+        if len(found) == len(images):
+            done.set()
+
+    options = RunnerOptions.of(settings, log_dir=None)
+    runner = EngineRunner([name], model, settings, options, role=registry.role(name), on_result=keep)
+    runner.start(max(im.nbytes for im in images))
     with _progress(console) as progress:
         task = progress.add_task(f"{name}: loading", total=len(images))
         try:
-            engine.load()
+            if not runner.wait_loaded():
+                raise UserError(f"engine: {name}: {runner.metrics.error}")
             progress.update(task, description=f"{name}: detecting")
-            found = []
             for index, image in enumerate(images):
-                found.append(engine.infer(Frame(index, image, time.perf_counter())).detections)
-                progress.advance(task)
+                while not runner.wait_room(1.0):
+                    if runner.metrics.state == EngineState.FAILED:
+                        raise UserError(f"engine: {name}: {runner.metrics.error}")
+                runner.send(Frame(index, image, time.perf_counter()))
+                progress.update(task, completed=len(found))
+            while not done.wait(0.2):
+                if runner.metrics.state == EngineState.FAILED:
+                    raise UserError(f"engine: {name}: {runner.metrics.error}")
+                progress.update(task, completed=len(found))
+            progress.update(task, completed=len(found))
         finally:
-            engine.close()
-    return found
+            runner.stop()
+    return [found[i] for i in range(len(images))]
 
 
 def _progress(console: Console) -> Progress:
@@ -162,11 +179,7 @@ def _progress(console: Console) -> Progress:
 
 def _above(per_frame: list[Detections], conf: float) -> list[Detections]:
     """The detections an engine reports at threshold `conf` (engines keep scores > conf)."""
-    kept = []
-    for d in per_frame:
-        keep = d.confidence > conf
-        kept.append(Detections(d.xyxy[keep], d.confidence[keep], d.class_id[keep]))
-    return kept
+    return [d.above(conf) for d in per_frame]
 
 
 def agreement_rate(reference: list[Detections], other: list[Detections]) -> float:
@@ -229,15 +242,3 @@ def summary_table(report: dict) -> Table:
     return table
 
 
-def _write_json(path: Path, report: dict) -> None:
-    """Write next to `path` and rename over it, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,3 +37,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_text_atomically(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_folder(out: Path, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
+    """Write several files into `out` together: each writer fills its file in a hidden temporary
+    folder beside them, and only when all succeeded are they moved into place. A failure or an
+    interrupt leaves `out` as it was."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".partial-") as tmp:
+        for name, write in writers.items():
+            write(Path(tmp) / name)
+            os.chmod(Path(tmp) / name, 0o644)
+        for name in writers:
+            os.replace(Path(tmp) / name, out / name)
+    return [out / name for name in writers]

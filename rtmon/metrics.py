@@ -75,6 +75,7 @@ class EngineSnapshot:
     role: Role = Role.OPTIMIZED
     capacity_fps: float | None = None  # frames per second of busy time, recent frames
     busy_pct: float | None = None  # share of the last few seconds the engine was busy
+    notice: str = ""  # e.g. why `optimized` is not the first engine of the measured order
 
     @property
     def gpu_mem_mib(self) -> float | None:
@@ -191,6 +192,7 @@ class EngineMetrics:
     state: EngineState = EngineState.STARTING
     error: str = ""
     memory: GpuMemory = field(default_factory=GpuMemory)
+    notice: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -275,6 +277,7 @@ class EngineMetrics:
                 role=self.role,
                 capacity_fps=self._rates.capacity(),
                 busy_pct=self._rates.busy_pct(now),
+                notice=self.notice,
             )
 
     def capacity_overall(self) -> float | None:

@@ -1,23 +1,28 @@
-"""The live core: one feed, several engines concurrently, results to metrics and renderers.
+"""The live core: sources → engine runners → results → metrics, picture, recording.
 
-    FrameReader ──FrameBus──┬── EngineWorker(baseline) ──Result──► EngineMetrics, latest result
-                            ├── EngineWorker(optimized) ─Result──► EngineMetrics, latest result
-                            └── Recorder (every frame) ──► split screen ──► H264Writer
+    FrameReader(stream 0) ─┐                  ┌─▶ EngineRunner(baseline)  ─ its own process ─┐
+    FrameReader(stream 1) ─┼─▶ FrameBus ──────┤                                             ├─▶ Result ─▶ EngineMetrics
+    …                      ┘   (latest)       └─▶ EngineRunner(optimized) ─ its own process ─┘           latest boxes
+                                                                                    Recorder ◀── compose() ◀─┘
 
-Each engine runs in its own thread with the `latest` policy, so a slow or failing engine never
-holds back another engine, the feed or the UI; its failure becomes its state. Front ends (the
-TUI, MQTT, `rtmon record`) read `Pipeline.snapshot()` and call the `MonitorControl` methods;
-nothing downstream calls back into an engine.
+Readers decode in threads of this process; each engine runs in its own process
+(`rtmon.runner`), taking the newest frame of each of its streams whenever it has room, so a slow
+or failing engine never holds back another engine, the feed or the UI, and engines never share
+an interpreter. Front ends (the TUI, the window, MQTT, Prometheus, `rtmon record`) read
+`Pipeline.snapshot()` and call the `MonitorControl` methods; nothing downstream calls back into
+an engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -25,199 +30,175 @@ import numpy as np
 
 from rtmon import engines as registry
 from rtmon import gpu
-from rtmon.core import EngineInfo, Result
-from rtmon.engines.base import Engine
+from rtmon.core import EngineInfo, EngineState, Result
 from rtmon.errors import UserError
-from rtmon.metrics import EngineMetrics
+from rtmon.metrics import headline
 from rtmon.models import ModelRef
-from rtmon.render import render_half, split_screen
+from rtmon.render import HalfView, draw_headline, mosaic, render_half, split_screen, stream_tile
+from rtmon.runner import EngineRunner, RunnerOptions, slot_bytes_for
 from rtmon.sinks import H264Writer
-from rtmon.snapshot import MonitorSnapshot, SourceStatus
-from rtmon.sources import FrameBus, FrameReader, SourceSpec, Subscription, open_capture
+from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
+from rtmon.sources import FrameBus, FrameReader, SourceSpec, open_capture
 
 log = logging.getLogger(__name__)
 
-HALF_WIDTH = 960
+DEFAULT_SLOT = (1920, 1080)  # ring slots are sized for this when a source's size is not known yet
+GPU_SAMPLE_S = 0.25
 
 
-class EngineWorker(threading.Thread):
-    """Loads one engine, then infers on the newest frame whenever it is free."""
-
-    def __init__(self, engine: Engine, sub: Subscription, metrics: EngineMetrics) -> None:
-        super().__init__(name=f"rtmon-engine-{engine.info.name}", daemon=True)
-        self.engine, self.sub, self.metrics = engine, sub, metrics
-        self.latest: Result | None = None
-        self.ready = threading.Event()
-        self._enabled = threading.Event()
-        self._enabled.set()
-        self._halt = threading.Event()
-
-    def set_enabled(self, enabled: bool) -> None:
-        if enabled:
-            self._enabled.set()
-        else:
-            self._enabled.clear()
-        if self.metrics.state in {"running", "off"}:
-            self.metrics.set_state("running" if enabled else "off")
-
-    def stop(self) -> None:
-        self._halt.set()
-        self._enabled.set()
-
-    def run(self) -> None:
-        try:
-            self.metrics.set_state("loading")
-            before = gpu.process_memory_mib()
-            self.engine.load()
-            after = gpu.process_memory_mib()
-            # Engines share this process, so NVML cannot split its memory among them; what
-            # this engine added while it loaded and warmed up (engines load one at a time) is.
-            if after is not None:
-                self.metrics.gpu_mem_mib = after - (before or 0.0)
-            self.metrics.set_state("running" if self._enabled.is_set() else "off")
-        except Exception as exc:
-            self._fail("load", exc)
-            return
-        finally:
-            self.ready.set()
-        try:
-            self._loop()
-        except Exception as exc:
-            self._fail("inference", exc)
-        finally:
-            self.engine.close()
-
-    def _loop(self) -> None:
-        while not self._halt.is_set():
-            if not self._enabled.is_set():
-                self._enabled.wait(0.2)  # off: no inference, no GPU work
-                continue
-            try:
-                frame, skipped = self.sub.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if frame is None:
-                self.metrics.set_state("ended")
-                return
-            result = self.engine.infer(frame)
-            self.metrics.record(result, skipped)
-            self.latest = result
-
-    def _fail(self, stage: str, exc: Exception) -> None:
-        message = f"{stage} failed: {type(exc).__name__}: {exc}".splitlines()[0][:200]
-        log.error("engine %s %s", self.engine.info.name, message)
-        self.metrics.set_state("failed", message)
+def resolve_pace(pace: str, specs: list[SourceSpec]) -> str:
+    """`auto`: max for the sample clip (the difference between engines shows), realtime for the
+    rest. Cameras and streams are paced by the device whatever the setting."""
+    if pace != "auto":
+        return pace
+    return "max" if all(s.kind == "sample" for s in specs) else "realtime"
 
 
 class Pipeline:
-    """Runs a source and engines; implements `rtmon.snapshot.MonitorControl`."""
+    """Runs sources and engines; implements `rtmon.snapshot.MonitorControl`."""
 
     def __init__(
         self,
-        spec: SourceSpec,
+        specs: list[SourceSpec],
         model: ModelRef,
         settings,
-        engine_names: list[str],
+        engines: list[list[str]],
         *,
         max_frames: int = 0,
-        realtime: bool | None = None,
+        pace: str | None = None,
         record_pair: tuple[str, str] | None = None,
         retry_open: bool = False,
+        engine_streams: dict[str, set[int]] | None = None,
+        on_result: Callable[[str, Result, int], None] | None = None,
+        factory: Callable | None = None,
     ) -> None:
-        """`retry_open`: a camera or stream that does not open yet is retried in the background
-        (the live monitor stays up and says so) instead of failing at once."""
-        self.spec, self.model, self.settings = spec, model, settings
-        self.names = engine_names
-        self.record_pair = record_pair or (engine_names[0], engine_names[-1])
-        self._opened = self._open(spec, retry_open)
+        """`engines`: for each engine, the names to try in order (see `registry.resolve_engines`).
+        `retry_open`: a camera or stream that does not open yet is retried in the background (the
+        live monitor stays up and says so) instead of failing at once. `engine_streams`: the
+        streams an engine takes (default: all)."""
+        self.specs, self.model, self.settings = specs, model, settings
+        self.pace = resolve_pace(pace or settings.source.pace, specs)
+        self._opened = self._open_all(specs, retry_open)
         self.bus = FrameBus()
-        self.reader = FrameReader(
-            spec,
-            self.bus,
-            loop=settings.source.loop,
-            realtime=settings.source.realtime if realtime is None else realtime,
-            max_frames=max_frames,
-            reopen_max_s=settings.source.reopen_max_s,
-            opened=self._opened,
-        )
-        self.metrics = {n: EngineMetrics(n) for n in engine_names}
-        self.workers = {
-            n: EngineWorker(registry.create(n, model, settings), self.bus.subscribe(n, "latest"), self.metrics[n])
-            for n in engine_names
-        }
+        self._log_dir = Path(tempfile.mkdtemp(prefix="rtmon-engines-"))
+        try:
+            self.readers = [
+                FrameReader(spec, self.bus, stream=i, loop=settings.source.loop, pace=self.pace, max_frames=max_frames,
+                            reopen_max_s=settings.source.reopen_max_s, cache_mb=settings.source.cache_mb, opened=opened)
+                for i, (spec, opened) in enumerate(zip(specs, self._opened, strict=True))
+            ]
+            options = RunnerOptions.of(settings, log_dir=self._log_dir, factory=factory)
+            self.runners = [
+                EngineRunner(candidates, model, settings, options, role=registry.role(candidates[0]),
+                             on_result=None if on_result is None else partial(_named, on_result, candidates[0]))
+                for candidates in engines
+            ]
+        except BaseException:
+            self._release_opened()
+            raise
+        names = [r.name for r in self.runners]
+        self.record_pair = record_pair or (names[0], names[-1])
+        self.engine_streams = engine_streams or {}
         self.recorder: Recorder | None = None
+        self.recording_error = ""
         self._stopping = threading.Event()
         self._t0 = time.perf_counter()
         self._gpu_cache: tuple[float, gpu.GpuSample | None] = (0.0, None)
 
+    # -- opening --------------------------------------------------------------------------------
     @staticmethod
-    def _open(spec: SourceSpec, retry_open: bool):
-        """Open the source before any engine loads, so a bad one fails fast."""
+    def _open_all(specs: list[SourceSpec], retry_open: bool) -> list:
+        """Open every source before any engine loads, so a bad one fails fast (and nothing
+        opened is left behind when one fails)."""
+        opened: list = []
         try:
-            return open_capture(spec)
-        except UserError:
-            if retry_open and spec.kind in {"camera", "stream"}:
-                return None  # the reader keeps trying and its status says so
+            for spec in specs:
+                try:
+                    opened.append(open_capture(spec))
+                except UserError:
+                    if retry_open and spec.kind in {"camera", "stream"}:
+                        opened.append(None)  # its reader keeps trying and its status says so
+                    else:
+                        raise
+        except BaseException:
+            for item in opened:
+                if item is not None:
+                    item[0].release()
             raise
+        return opened
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, wait_ready: bool = True, timeout: float = 600.0) -> None:
-        """Load the engines (each in its own thread) and start the feed."""
-        self.load_engines(wait_ready, timeout)
+    def _release_opened(self) -> None:
+        for item in self._opened:
+            if item is not None:
+                item[0].release()
+
+    def _slot_bytes(self) -> int:
+        sizes = [slot_bytes_for(first.shape[1], first.shape[0]) for item in self._opened if item for first in [item[1]]]
+        return max([*sizes, slot_bytes_for(*DEFAULT_SLOT)])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, wait_ready: bool = True) -> None:
+        """Start loading every engine (each in its own process) and the feed."""
+        self.load_engines(wait=wait_ready)
         self.start_feed()
 
-    def load_engines(self, wait: bool = True, timeout: float = 600.0) -> None:
-        """Start the engine workers one after another, each once the previous has loaded.
-
-        One at a time so each engine's share of GPU memory can be measured; with `wait=False`
-        this happens in the background and the feed may already run.
-        """
-
-        def load_all() -> None:
-            deadline = time.monotonic() + timeout
-            for w in self.workers.values():
-                if self._stopping.is_set():
-                    return
-                w.start()
-                w.ready.wait(max(deadline - time.monotonic(), 0))
-
+    def load_engines(self, wait: bool = True) -> None:
+        """Start the engine processes (they load side by side: each measures its own memory)
+        and have each follow the feed; with `wait`, return once all are loaded or failed."""
+        slot_bytes = self._slot_bytes()
+        for runner in self.runners:
+            runner.start(slot_bytes)
+            streams = self.engine_streams.get(runner.name)
+            runner.follow(self.bus.subscribe(runner.name, "latest", streams=streams))
         if wait:
-            load_all()
-        else:
-            threading.Thread(target=load_all, name="rtmon-loader", daemon=True).start()
+            for runner in self.runners:
+                runner.wait_loaded()
 
-    def load_engines_or_raise(self, timeout: float = 600.0) -> None:
+    def load_engines_or_raise(self) -> None:
         """Load every engine now; a UserError naming the first one that failed to load."""
-        self.load_engines(wait=True, timeout=timeout)
-        failed = [e for e in self.snapshot().engines if e.state == "failed"]
-        if failed:
-            raise UserError(f"engine: {failed[0].name}: {failed[0].error}")
+        self.load_engines(wait=True)
+        for runner in self.runners:
+            if runner.metrics.state == EngineState.FAILED:
+                raise UserError(f"engine: {runner.name}: {runner.metrics.error}")
 
     def start_feed(self) -> None:
         self._t0 = time.perf_counter()
-        self.reader.start()
+        for reader in self.readers:
+            reader.start()
 
     def stop(self) -> None:
+        """Stop everything this pipeline started: readers, recording, engine processes."""
         self._stopping.set()
-        self.reader.stop()
-        for w in self.workers.values():
-            w.stop()
+        for reader in self.readers:
+            reader.stop()
         self.stop_recording()
-        for w in self.workers.values():
-            if w.is_alive():
-                w.join(timeout=5)
-        self.reader.join(timeout=5)
+        for runner in self.runners:
+            runner.stop()
+        for reader in self.readers:
+            if reader.is_alive():
+                reader.join(timeout=5)
+        if not any(reader.ident for reader in self.readers):  # never started: the captures are ours
+            self._release_opened()
+        with contextlib.suppress(OSError):
+            for path in self._log_dir.iterdir():
+                path.unlink()
+            self._log_dir.rmdir()
 
     @property
     def finished(self) -> bool:
-        return not self.reader.is_alive() and self.reader.status.state in {"ended", "failed"}
+        """Every source has ended (or failed) and every engine has answered what it took."""
+        return all(not r.is_alive() and r.status.state in {"ended", "failed"} for r in self.readers)
 
-    # -- MonitorControl ----------------------------------------------------------------------
+    # -- MonitorControl ----------------------------------------------------------------------------
+    def runner(self, engine: str) -> EngineRunner:
+        return next(r for r in self.runners if engine in (r.name, r.label))
+
     def set_enabled(self, engine: str, enabled: bool) -> None:
-        self.workers[engine].set_enabled(enabled)
+        self.runner(engine).set_enabled(enabled)
 
     def set_paused(self, paused: bool) -> None:
-        self.reader.pause(paused)
+        for reader in self.readers:
+            reader.pause(paused)
 
     def toggle_recording(self) -> str:
         if self.recorder:
@@ -227,9 +208,9 @@ class Pipeline:
 
     def start_recording(self, path: Path | None = None, max_frames: int = 0) -> Path:
         path = path or timestamped(Path(self.settings.record.out_dir), "rtmon", ".mp4")
-        sub = self.bus.subscribe("recorder", "every", capacity=self.settings.source.buffer)
-        fps = (self._opened[0].nominal_fps if self._opened else None) or 30.0
-        self.recorder = Recorder(self, sub, path, fps, max_frames)
+        fps = self.readers[0].status.nominal_fps or 30.0
+        self.recording_error = ""
+        self.recorder = Recorder(self, path, fps, max_frames)
         self.recorder.start()
         return path
 
@@ -242,10 +223,9 @@ class Pipeline:
         return rec.result
 
     def split_screen(self) -> np.ndarray | None:
-        left, right = self.record_pair
-        if self.latest(left) is None and self.latest(right) is None:
+        if all(r.latest is None for r in self.runners):
             return None
-        return self.compose(None)
+        return self.compose()
 
     def save_snapshot_png(self) -> str:
         image = self.split_screen()
@@ -259,66 +239,103 @@ class Pipeline:
 
     def snapshot(self) -> MonitorSnapshot:
         now = time.perf_counter()
-        st = self.reader.status
-        source = SourceStatus(
-            uri=self.spec.uri,
-            kind=self.spec.kind,
-            width=st.width,
-            height=st.height,
-            fps=st.fps,
-            nominal_fps=st.nominal_fps,
-            state=st.state,
-            error=st.error,
-            frames=st.frames,
-        )
+        self._check_recorder()
+        sources = tuple(self._source_status(i, reader) for i, reader in enumerate(self.readers))
+        streams = ()
+        if len(sources) > 1:
+            per_engine = {r.name: r.metrics.streams(now) for r in self.runners}
+            streams = tuple(
+                StreamSnapshot(src, {name: figures[src.stream] for name, figures in per_engine.items()
+                                     if src.stream in figures})
+                for src in sources
+            )
         return MonitorSnapshot(
             time=time.time(),
             uptime_s=now - self._t0,
             model=self.model.label,
-            sources=(source,),
-            engines=tuple(self.metrics[n].snapshot(now) for n in self.names),
-            engine_info={n: w.engine.info for n, w in self.workers.items()},
+            sources=sources,
+            engines=tuple(r.metrics.snapshot(now) for r in self.runners),
+            engine_info={r.name: r.info for r in self.runners},
             gpu=self._gpu_sample(now),
             recording=str(self.recorder.path) if self.recorder else "",
+            recording_error=self.recording_error,
+            pace=self.pace,
+            streams=streams,
+            compared=self.record_pair,
         )
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------
+    def _source_status(self, stream: int, reader: FrameReader) -> SourceStatus:
+        st, spec = reader.status, reader.spec
+        return SourceStatus(spec.uri, spec.kind, st.width, st.height, st.fps, st.nominal_fps, st.state, st.error,
+                            st.frames, st.reconnects, stream)
+
+    def _check_recorder(self) -> None:
+        """A recording that failed says so, and stops showing as running."""
+        rec = self.recorder
+        if rec is not None and rec.done.is_set() and rec.error:
+            self.recording_error = rec.error
+            self.recorder = None
+
     def latest(self, engine: str) -> Result | None:
-        return self.workers[engine].latest
+        return self.runner(engine).latest
 
     def info(self, engine: str) -> EngineInfo:
-        return self.workers[engine].engine.info
+        return self.runner(engine).info
 
     def _gpu_sample(self, now: float) -> gpu.GpuSample | None:
         # NVML calls cost ~1 ms; several readers per second share one reading.
         t, sample = self._gpu_cache
-        if now - t > 0.25:
+        if now - t > GPU_SAMPLE_S:
             sample = gpu.sample()
             self._gpu_cache = (now, sample)
         return sample
 
-    def compose(self, current: np.ndarray | None) -> np.ndarray:
-        """The split screen: each half is its engine's last processed frame, annotated."""
+    def _newest(self, stream: int) -> tuple[np.ndarray, int] | None:
+        frame = self.bus.newest(stream)
+        return None if frame is None else (frame.image, frame.index)
+
+    def compose(self) -> np.ndarray:
+        """The split screen of the compared pair (one source) or the mosaic (several)."""
+        if len(self.readers) > 1:
+            return self._mosaic()
+        snaps = {r.name: r.metrics.snapshot() for r in self.runners}
+        newest = self._newest(0)
         halves = []
         for name in self.record_pair:
-            result = self.latest(name)
-            snap = self.metrics[name].snapshot()
-            image = result.frame.image if result else current
+            runner = self.runner(name)
+            result = runner.latest_by_stream.get(0)
+            image, index = newest or ((result.frame.image, result.frame.index) if result else (None, 0))
             if image is None:
-                image = np.zeros((540, HALF_WIDTH, 3), np.uint8)
-            detections = result.detections if result else None
-            title = f"{name} ({self.info(name).precision}, {self.info(name).device})"
-            names = self.model.class_names
-            halves.append(render_half(image, detections, names, snap, title, HALF_WIDTH))
-        return split_screen(halves[0], halves[1], HALF_WIDTH)
+                image = np.zeros((540, 960, 3), np.uint8)
+            view = HalfView(image, result, snaps.get(runner.name), runner.info, self.pace, index)
+            halves.append(render_half(view, runner.name, self.model.class_names))
+        return draw_headline(split_screen(halves[0], halves[1]), headline(tuple(snaps.values()), self.record_pair[1]))
+
+    def _mosaic(self) -> np.ndarray:
+        """Every stream as a tile with the compared optimized engine's boxes and its figures."""
+        runner = self.runner(self.record_pair[1])
+        figures = runner.metrics.streams()
+        tiles = []
+        for i, reader in enumerate(self.readers):
+            newest = self._newest(i)
+            image = newest[0] if newest else np.zeros((540, 960, 3), np.uint8)
+            fig = figures.get(i)
+            p99 = fig.latency.p99 if fig and fig.latency else None
+            fps = fig.fps if fig else None
+            caption = [f"{i}: {reader.spec.label} · {reader.status.state}",
+                       f"{runner.name}: FPS {fps:.1f}" if fps is not None else f"{runner.name}: FPS n/a",
+                       f"P99 {p99:.1f} ms" if p99 is not None else "P99 n/a"]
+            tiles.append(stream_tile(image, runner.latest_by_stream.get(i), self.model.class_names, caption))
+        return mosaic(tiles)
 
 
 class Recorder(threading.Thread):
-    """Writes one split-screen frame per source frame to an H.264 MP4."""
+    """Writes the composed picture to an H.264 MP4 at the source's frame rate, on the clock."""
 
-    def __init__(self, pipeline: Pipeline, sub: Subscription, path: Path, fps: float, max_frames: int) -> None:
+    def __init__(self, pipeline: Pipeline, path: Path, fps: float, max_frames: int) -> None:
         super().__init__(name="rtmon-recorder", daemon=True)
-        self.pipeline, self.sub, self.path = pipeline, sub, path
+        self.pipeline, self.path = pipeline, path
         self.fps, self.max_frames = fps, max_frames
         self.result: Path | None = None
         self.error = ""
@@ -334,23 +351,27 @@ class Recorder(threading.Thread):
         try:
             self._loop()
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.error("recording failed: %s", self.error)
+            if self._writer is not None:
+                self._writer.abort()  # a recording that failed is not a recording
+                self._writer = None
         finally:
-            self.sub.close()
             if self._writer is not None:
                 self.result = self._writer.close()
             self.done.set()
 
     def _loop(self) -> None:
+        period = 1.0 / self.fps
+        next_due = time.perf_counter()
         while not self._halt.is_set():
-            try:
-                frame, _ = self.sub.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if frame is None:
+            if self.pipeline.finished and self.written:
                 return
-            image = self.pipeline.compose(frame.image)
+            if all(r.latest is None for r in self.pipeline.runners):
+                self._halt.wait(0.02)  # nothing processed yet: nothing to show
+                next_due = time.perf_counter()
+                continue
+            image = self.pipeline.compose()
             if self._writer is None:
                 self._writer = H264Writer(self.path, self.fps, (image.shape[1], image.shape[0]),
                                           self.pipeline.settings.record.crf)
@@ -358,13 +379,13 @@ class Recorder(threading.Thread):
             self.written += 1
             if self.max_frames and self.written >= self.max_frames:
                 return
+            next_due += period
+            self._halt.wait(max(next_due - time.perf_counter(), 0.0))
+
+
+def _named(callback: Callable[[str, Result, int], None], label: str, result: Result, skipped: int) -> None:
+    callback(result.engine, result, skipped)
 
 
 def timestamped(folder: Path, stem: str, suffix: str) -> Path:
     return folder / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}"
-
-
-def run_until(pipeline: Pipeline, done: Callable[[], bool], poll: float = 0.1) -> None:
-    """Block until `done()` or the source ends; Ctrl-C propagates to the caller."""
-    while not done() and not pipeline.finished:
-        time.sleep(poll)

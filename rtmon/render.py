@@ -1,21 +1,28 @@
-"""Drawing, as pure functions of (frame, detections, numbers): boxes, overlays, split screen.
+"""Drawing, as pure functions of (frame, detections, numbers): boxes, overlays, split screen, mosaic.
 
-Each half of the split screen shows the last frame *that engine* finished, with its boxes, so
-a slow engine visibly lags behind a fast one on the same feed.
+Each half of the split screen shows the newest frame of the feed with the boxes *its engine* last
+delivered for that stream, so a slow engine's boxes visibly trail moving objects. Each half names
+its role (BASELINE / OPTIMIZED), the engine and the device it really runs on, and its measured
+figures; the headline across the bottom compares the two from the same figures.
 """
 
 from __future__ import annotations
 
 import colorsys
+import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from rtmon.core import Detections
+from rtmon.core import Detections, EngineInfo, EngineState, Result
 from rtmon.gpu import fmt_mib
-from rtmon.metrics import EngineSnapshot
+from rtmon.metrics import EngineSnapshot, Headline
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+HALF_WIDTH = 960
+ROLE_COLORS = {"baseline": (60, 140, 255), "peer": (200, 200, 80), "optimized": (80, 220, 120)}  # BGR
+INACTIVE = (EngineState.OFF, EngineState.FAILED, EngineState.ENDED)
 
 
 def class_color(class_id: int) -> tuple[int, int, int]:
@@ -42,32 +49,65 @@ def annotate(image: np.ndarray, detections: Detections, class_names: dict[int, s
     return out
 
 
-def overlay_lines(snap: EngineSnapshot | None, title: str) -> list[str]:
-    """The text block in a half's corner: engine, live FPS, P95 latency, GPU memory."""
+def _num(value: float | None, spec: str = ".1f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+@dataclass(frozen=True)
+class HalfView:
+    """What one half shows: the newest frame, the engine's latest result for that stream."""
+
+    image: np.ndarray
+    result: Result | None
+    snap: EngineSnapshot | None
+    info: EngineInfo | None
+    pace: str
+    newest_index: int = 0  # the index of `image`, to say how far behind the boxes are
+
+
+def title_line(snap: EngineSnapshot | None, info: EngineInfo | None, name: str) -> str:
+    role = (snap.role.value if snap else "engine").upper()
+    device = info.device if info and info.device else "…"
+    precision = f"{info.precision}, " if info and info.precision else ""
+    return f"{role}: {name} ({precision}{device})"
+
+
+def overlay_lines(view: HalfView, name: str) -> list[str]:
+    """The text block in a half's corner: role, engine, device; delivered FPS, capacity, P95,
+    busy share; GPU memory with its counter; how old the boxes are; the state when not running."""
+    snap = view.snap
+    lines = [title_line(snap, view.info, name)]
     if snap is None:
-        return [title, "starting..."]
-    fps = "n/a" if snap.fps is None else f"{snap.fps:.1f}"
-    p95 = "n/a" if snap.latency is None else f"{snap.latency.p95:.1f} ms"
-    lines = [title, f"FPS {fps}   P95 {p95}", f"GPU mem {fmt_mib(snap.gpu_mem_mib)}"]
-    if snap.state not in {"running"}:
-        lines.append(snap.state + (f": {snap.error}" if snap.error else ""))
+        return [*lines, "starting…"]
+    p95 = _num(snap.latency.p95 if snap.latency else None, ".1f", " ms")
+    lines.append(f"FPS {_num(snap.fps)}   capacity {_num(snap.capacity_fps, '.0f')} FPS   P95 {p95}")
+    mem = snap.memory
+    share = f" (engine {fmt_mib(mem.engine_mib)} + context {fmt_mib(mem.context_mib)})" if mem.engine_mib is not None else ""
+    lines.append(f"GPU mem {fmt_mib(mem.process_mib)}{share}")
+    if view.result is not None:
+        behind = max(view.newest_index - view.result.frame.index, 0)
+        lines.append(f"boxes {behind} frame{'s' * (behind != 1)} behind the picture · pace {view.pace}")
+    if snap.state != EngineState.RUNNING:
+        lines.append(snap.state.value.upper() + (f": {snap.error}" if snap.error else ""))
     return lines
 
 
-def draw_overlay(image: np.ndarray, lines: list[str]) -> np.ndarray:
-    """Text on a translucent dark panel in the top-left corner (in place; returns image)."""
-    scale = max(0.5, image.shape[1] / 1600)
+def draw_panel(image: np.ndarray, lines: list[str], color: tuple[int, int, int], origin: str = "top") -> np.ndarray:
+    """Text on a translucent dark panel at the top-left (or bottom, centred), in place."""
+    scale = max(0.45, image.shape[1] / 1800)
     thick = max(1, round(scale * 2))
     sizes = [cv2.getTextSize(line, FONT, scale, thick)[0] for line in lines]
     line_h = max(h for _, h in sizes) + int(12 * scale)
-    width = max(w for w, _ in sizes) + int(24 * scale)
-    height = line_h * len(lines) + int(12 * scale)
-    roi = image[:height, :width]
-    roi[:] = (roi * 0.35).astype(np.uint8)
+    width = min(max(w for w, _ in sizes) + int(24 * scale), image.shape[1])
+    height = min(line_h * len(lines) + int(12 * scale), image.shape[0])
+    x0 = 0 if origin == "top" else max((image.shape[1] - width) // 2, 0)
+    y0 = 0 if origin == "top" else image.shape[0] - height
+    roi = image[y0 : y0 + height, x0 : x0 + width]
+    roi[:] = (roi * 0.3).astype(np.uint8)
     for i, line in enumerate(lines):
-        y = (i + 1) * line_h
-        color = (255, 255, 255) if i else (80, 220, 255)
-        cv2.putText(image, line, (int(12 * scale), y), FONT, scale, color, thick, cv2.LINE_AA)
+        y = y0 + (i + 1) * line_h
+        cv2.putText(image, line, (x0 + int(12 * scale), y), FONT, scale, color if i == 0 else (255, 255, 255), thick,
+                    cv2.LINE_AA)
     return image
 
 
@@ -79,7 +119,27 @@ def fit_width(image: np.ndarray, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def split_screen(left: np.ndarray, right: np.ndarray, half_width: int = 960) -> np.ndarray:
+def render_half(view: HalfView, name: str, class_names: dict[int, str], width: int = HALF_WIDTH) -> np.ndarray:
+    """One annotated, scaled, captioned half; dimmed with its state written large when the
+    engine is off, failed or ended."""
+    snap = view.snap
+    inactive = snap is not None and snap.state in INACTIVE
+    drawn = view.image
+    if view.result is not None and not inactive:
+        drawn = annotate(drawn, view.result.detections, class_names)
+    out = fit_width(drawn, width).copy()
+    if inactive:
+        out[:] = (out * 0.25).astype(np.uint8)
+        word = snap.state.value.upper()
+        scale = out.shape[1] / 250
+        (tw, th), _ = cv2.getTextSize(word, FONT, scale, 6)
+        cv2.putText(out, word, ((out.shape[1] - tw) // 2, (out.shape[0] + th) // 2), FONT, scale, (255, 255, 255), 6,
+                    cv2.LINE_AA)
+    role = snap.role.value if snap else "optimized"
+    return draw_panel(out, overlay_lines(view, name), ROLE_COLORS.get(role, (255, 255, 255)))
+
+
+def split_screen(left: np.ndarray, right: np.ndarray, half_width: int = HALF_WIDTH) -> np.ndarray:
     """Two halves side by side, each scaled to `half_width`, with a thin divider."""
     a, b = fit_width(left, half_width), fit_width(right, half_width)
     if a.shape != b.shape:
@@ -89,14 +149,30 @@ def split_screen(left: np.ndarray, right: np.ndarray, half_width: int = 960) -> 
     return out
 
 
-def render_half(
-    image: np.ndarray,
-    detections: Detections | None,
-    class_names: dict[int, str],
-    snap: EngineSnapshot | None,
-    title: str,
-    half_width: int,
-) -> np.ndarray:
-    """One annotated, scaled, captioned half of the split screen."""
-    drawn = annotate(image, detections, class_names) if detections is not None else image.copy()
-    return draw_overlay(fit_width(drawn, half_width), overlay_lines(snap, title))
+def draw_headline(image: np.ndarray, headline: Headline | None) -> np.ndarray:
+    """The comparison across the bottom, computed from the figures on screen."""
+    if headline is None:
+        return image
+    return draw_panel(image, [headline.text()], (80, 220, 120), origin="bottom")
+
+
+def mosaic(tiles: list[np.ndarray], width: int = 1920) -> np.ndarray:
+    """Tiles in a near-square grid `width` pixels wide (even sizes, for yuv420p)."""
+    n = max(len(tiles), 1)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    tile_w = (width // cols) // 2 * 2
+    tile_h = round(tile_w * 9 / 16 / 2) * 2
+    out = np.zeros((rows * tile_h, cols * tile_w, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = cv2.resize(
+            tile, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def stream_tile(image: np.ndarray, result: Result | None, class_names: dict[int, str], caption: list[str],
+                width: int = 960) -> np.ndarray:
+    """One stream of a mosaic: its newest frame, the engine's latest boxes for it, a caption."""
+    drawn = annotate(image, result.detections, class_names) if result is not None else image
+    return draw_panel(fit_width(drawn, width).copy(), caption, (80, 220, 120))

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,45 +163,88 @@ def open_capture(spec: SourceSpec) -> tuple[_Capture, np.ndarray]:
 
 
 class Subscription:
-    """One consumer's view of the bus."""
+    """One consumer's view of the bus: some of its streams, with one policy (module docstring)."""
 
-    def __init__(self, bus: FrameBus, name: str, policy: str, capacity: int) -> None:
+    def __init__(self, bus: FrameBus, name: str, policy: str, capacity: int, streams: frozenset[int] | None) -> None:
         if policy not in ("latest", "every"):
             raise ValueError(f"policy must be 'latest' or 'every', not {policy!r}")
-        self.bus, self.name, self.policy = bus, name, policy
-        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=capacity)
-        self._last_index = -1
+        self.bus, self.name, self.policy, self.streams = bus, name, policy, streams
+        self._queue: queue.Queue[Frame | int] = queue.Queue(maxsize=capacity)  # every: frames, or an ended stream
+        self._last: dict[int, int] = {}  # latest: the newest index taken, per stream
+        self._forgotten: set[int] = set()  # streams whose next frame counts no skipped frames
+        self._ended: set[int] = set()
 
-    def get(self, timeout: float | None = None) -> tuple[Frame | None, int]:
-        """The next frame for this consumer and how many it skipped; (None, 0) at the end.
+    def wants(self, stream: int) -> bool:
+        return self.streams is None or stream in self.streams
 
-        Raises `queue.Empty` after `timeout` seconds without a frame.
+    def take(self, max_frames: int = 1, timeout: float | None = None) -> list[tuple[Frame, int]]:
+        """Up to `max_frames` frames and how many frames of their stream were skipped before
+        each; [] at the end of every stream this consumer follows.
+
+        `latest`: the newest frame of each stream that has a newer one than last taken, oldest
+        capture first. `every`: the next frames in publication order. Raises `queue.Empty` after
+        `timeout` seconds without a frame.
         """
         if self.policy == "every":
-            frame = self._queue.get(timeout=timeout)
-            return frame, 0
-        frame = self.bus._wait_newer(self._last_index, timeout)
-        if frame is None:
-            return None, 0
-        skipped = max(frame.index - self._last_index - 1, 0) if self._last_index >= 0 else 0
-        self._last_index = frame.index
-        return frame, skipped
+            return self._take_every(max_frames, timeout)
+        return self.bus._take_latest(self, max_frames, timeout)
+
+    def _take_every(self, max_frames: int, timeout: float | None) -> list[tuple[Frame, int]]:
+        out: list[tuple[Frame, int]] = []
+        while len(out) < max_frames:
+            if self.ended:
+                break
+            try:
+                item = self._queue.get(timeout=timeout) if not out else self._queue.get_nowait()
+            except queue.Empty:
+                if out:
+                    break
+                raise
+            if isinstance(item, int):
+                self._ended.add(item)
+            else:
+                out.append((item, 0))
+        return out
+
+    @property
+    def ended(self) -> bool:
+        """True once every stream this consumer follows has ended (and, for `every`, was drained)."""
+        streams = self.bus.streams if self.streams is None else self.streams
+        ended = self._ended if self.policy == "every" else self.bus.ended_streams
+        return bool(streams) and streams <= ended and (self.policy == "latest" or self._queue.empty())
+
+    def get(self, timeout: float | None = None) -> tuple[Frame | None, int]:
+        """One frame and the frames skipped before it; (None, 0) at the end."""
+        taken = self.take(1, timeout)
+        return taken[0] if taken else (None, 0)
+
+    def forget(self) -> None:
+        """Take the newest frames next without counting those in between as skipped (a consumer
+        that was turned off skipped nothing)."""
+        self._forgotten = set(self._last)
 
     def close(self) -> None:
         self.bus.unsubscribe(self)
 
 
 class FrameBus:
-    """Fan-out of frames from one reader to any number of consumers (see module docstring)."""
+    """Frames from any number of readers (one per stream) to any number of consumers."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._latest: Frame | None = None
-        self._ended = False
+        self._latest: dict[int, Frame] = {}
+        self._taken: dict[int, bool] = {}
+        self.streams: frozenset[int] = frozenset()
+        self.ended_streams: set[int] = set()
         self._subs: list[Subscription] = []
 
-    def subscribe(self, name: str, policy: str = "latest", capacity: int = 8) -> Subscription:
-        sub = Subscription(self, name, policy, capacity)
+    def add_stream(self, stream: int) -> None:
+        with self._cond:
+            self.streams = self.streams | {stream}
+
+    def subscribe(self, name: str, policy: str = "latest", capacity: int = 8,
+                  streams: set[int] | None = None) -> Subscription:
+        sub = Subscription(self, name, policy, capacity, None if streams is None else frozenset(streams))
         with self._cond:
             self._subs.append(sub)
         return sub
@@ -209,12 +253,15 @@ class FrameBus:
         with self._cond:
             if sub in self._subs:
                 self._subs.remove(sub)
+            self._cond.notify_all()
 
     def publish(self, frame: Frame, stop: threading.Event) -> None:
         with self._cond:
-            self._latest = frame
+            self.streams = self.streams | {frame.stream}
+            self._latest[frame.stream] = frame
+            self._taken[frame.stream] = False
             self._cond.notify_all()
-            every = [s for s in self._subs if s.policy == "every"]
+            every = [s for s in self._subs if s.policy == "every" and s.wants(frame.stream)]
         for sub in every:
             while not stop.is_set():
                 try:
@@ -224,45 +271,70 @@ class FrameBus:
                     if sub not in self._subs:  # unsubscribed while we waited
                         break
 
-    def end(self) -> None:
+    def end(self, stream: int = 0) -> None:
         with self._cond:
-            self._ended = True
+            self.streams = self.streams | {stream}
+            self.ended_streams.add(stream)
             self._cond.notify_all()
-            every = [s for s in self._subs if s.policy == "every"]
+            every = [s for s in self._subs if s.policy == "every" and s.wants(stream)]
         for sub in every:
             try:
-                sub._queue.put(None, timeout=1.0)
+                sub._queue.put(stream, timeout=1.0)
             except queue.Full:
                 log.debug("consumer %s did not drain its queue at end of stream", sub.name)
 
-    def _wait_newer(self, index: int, timeout: float | None) -> Frame | None:
+    def newest(self, stream: int = 0) -> Frame | None:
+        """The stream's newest frame (for the picture), or None before the first one."""
         with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._ended or (self._latest is not None and self._latest.index > index), timeout
-            )
-            if not ok:
+            return self._latest.get(stream)
+
+    def wait_demand(self, stream: int, timeout: float) -> None:
+        """At max pace: wait until a `latest` consumer took the stream's newest frame (or
+        `timeout`), so the source runs at the pace of its fastest consumer, never faster."""
+        with self._cond:
+            if not any(sub.policy == "latest" and sub.wants(stream) for sub in self._subs):
+                return
+            self._cond.wait_for(lambda: self._taken.get(stream, True), timeout)
+
+    def _take_latest(self, sub: Subscription, max_frames: int, timeout: float | None) -> list[tuple[Frame, int]]:
+        def newer() -> list[Frame]:
+            return [f for s, f in self._latest.items() if sub.wants(s) and f.index > sub._last.get(s, -1)]
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: newer() or sub.ended, timeout):
                 raise queue.Empty
-            if self._latest is not None and self._latest.index > index:
-                return self._latest
-            return None
+            frames = sorted(newer(), key=lambda f: f.t_capture)[:max_frames]
+            out = []
+            for f in frames:
+                last = None if f.stream in sub._forgotten else sub._last.get(f.stream)
+                sub._forgotten.discard(f.stream)
+                out.append((f, max(f.index - last - 1, 0) if last is not None else 0))
+                sub._last[f.stream] = f.index
+                self._taken[f.stream] = True
+            if out:
+                self._cond.notify_all()
+            return out
 
 
 @dataclass
 class ReaderStatus:
-    state: str = "starting"
+    state: str = "starting"  # starting | running | paused | reconnecting | ended | failed
     error: str = ""
     frames: int = 0
     fps: float | None = None
     nominal_fps: float | None = None
     width: int | None = None
     height: int | None = None
+    reconnects: int = 0
 
 
 class FrameReader(threading.Thread):
-    """Decodes ahead in its own thread and publishes frames on `bus`.
+    """Decodes ahead in its own thread and publishes one stream's frames on `bus`.
 
-    `realtime` paces file sources at their nominal frame rate (live views); cameras and
-    streams are paced by the device itself. `max_frames` stops after that many frames.
+    `pace`: "realtime" plays a file at its own frame rate (cameras and streams are paced by the
+    device itself); "max" decodes as fast as the fastest `latest` consumer takes frames, keeping
+    a looping file's decoded frames in memory (up to `cache_mb`) so decoding never limits the
+    engines. `max_frames` stops after that many frames. Only this thread touches the capture.
     """
 
     def __init__(
@@ -270,33 +342,39 @@ class FrameReader(threading.Thread):
         spec: SourceSpec,
         bus: FrameBus,
         *,
+        stream: int = 0,
         loop: bool = False,
-        realtime: bool = False,
+        pace: str = "max",
         max_frames: int = 0,
         reopen_max_s: float = 8.0,
+        cache_mb: int = 0,
         opened: tuple[_Capture, np.ndarray] | None = None,
     ) -> None:
-        super().__init__(name="rtmon-reader", daemon=True)
-        self.spec, self.bus = spec, bus
-        self.loop, self.realtime, self.max_frames = loop, realtime, max_frames
-        self.reopen_max_s = reopen_max_s
+        super().__init__(name=f"rtmon-reader-{stream}", daemon=True)
+        if pace not in ("realtime", "max"):
+            raise ValueError(f"pace must be 'realtime' or 'max', not {pace!r}")
+        self.spec, self.bus, self.stream = spec, bus, stream
+        self.loop, self.pace, self.max_frames = loop, pace, max_frames
+        self.reopen_max_s, self.cache_bytes = reopen_max_s, cache_mb * 1024 * 1024
         self.status = ReaderStatus()
         self._opened = opened
         self._halt = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
+        bus.add_stream(stream)
 
     @property
     def live(self) -> bool:
         return self.spec.kind in {"camera", "stream"}
 
     def pause(self, paused: bool) -> None:
+        """Pause or resume; a source that has ended or failed stays so."""
         if paused:
             self._resume.clear()
-            self.status.state = "paused"
         else:
             self._resume.set()
-            self.status.state = "running"
+        if self.status.state in ("running", "paused"):
+            self.status.state = "paused" if paused else "running"
 
     def stop(self) -> None:
         self._halt.set()
@@ -309,7 +387,10 @@ class FrameReader(threading.Thread):
             log.exception("source reader failed")
             self.status.state, self.status.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            self.bus.end()
+            self.bus.end(self.stream)
+
+    def _running_state(self) -> str:
+        return "running" if self._resume.is_set() else "paused"
 
     def _run(self) -> None:
         if self._opened:
@@ -327,47 +408,66 @@ class FrameReader(threading.Thread):
                     return
                 first = None  # the loop reads it
         self.status.nominal_fps = cap.nominal_fps
-        self.status.state = "running"
-        period = 1.0 / cap.nominal_fps if self.realtime and not self.live and cap.nominal_fps else 0.0
+        self.status.state = self._running_state()
+        realtime = self.pace == "realtime" and not self.live
+        period = 1.0 / cap.nominal_fps if realtime and cap.nominal_fps else 0.0
+        cache: list[np.ndarray] | None = [] if self.pace == "max" and self.loop and not self.live else None
+        cached_bytes, replay = 0, -1  # replay >= 0: playing the cached frames back
         pending: np.ndarray | None = first
         index = 0
         next_due = time.perf_counter()
-        arrivals: list[float] = []
-        while not self._halt.is_set():
-            self._resume.wait()
-            if self._halt.is_set():
-                break
-            image = pending if pending is not None else cap.read()
-            pending = None
-            if image is None:
-                if self.live:
-                    cap = self._reopen(cap)
-                    if cap is None:
-                        break
-                    continue
-                if self.loop and cap.rewind():
-                    continue
-                self.status.state = "ended"
-                break
-            if period:
-                next_due += period
-                delay = next_due - time.perf_counter()
-                if delay > 0:
-                    self._halt.wait(delay)
+        arrivals: deque[float] = deque(maxlen=60)
+        try:
+            while not self._halt.is_set():
+                self._resume.wait()
+                if self._halt.is_set():
+                    break
+                if replay >= 0:
+                    image, replay = cache[replay], (replay + 1) % len(cache)
                 else:
-                    next_due = time.perf_counter()  # fell behind: don't burst to catch up
-            now = time.perf_counter()
-            arrivals = [t for t in arrivals[-59:] if now - t < 2.0] + [now]
-            if len(arrivals) > 1:
-                self.status.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-            self.status.height, self.status.width = image.shape[:2]
-            self.bus.publish(Frame(index, image, now), self._halt)
-            index += 1
-            self.status.frames = index
-            if self.max_frames and index >= self.max_frames:
-                self.status.state = "ended"
-                break
-        cap.release()
+                    image = pending if pending is not None else cap.read()
+                    pending = None
+                    if image is not None and cache is not None:
+                        if cached_bytes + image.nbytes <= self.cache_bytes:
+                            cache.append(image)
+                            cached_bytes += image.nbytes
+                        else:
+                            cache = None  # too long to keep: decode every pass
+                if image is None:
+                    if self.live:
+                        cap = self._reopen(cap)
+                        if cap is None:
+                            break
+                        continue
+                    if self.loop and cache:
+                        replay = 0
+                        continue
+                    if self.loop and cap.rewind():
+                        continue
+                    self.status.state = "ended"
+                    break
+                if period:
+                    next_due += period
+                    delay = next_due - time.perf_counter()
+                    if delay > 0:
+                        self._halt.wait(delay)
+                    else:
+                        next_due = time.perf_counter()  # fell behind: don't burst to catch up
+                elif self.pace == "max" and index:
+                    self.bus.wait_demand(self.stream, 0.05)
+                now = time.perf_counter()
+                arrivals.append(now)
+                if len(arrivals) > 1 and arrivals[-1] > arrivals[0]:
+                    self.status.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+                self.status.height, self.status.width = image.shape[:2]
+                self.bus.publish(Frame(index, image, now, self.stream), self._halt)
+                index += 1
+                self.status.frames = index
+                if self.max_frames and index >= self.max_frames:
+                    self.status.state = "ended"
+                    break
+        finally:
+            cap.release()
 
     def _reopen(self, cap: _Capture | None) -> _Capture | None:
         """Reopen a lost camera/stream with exponential back-off until it works or we stop."""
@@ -382,7 +482,9 @@ class FrameReader(threading.Thread):
                 return None
             cap = _Capture(self.spec)
             if cap.opened:
-                self.status.state, self.status.error = "running", ""
+                self.status.reconnects += 1
+                self.status.nominal_fps = cap.nominal_fps
+                self.status.state, self.status.error = self._running_state(), ""
                 return cap
             cap.release()
             delay = min(delay * 2, self.reopen_max_s)

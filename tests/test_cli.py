@@ -19,28 +19,34 @@ BENCH_KEYS = {"name", "fps", "latency_ms", "stages_ms", "gpu_mem_mib", "speedup_
 @pytest.fixture(scope="module")
 def bench_report(tmp_path_factory, rtmon_env):
     out = tmp_path_factory.mktemp("bench")
-    result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "40",
-                        "--warmup", "3", "--out", str(out)], rtmon_env)
+    result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "64",
+                        "--warmup", "3", "--min-duration", "0", "--set", "bench.max_duration_s=8",
+                        "--set", "bench.timing_probe=0", "--out", str(out)], rtmon_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
 
 def test_bench_writes_the_four_outputs_with_the_schema(bench_report):
     out, result = bench_report
-    for name in ("bench.json", "bench.csv", "bench.md", "latency.png", "timeline.png"):
+    for name in ("bench.json", "bench.csv", "bench.md", "latency_cdf.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "bench.json").read_text())
-    assert {"device", "model", "source", "frames", "created", "engines"} <= report.keys()
-    assert report["frames"] == 40 and report["source"]["uri"] == "sample"
+    assert {"device", "model", "source", "frames", "created", "engines", "scenario"} <= report.keys()
+    assert report["frames"] == 64 and report["source"]["uri"] == "sample" and report["scenario"] == "single-stream"
     names = [e["name"] for e in report["engines"]]
     assert names == ["torch-fp32", "ort-cpu"]
     for engine in report["engines"]:
         assert engine.keys() >= BENCH_KEYS
-        assert set(engine["latency_ms"]) == {"mean", "p50", "p95", "p99"}
+        assert {"mean", "p50", "p90", "p95", "p99", "std", "max", "count"} <= set(engine["latency_ms"])
         assert set(engine["stages_ms"]) == {"preprocess", "inference", "postprocess"}
         assert engine["gpu_mem_mib"] is None  # no GPU here: unknown, never 0
+        assert set(engine["gpu_mem"]) == {"process_mib", "context_mib", "engine_mib", "allocator_peak_mib",
+                                          "allocator_reserved_mib"}
         lat = engine["latency_ms"]
-        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert lat["count"] >= 64 and engine["valid"] is False  # under 1,024 frames: not VALID, and it says why
+        assert engine["validity"] and "< 1024" in engine["validity"][0]
+        assert engine["early_stopping_p90"]["estimate_ms"] >= lat["p90"]
     assert report["engines"][0]["speedup_vs_baseline"] == pytest.approx(1.0)
     assert "torch-fp32" in result.stdout and "ort-cpu" in result.stdout
 
@@ -53,8 +59,8 @@ def test_bench_shows_ort_cpu_faster_than_the_baseline(bench_report):
 
 def test_bench_markdown_has_the_brief_layout(bench_report):
     text = (bench_report[0] / "bench.md").read_text()
-    assert "| | baseline (torch-fp32) | optimized (ort-cpu) | improvement |" in text
-    for row in ("| FPS |", "| mean latency |", "| P95 latency |", "| P99 latency |", "| GPU memory |"):
+    assert "| | baseline (`torch-fp32`) | optimized (`ort-cpu`) | improvement vs baseline |" in text
+    for row in ("| FPS |", "| P95 latency |", "| P99 latency |", "| GPU memory (NVML, process) |"):
         assert row in text
 
 
@@ -107,6 +113,15 @@ def not_a_video(tmp_path):
         (["record", "--source", "{corrupt}", "--frames", "5"], ["source:"]),
         (["record", "--out", "{tmp}/video.avi", "--frames", "5"], ["out:", ".mp4"]),
         (["bench", "--bogus-option"], ["No such option"]),
+        (["bench", "--scenario", "marathon"], ["bench.scenario:"]),
+        (["bench", "--scenario", "offline", "--batches", "0,2"], ["bench.batches:", "between 1 and 256"]),
+        (["bench", "--batches", "a,b"], ["--batches:", "separated by commas"]),
+        (["bench", "--strict", "--frames", "100"], ["--strict:", "at least 1024"]),
+        (["bench", "--source", "sample", "--source", "/nonexistent/cam2.mp4"], ["source:", "cam2.mp4", "no such file"]),
+        (["record", "--source", "sample", "--source", "9", "--frames", "5"], ["camera 9 does not open"]),
+        (["record", "--baseline-streams", "3", "--frames", "5"], ["--baseline-streams:", "no stream 3"]),
+        (["record", "--left", "ort-cpu", "--right", "ort-cpu", "--frames", "5"], ["same engine"]),
+        (["bench", "--concurrent", "0"], ["--concurrent:"]),
     ],
 )
 def test_bad_input_gives_one_line_error_and_leaves_nothing(args, fragments, tmp_path, not_a_video, rtmon_env):
@@ -136,3 +151,68 @@ def test_top_level_bad_input(argv, fragment):
     result = subprocess.run([sys.executable, "-m", "rtmon", *argv], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "YOLO_OFFLINE": "1"})
     assert_one_line_error(result, fragment)
+
+
+def test_offline_scenario_sweeps_batches(tmp_path, rtmon_env):
+    out = tmp_path / "offline"
+    result = run_rtmon(["bench", "--scenario", "offline", "--engines", "ort-cpu", "--batches", "1,2", "--frames", "12",
+                        "--warmup", "2", "--out", str(out)], rtmon_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    (engine,) = report["engines"]
+    assert report["scenario"] == "offline" and (out / "offline.png").stat().st_size > 0
+    assert [row["batch"] for row in engine["sweep"]] == [1, 2]
+    assert engine["sweep"][0]["fps"] > 0
+    assert engine["sweep"][1]["fps"] is None and "at most 1" in engine["sweep"][1]["note"]  # ort-cpu takes one frame
+    assert engine["batch"] == 1 and engine["fps"] == engine["sweep"][0]["fps"]
+
+
+def test_multi_stream_capacity_search(tmp_path, rtmon_env):
+    out = tmp_path / "multi"
+    result = run_rtmon(["bench", "--scenario", "multi-stream", "--engines", "ort-cpu", "--camera-fps", "1",
+                        "--max-streams", "3", "--set", "bench.trial_s=3", "--set", "bench.trial_warmup_s=0.5",
+                        "--out", str(out)], rtmon_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    (engine,) = report["engines"]
+    assert report["scenario"] == "multi-stream" and report["camera_fps"] == 1
+    assert 1 <= engine["max_streams"] <= 3
+    assert {"streams", "p99_ms", "drop_pct"} <= engine["curve"][0].keys()
+    passed = [t["streams"] for t in engine["curve"] if t["passed"]]
+    assert max(passed) == engine["max_streams"]
+    assert report["decoding"]["rows"][0]["fps"] > 0 and report["decoding"]["verdict"]
+    assert (out / "capacity.png").stat().st_size > 0
+
+
+def test_record_three_sources_as_a_mosaic(tmp_path, rtmon_env):
+    out = tmp_path / "mosaic.mp4"
+    result = run_rtmon(["record", "--source", "sample", "--source", "sample", "--source", "sample", "--frames", "20",
+                        "--left", "baseline", "--right", "ort-cpu", "--baseline-streams", "0", "--pace", "realtime",
+                        "--out", str(out)], rtmon_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(frames) == 20 and frames[0].shape == (1080, 1920, 3)  # 2×2 tiles of 960×540
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert [s["stream"] for s in figures["streams"]] == [0, 1, 2]
+    assert set(figures["streams"][0]["engines"]) == {"torch-fp32", "ort-cpu"}
+    assert set(figures["streams"][1]["engines"]) == {"ort-cpu"}  # the baseline takes stream 0 only
+    assert all(s["engines"]["ort-cpu"]["processed"] > 0 for s in figures["streams"])
+
+
+def test_concurrent_measures_each_engine_alone_and_together(tmp_path, rtmon_env):
+    out = tmp_path / "concurrent"
+    result = run_rtmon(["bench", "--concurrent", "2", "--engines", "baseline,ort-cpu", "--set",
+                        "bench.concurrent_warmup_s=1", "--out", str(out)], rtmon_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "concurrent.json").read_text())
+    assert {"gpu", "created"} <= report.keys() | report["device"].keys()
+    for pace in ("realtime", "max"):
+        engines = report["paces"][pace]["engines"]
+        assert [(e["name"], e["role"]) for e in engines] == [("torch-fp32", "baseline"), ("ort-cpu", "optimized")]
+        for e in engines:
+            for phase in ("alone", "together"):
+                assert {"fps", "capacity_fps", "p95_ms", "p99_ms", "gpu_mem_mib"} <= e[phase].keys()
+                assert e[phase]["capacity_fps"] > 0
+    assert set(report["checks"]) == {"realtime", "max"}
+    assert "## Checks" in (out / "concurrent.md").read_text()

@@ -23,15 +23,15 @@ def test_generated_toml_round_trips(tmp_path):
 def test_overrides_win_over_file(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[model]\nimgsz = 320\n[source]\nuri = "clip.mp4"\n')
-    s = load_settings(path, {"model.imgsz": 480, "engines.live": ["baseline", "ort-cpu"]})
-    assert s.model.imgsz == 480 and s.source.uri == "clip.mp4" and s.engines.live == ["baseline", "ort-cpu"]
+    s = load_settings(path, {"model.imgsz": 480, "engine.live": ["baseline", "ort-cpu"]})
+    assert s.model.imgsz == 480 and s.source.uri == ["clip.mp4"] and s.engine.live == ["baseline", "ort-cpu"]
 
 
 def test_set_options_parse_like_toml():
-    assert parse_set_options(["model.conf=0.4", "source.loop=true", "engines.live=['a','b']", "source.uri=clip.mp4"]) == {
+    assert parse_set_options(["model.conf=0.4", "source.loop=true", "engine.live=['a','b']", "source.uri=clip.mp4"]) == {
         "model.conf": 0.4,
         "source.loop": True,
-        "engines.live": ["a", "b"],
+        "engine.live": ["a", "b"],
         "source.uri": "clip.mp4",
     }
 

@@ -48,7 +48,7 @@ def frames() -> list[Frame]:
 
 
 def _settings(engines_dir: Path, batch: int = 1):
-    return load_settings(overrides={"paths.engines_dir": str(engines_dir), "engines.batch": batch})
+    return load_settings(overrides={"paths.engines_dir": str(engines_dir), "engine.max_batch": batch})
 
 
 def _loaded(name: str, ref, engines_dir: Path, batch: int = 1):
@@ -91,15 +91,27 @@ def test_engine_matches_baseline(name, demo_ref, engines_dir, frames, baseline_d
     assert fallbacks == 0, "the demo scene never has more candidates than k"
 
 
+def _stream(engine, frames):
+    """As the runner drives an engine: up to `lanes` submissions open, collected in order."""
+    open_, out = [], []
+    for f in frames:
+        if len(open_) == engine.lanes:
+            out += engine.collect(open_.pop(0))
+        open_.append(engine.submit([f]))
+    for ticket in open_:
+        out += engine.collect(ticket)
+    return out
+
+
 @pytest.mark.parametrize("name", ["torch-graph", "torch-graph-compiled", "ort-cuda"])
 def test_stream_and_batch_agree_with_single_frames(name, demo_ref, engines_dir, frames):
     engine = _loaded(name, demo_ref, engines_dir, batch=4)
     single = [engine.infer(f).detections for f in frames]
-    streamed = [r.detections for r in engine.infer_stream(frames)]
-    backwards = [r.detections for r in engine.infer_stream(frames[::-1])][::-1]  # static buffers follow new frames
-    batched = [r.detections for r in engine.infer_batch(frames[:3])]  # padded to 4
-    on_device = [r.detections for r in engine.infer_stream(Frame(f.index, torch.from_numpy(f.image).cuda(), 0.0)
-                                                           for f in frames)]
+    streamed = [r.detections for r in _stream(engine, frames)]
+    backwards = [r.detections for r in _stream(engine, frames[::-1])][::-1]  # static buffers follow new frames
+    batched = [r.detections for r in engine.infer_batch(frames[:3])]  # on the plan for 4
+    on_device = [r.detections for r in _stream(engine, [Frame(f.index, torch.from_numpy(f.image).cuda(), 0.0)
+                                                        for f in frames])]
     engine.close()
     for want, got in zip(single * 3 + single[:3], streamed + backwards + on_device + batched, strict=True):
         assert match_detections(want, got) == 1.0 and len(want) == len(got)
@@ -115,7 +127,7 @@ def test_candidate_overflow_falls_back_to_full_nms(demo_ref, engines_dir, frames
     k, gpu_common.CANDIDATES = gpu_common.CANDIDATES, 4
     try:
         engine = _loaded("torch-graph", demo_ref, engines_dir)
-        got = [r.detections for r in engine.infer_stream(frames)]
+        got = [r.detections for r in _stream(engine, frames)]
         overflows = engine.overflows
         engine.close()
     finally:
@@ -178,6 +190,45 @@ def test_gpu_memory_not_above_baseline(engines_dir):
     for name, mib in used.items():
         print(f"memory {name}: {mib:.0f} MiB vs baseline {baseline:.0f} MiB (NVML, whole process)")
     assert all(mib <= baseline for mib in used.values())
+
+
+def test_frames_in_the_runners_page_locked_ring_upload_directly(demo_ref, engines_dir, frames):
+    from rtmon.runner import FrameRing
+
+    engine = _loaded("torch-graph", demo_ref, engines_dir)
+    want = [engine.infer(f).detections for f in frames]
+    ring = FrameRing(len(frames), frames[0].image.nbytes)
+    try:
+        assert engine.register_host_memory(ring.address, ring.shm.size)
+        views = [Frame(f.index, ring.view(i, f.image.shape), 0.0) for i, f in enumerate(frames) if ring.write(i, f.image)]
+        assert engine._registered_image(views[0].image)
+        got = [r.detections for r in _stream(engine, views)]
+        engine.close()
+    finally:
+        ring.close()
+    for w, g in zip(want, got, strict=True):
+        assert match_detections(w, g) == 1.0 and len(w) == len(g)
+
+
+def test_the_runner_splits_each_engines_memory_into_context_and_its_own(demo_ref, engines_dir, frames):
+    from rtmon.runner import EngineRunner, RunnerOptions
+
+    settings = _settings(engines_dir)
+    runners = [EngineRunner([n], demo_ref, settings, RunnerOptions.of(settings)) for n in ("torch-fp32", "torch-graph")]
+    try:
+        for r in runners:
+            r.start(frames[0].image.nbytes)
+        for r in runners:
+            assert r.wait_loaded(300), r.metrics.error
+        for r in runners:
+            m = r.metrics.memory
+            print(f"memory {r.name}: process {m.process_mib} = context {m.context_mib} + own {m.engine_mib} MiB "
+                  f"(allocator peak {m.allocator_peak_mib})")
+            assert m.context_mib and m.context_mib > 100 and m.engine_mib and m.engine_mib > 0
+        assert runners[0].info.device.startswith("NVIDIA")  # the baseline says where it really runs
+    finally:
+        for r in runners:
+            r.stop()
 
 
 def test_nvdec_frames_match_cpu_decoding(tmp_path):

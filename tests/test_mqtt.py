@@ -401,6 +401,7 @@ def test_rtmon_bench_publishes_progress_and_results(broker: Broker, tmp_path: Pa
     listener.start()
     time.sleep(0.5)
     result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--frames", "12", "--warmup", "2",
+                        "--min-duration", "0", "--set", "bench.max_duration_s=3", "--set", "bench.timing_probe=0",
                         "--out", str(tmp_path / "report"), "--mqtt", broker.url, "--set", "mqtt.instance=benchbox",
                         "--set", "mqtt.rate_hz=10"], rtmon_env)
     time.sleep(0.5)

@@ -1,4 +1,5 @@
-"""The live core with fake engines: isolation, failure, toggling, pause, recording, snapshots."""
+"""The live core with fake engines, each in its own process: isolation, failures, toggling, pause,
+recording, snapshots, and what a review found."""
 
 from __future__ import annotations
 
@@ -11,34 +12,13 @@ import pytest
 
 import rtmon.pipeline as pipeline_mod
 from rtmon.config import load_settings
-from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
+from rtmon.core import EngineState
 from rtmon.models import ModelRef
 from rtmon.sinks import H264Writer
 from rtmon.sources import resolve_source
+from tests.fake_engines import make
 
-
-class FakeEngine:
-    def __init__(self, name: str, delay: float = 0.0, fail_after: int | None = None, fail_load: bool = False):
-        self.info = EngineInfo(name, "fake", "fp32", "cpu", 640)
-        self.class_names = {0: "thing"}
-        self.delay, self.fail_after, self.fail_load = delay, fail_after, fail_load
-        self.calls = 0
-        self.closed = False
-
-    def load(self) -> None:
-        if self.fail_load:
-            raise RuntimeError("weights are gone")
-
-    def infer(self, frame: Frame) -> Result:
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise RuntimeError("CUDA error: an illegal memory access")
-        time.sleep(self.delay)
-        det = Detections(np.array([[10, 10, 60, 60]]), np.array([0.9]), np.array([0]))
-        return Result(self.info.name, frame, det, StageTimes(0.1, self.delay * 1e3, 0.1))
-
-    def close(self) -> None:
-        self.closed = True
+MODEL = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {0: "thing"})
 
 
 @pytest.fixture
@@ -50,14 +30,15 @@ def clip(tmp_path) -> Path:
     return path
 
 
-def _pipeline(tmp_path, clip, monkeypatch, engines: dict[str, FakeEngine], **kw):
-    monkeypatch.setattr(pipeline_mod.registry, "create", lambda name, model, settings: engines[name])
-    settings = load_settings(None, {"record.out_dir": str(tmp_path / "rec"), "source.loop": True})
-    model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {0: "thing"})
-    return pipeline_mod.Pipeline(resolve_source(str(clip), tmp_path), model, settings, list(engines), **kw)
+def _pipeline(tmp_path, clip, engines: list[str], **kw) -> pipeline_mod.Pipeline:
+    sets = {"record.out_dir": str(tmp_path / "rec"), "source.loop": True, "engine.timeout_s": 2.0, **kw.pop("sets", {})}
+    settings = load_settings(None, sets)
+    sources = kw.pop("sources", [str(clip)])
+    specs = [resolve_source(s, tmp_path) for s in sources]
+    return pipeline_mod.Pipeline(specs, MODEL, settings, [[e] for e in engines], factory=make, **kw)
 
 
-def _wait(cond, timeout=10.0):
+def wait(cond, timeout=15.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():
@@ -66,12 +47,12 @@ def _wait(cond, timeout=10.0):
     raise AssertionError("condition not met in time")
 
 
-def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip, monkeypatch):
-    fast, slow = FakeEngine("fast", 0.002), FakeEngine("slow", 0.25)
-    p = _pipeline(tmp_path, clip, monkeypatch, {"fast": fast, "slow": slow})
+def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast", "slow"], pace="realtime")
     p.start()
     try:
-        time.sleep(2.0)
+        wait(lambda: p.snapshot().engine("slow").processed >= 3)
+        time.sleep(1.5)
         snap = p.snapshot()
     finally:
         p.stop()
@@ -79,49 +60,56 @@ def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip, monkeypatch):
     assert f.processed > 3 * s.processed
     assert s.skipped > 0  # the slow engine skipped to the newest frame
     assert f.fps > 15 and s.fps < 6
-    assert fast.closed and slow.closed
+    # capacity: frames per busy second, ~1/delay whatever the source's rate
+    assert f.capacity_fps > 100 and 2 < s.capacity_fps < 7
+    assert s.busy_pct > 80 and f.busy_pct < 50
 
 
-def test_failing_engine_becomes_failed_and_the_rest_run_on(tmp_path, clip, monkeypatch):
-    good, bad, broken = FakeEngine("good", 0.005), FakeEngine("bad", 0.005, fail_after=3), FakeEngine("broken", fail_load=True)
-    p = _pipeline(tmp_path, clip, monkeypatch, {"good": good, "bad": bad, "broken": broken})
+@pytest.mark.parametrize("bad", ["raise-after-3", "exit-after-3", "segv-after-3", "hang-after-3"])
+def test_an_engine_that_fails_becomes_failed_and_the_rest_run_on(tmp_path, clip, bad):
+    p = _pipeline(tmp_path, clip, ["fast", bad, "fail-load"], pace="realtime")
     p.start()
     try:
-        _wait(lambda: p.snapshot().engine("bad").state == "failed")
-        n = p.snapshot().engine("good").processed
-        time.sleep(0.5)
+        wait(lambda: p.snapshot().engine(bad).state == EngineState.FAILED)
+        n = p.snapshot().engine("fast").processed
+        time.sleep(0.6)
         snap = p.snapshot()
     finally:
         p.stop()
-    assert snap.engine("good").processed > n and snap.engine("good").state == "running"
-    assert "illegal memory access" in snap.engine("bad").error
-    assert snap.engine("broken").state == "failed" and "weights are gone" in snap.engine("broken").error
+    assert snap.engine("fast").processed > n and snap.engine("fast").state == EngineState.RUNNING
+    error = snap.engine(bad).error
+    expected = {"raise": "illegal memory access", "exit": "exited with code 3", "segv": "SIGSEGV",
+                "hang": "no result within 2 s"}[bad.split("-")[0]]
+    assert expected in error and "\n" not in error
+    assert snap.engine("fail-load").state == EngineState.FAILED
+    assert "weights are gone" in snap.engine("fail-load").error
+    assert all(not r._proc.is_alive() for r in p.runners)
 
 
-def test_toggle_off_stops_inference_and_on_resumes(tmp_path, clip, monkeypatch):
-    a = FakeEngine("a", 0.005)
-    p = _pipeline(tmp_path, clip, monkeypatch, {"a": a})
+def test_toggle_off_stops_inference_and_on_resumes(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast"])
     p.start()
     try:
-        _wait(lambda: a.calls > 5)
-        p.set_enabled("a", False)
-        assert p.snapshot().engine("a").state == "off"
+        wait(lambda: p.snapshot().engine("fast").processed > 5)
+        p.set_enabled("fast", False)
+        assert p.snapshot().engine("fast").state == EngineState.OFF
         time.sleep(0.3)
-        calls = a.calls
+        n = p.snapshot().engine("fast").processed
         time.sleep(0.5)
-        assert a.calls == calls
-        p.set_enabled("a", True)
-        _wait(lambda: a.calls > calls + 3)
-        assert p.snapshot().engine("a").state == "running"
+        assert p.snapshot().engine("fast").processed == n
+        p.set_enabled("fast", True)
+        wait(lambda: p.snapshot().engine("fast").processed > n + 3)
+        snap = p.snapshot().engine("fast")
+        assert snap.state == EngineState.RUNNING
     finally:
         p.stop()
 
 
-def test_pause_stops_the_feed(tmp_path, clip, monkeypatch):
-    p = _pipeline(tmp_path, clip, monkeypatch, {"a": FakeEngine("a")})
+def test_pause_stops_the_feed_and_ended_stays_ended(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast"], pace="realtime")
     p.start()
     try:
-        _wait(lambda: p.snapshot().source.frames > 5)
+        wait(lambda: p.snapshot().source.frames > 5)
         p.set_paused(True)
         time.sleep(0.2)
         frames = p.snapshot().source.frames
@@ -129,16 +117,29 @@ def test_pause_stops_the_feed(tmp_path, clip, monkeypatch):
         assert p.snapshot().source.frames <= frames + 1
         assert p.snapshot().source.state == "paused"
         p.set_paused(False)
-        _wait(lambda: p.snapshot().source.frames > frames + 3)
+        wait(lambda: p.snapshot().source.frames > frames + 3)
     finally:
         p.stop()
 
 
-def test_recording_toggle_and_snapshot_png(tmp_path, clip, monkeypatch):
-    p = _pipeline(tmp_path, clip, monkeypatch, {"a": FakeEngine("a"), "b": FakeEngine("b")})
+def test_pausing_twice_after_the_end_does_not_say_running(tmp_path, clip):
+    """Review finding: `p` twice after the source ended showed "running" again."""
+    p = _pipeline(tmp_path, clip, ["fast"], sets={"source.loop": False})
     p.start()
     try:
-        _wait(lambda: p.latest("a") is not None and p.latest("b") is not None)
+        wait(lambda: p.snapshot().source.state == "ended")
+        p.set_paused(True)
+        p.set_paused(False)
+        assert p.snapshot().source.state == "ended"
+    finally:
+        p.stop()
+
+
+def test_recording_toggle_and_snapshot_png(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast", "echo"], pace="realtime")
+    p.start()
+    try:
+        wait(lambda: p.latest("fast") is not None and p.latest("echo") is not None)
         path = p.toggle_recording()
         assert p.snapshot().recording == path
         time.sleep(1.0)
@@ -153,17 +154,97 @@ def test_recording_toggle_and_snapshot_png(tmp_path, clip, monkeypatch):
     assert p.snapshot().gpu is None  # no GPU here: unknown, not zero
 
 
-def test_monitor_keeps_retrying_a_camera_that_does_not_open(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline_mod.registry, "create", lambda name, model, settings: FakeEngine(name))
-    settings = load_settings(None, {"source.reopen_max_s": 0.2})
-    model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {})
-    with pytest.raises(pipeline_mod.UserError, match="camera 9 does not open"):
-        pipeline_mod.Pipeline(resolve_source("9", tmp_path), model, settings, ["a"])
-    p = pipeline_mod.Pipeline(resolve_source("9", tmp_path), model, settings, ["a"], retry_open=True)
+def test_a_recording_that_fails_says_so_and_stops_showing_rec(tmp_path, clip, monkeypatch):
+    """Review finding: `Recorder.error` was never read; the TUI kept showing REC."""
+    p = _pipeline(tmp_path, clip, ["fast"])
     p.start()
     try:
-        _wait(lambda: p.snapshot().source.state == "reconnecting", 5)
-        assert "camera 9" in p.snapshot().source.error
-        assert p.snapshot().engine("a").state == "running"  # the engines and the UI stay up
+        wait(lambda: p.latest("fast") is not None)
+
+        def disk_full(self, image):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(H264Writer, "write", disk_full)
+        path = Path(p.toggle_recording())
+        wait(lambda: p.snapshot().recording_error != "")
+        snap = p.snapshot()
     finally:
         p.stop()
+    assert snap.recording == "" and "No space left" in snap.recording_error
+    assert not path.exists() and not list(path.parent.glob(".*partial*"))
+
+
+def test_a_failing_engine_process_frees_nothing_in_the_main_process(tmp_path, clip):
+    """Review finding: an engine whose load fails was never closed. It now lives (and dies) in
+    its own process, so whatever it held is freed with it."""
+    p = _pipeline(tmp_path, clip, ["fail-load"])
+    p.start()
+    try:
+        runner = p.runner("fail-load")
+        wait(lambda: runner.done.is_set())
+        assert not runner._proc.is_alive() and runner._proc.exitcode == 1
+    finally:
+        p.stop()
+
+
+def test_the_opened_capture_is_released_when_creating_the_engines_fails(tmp_path, clip, monkeypatch):
+    """Review finding: the opened capture leaked when creating an engine raised."""
+    released = []
+    real = pipeline_mod.Pipeline._release_opened
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("no engines today")
+
+    monkeypatch.setattr(pipeline_mod, "EngineRunner", boom)
+    monkeypatch.setattr(pipeline_mod.Pipeline, "_release_opened", lambda self: released.append(1) or real(self))
+    with pytest.raises(RuntimeError, match="no engines today"):
+        _pipeline(tmp_path, clip, ["fast"])
+    assert released == [1]
+
+
+def test_monitor_keeps_retrying_a_camera_that_does_not_open(tmp_path):
+    settings = load_settings(None, {"source.reopen_max_s": 0.2})
+    with pytest.raises(pipeline_mod.UserError, match="camera 9 does not open"):
+        pipeline_mod.Pipeline([resolve_source("9", tmp_path)], MODEL, settings, [["fast"]], factory=make)
+    p = pipeline_mod.Pipeline([resolve_source("9", tmp_path)], MODEL, settings, [["fast"]], retry_open=True, factory=make)
+    p.start()
+    try:
+        wait(lambda: p.snapshot().source.state == "reconnecting", 5)
+        assert "camera 9" in p.snapshot().source.error
+        assert p.snapshot().engine("fast").state == EngineState.RUNNING  # the engines and the UI stay up
+    finally:
+        p.stop()
+
+
+def test_optimized_falls_back_to_the_next_engine_that_loads(tmp_path, clip):
+    settings = load_settings(None, {"source.loop": True})
+    p = pipeline_mod.Pipeline([resolve_source(str(clip), tmp_path)], MODEL, settings, [["fail-load", "fast"]],
+                              factory=make)
+    p.start()
+    try:
+        wait(lambda: p.snapshot().engines[0].processed > 3)
+        engine = p.snapshot().engines[0]
+    finally:
+        p.stop()
+    assert engine.name == "fast" and engine.state == EngineState.RUNNING
+    assert "fail-load did not load (load failed: RuntimeError: weights are gone)" in engine.notice
+
+
+def test_several_sources_each_with_their_own_figures_and_a_mosaic(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast", "echo"], sources=[str(clip), str(clip), str(clip)], pace="realtime",
+                  engine_streams={"fast": {0}})
+    p.start()
+    try:
+        wait(lambda: len(p.snapshot().streams) == 3 and all("echo" in s.engines for s in p.snapshot().streams))
+        time.sleep(1.0)
+        snap = p.snapshot()
+        picture = p.split_screen()
+    finally:
+        p.stop()
+    assert [s.source.stream for s in snap.streams] == [0, 1, 2]
+    for stream in snap.streams:
+        echo = stream.engines["echo"]
+        assert echo.processed > 5 and echo.fps > 10 and echo.latency.p99 < 1000
+    assert set(snap.streams[0].engines) == {"fast", "echo"}  # the baseline-like engine takes stream 0 only
+    assert "fast" not in snap.streams[1].engines
+    assert picture.shape[1] == 1920 and picture.shape[0] >= 2 * 540 - 2  # a 2×2 mosaic

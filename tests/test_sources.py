@@ -128,7 +128,7 @@ def test_realtime_pacing_follows_the_file_rate(tmp_path):
     bus = FrameBus()
     sub = bus.subscribe("x", "every", capacity=64)
     t0 = time.perf_counter()
-    _run_reader(resolve_source(str(clip), tmp_path), bus, realtime=True)
+    _run_reader(resolve_source(str(clip), tmp_path), bus, pace="realtime")
     n = 0
     while sub.get(timeout=5)[0] is not None:
         n += 1
@@ -153,3 +153,61 @@ def test_stream_that_fails_is_reopened_with_backoff(tmp_path, clip, monkeypatch)
     reader.join(3)
     assert "reconnecting" in states
     assert reader.status.frames >= 20  # the 12-frame "stream" was reopened at least once
+
+
+def test_max_pace_runs_at_the_pace_of_the_fastest_consumer(tmp_path, clip):
+    """At max pace the reader publishes the next frame once a `latest` consumer took the newest,
+    and replays a looping file from memory after the first pass."""
+    bus = FrameBus()
+    sub = bus.subscribe("engine", "latest")
+    reader = _run_reader(resolve_source(str(clip), tmp_path), bus, pace="max", loop=True, cache_mb=64, max_frames=60)
+    taken = []
+    while len(taken) < 60:
+        got = sub.take(1, timeout=5)
+        if not got:
+            break
+        taken.append(got[0])
+        time.sleep(0.002)
+    reader.join(5)
+    indices = [f.index for f, _ in taken]
+    assert indices == sorted(indices) and indices[-1] == 59
+    assert sum(skipped for _, skipped in taken) < 10  # the source waited for its consumer
+    np.testing.assert_array_equal(taken[12][0].image, taken[0][0].image)  # the 12-frame clip, replayed
+
+
+def test_latest_takes_the_newest_frame_of_each_stream(tmp_path):
+    bus = FrameBus()
+    stop = threading.Event()
+    sub = bus.subscribe("all", "latest")
+    only_1 = bus.subscribe("one", "latest", streams={1})
+    for i in range(3):
+        for stream in (0, 1, 2):
+            bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter(), stream), stop)
+    got = sub.take(10, timeout=1)
+    assert [(f.stream, f.index) for f, _ in got] == [(0, 2), (1, 2), (2, 2)]
+    assert [(f.stream, f.index) for f, _ in only_1.take(10, timeout=1)] == [(1, 2)]
+    for stream in (0, 1, 2):
+        bus.end(stream)
+    assert sub.take(10, timeout=1) == [] and sub.ended
+
+
+def test_a_reopen_while_paused_stays_paused(tmp_path, clip):
+    """Review finding: a camera reopened while paused showed "running"."""
+    import rtmon.sources as sources
+
+    spec = sources.SourceSpec("rtsp://cam", "stream", str(clip), "rtsp://cam")
+    bus = FrameBus()
+    sub = bus.subscribe("x", "latest")
+    reader = _run_reader(spec, bus)
+    deadline = time.time() + 5
+    while reader.status.state != "reconnecting" and time.time() < deadline:
+        with contextlib.suppress(queue.Empty):
+            sub.get(timeout=0.02)
+    reader.pause(True)
+    deadline = time.time() + 5
+    while reader.status.reconnects < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    state = reader.status.state
+    reader.stop()
+    reader.join(3)
+    assert reader.status.reconnects >= 1 and state == "paused"

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -36,6 +37,16 @@ def _wait_for(session: str, predicate, timeout: float) -> str:
     raise AssertionError(f"timed out; screen was:\n{screen}")
 
 
+def _spawned_in(folder: Path) -> list[psutil.Process]:
+    """Processes multiprocessing started (engine processes, its resource tracker) in `folder`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "multiprocessing" in cmdline and proc.info["cwd"] == str(folder):
+            found.append(proc)
+    return found
+
+
 def _fps(screen: str) -> list[str]:
     return re.findall(r"FPS (\d+\.\d)", screen)
 
@@ -53,7 +64,11 @@ def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
         screen = _wait_for(session, lambda s: "torch-fp32" in s and "ort-cpu" in s and len(_fps(s)) >= 2, 180)
         assert "terminal too small" not in screen
         first = _fps(screen)
-        screen = _wait_for(session, lambda s: len(_fps(s)) >= 2 and _fps(s) != first and "P99" in s, 60)
+        screen = _wait_for(session, lambda s: len(_fps(s)) >= 2 and _fps(s) != first and "P99" in s
+                           and "faster than BASELINE" in s, 60)
+        # roles on the panels, and the headline computed from the figures on screen
+        assert "BASELINE torch-fp32" in screen and "OPTIMIZED ort-cpu" in screen
+        assert re.search(r"OPTIMIZED ort-cpu \d+\.\d× faster than BASELINE torch-fp32 \(capacity\)", screen), screen
 
         _tmux("send-keys", "-t", session, "1")
         _wait_for(session, lambda s: re.search(r"^│off\b", s, re.M) is not None, 15)
@@ -76,6 +91,8 @@ def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
         assert took < 2.0, f"q took {took:.2f} s"
         # the terminal is back to the shell: no panel borders left on screen
         assert "╭" not in _screen(session)
+        time.sleep(1.0)
+        assert not _spawned_in(tmp_path), "an engine process outlived the monitor"
     finally:
         _tmux("kill-session", "-t", session)
     videos = list((tmp_path / "recordings").glob("*.mp4"))

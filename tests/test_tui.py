@@ -12,7 +12,7 @@ from textual.app import App
 from textual.widgets import Static
 
 from rtmon.config import MonitorSettings
-from rtmon.core import EngineInfo, GpuMemory
+from rtmon.core import EngineInfo, EngineState, GpuMemory, Role
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
@@ -76,11 +76,11 @@ class FakeControl:
 
     def _engine(self, index: int, name: str, tick: int) -> EngineSnapshot:
         if name in self.engine_errors:
-            state = "failed"
+            state = EngineState.FAILED
         elif not self.enabled[name]:
-            state = "off"
+            state = EngineState.OFF
         else:
-            state = "paused" if self.paused else "running"
+            state = EngineState.RUNNING
         rng = np.random.default_rng(index)
         base = 8.0 + 12.0 * index
         window = tuple(float(v) for v in base + rng.gamma(2.0, 1.5, 500) + (tick % 5) * 0.1)
@@ -99,7 +99,10 @@ class FakeControl:
             fps_history=tuple(fps + 5 * np.sin(i / 4) for i in range(60)),
             latency_window_ms=window,
             class_counts={0: 3, 2: 1},
-            memory=GpuMemory(process_mib=None if index else 512.0),
+            memory=GpuMemory(process_mib=None if index else 512.0, context_mib=None if index else 400.0),
+            role=Role.BASELINE if index == 0 else Role.OPTIMIZED,
+            capacity_fps=fps * (1 + 3 * index),
+            busy_pct=50.0,
         )
 
     def snapshot(self) -> MonitorSnapshot:
@@ -174,7 +177,7 @@ def capture_notifications(app: MonitorApp) -> list[str]:
 
 async def test_number_key_turns_an_engine_off_and_on() -> None:
     control = FakeControl()
-    app = MonitorApp(control)
+    app = MonitorApp(control, refresh_hz=0.2)  # the test polls by hand
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert panel_state(app, 1) == "running"
@@ -405,9 +408,12 @@ async def test_panel_shows_latency_percentiles_and_counts() -> None:
         engine = app.last_snapshot.engines[0]
         numbers = text_of(panel(app, 1).query_one(".engine-numbers", Static))
         assert f"P99 {engine.latency.p99:.1f}" in numbers
-        assert f"mean {engine.latency.mean:.1f}" in numbers
-        assert f"frames {engine.processed:,}  skipped {engine.skipped:,}" in numbers
-        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "torch · fp32 · cpu · 640px"
+        assert f"P50 {engine.latency.p50:.1f}" in numbers
+        assert f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy 50%" in numbers
+        assert "GPU mem 512 MiB (own 112 MiB)" in numbers
+        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "torch · fp32 · on cpu · 640px"
+        fps = text_of(panel(app, 1).query_one(".fps-text", Static))
+        assert fps.startswith(f"FPS {engine.fps:.1f} · capacity {engine.capacity_fps:.0f}")
 
 
 async def test_lost_source_is_shown_in_the_status_line_and_the_ui_stays_up() -> None:

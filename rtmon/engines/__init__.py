@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from rtmon.core import Role
 from rtmon.errors import UserError
 
 
@@ -24,6 +25,7 @@ class EngineSpec:
     description: str
     needs: tuple[str, ...] = ()  # importable modules
     needs_gpu: bool = False
+    gpu_if_available: bool = False  # runs on the GPU when there is one (the baseline, as users run it)
     needs_provider: str = ""  # an ONNX Runtime execution provider that must be present
     install: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +49,14 @@ SPECS: dict[str, EngineSpec] = {
             "UltralyticsEngine",
             "ultralytics predict as users run it: PyTorch FP32, synchronous (the baseline)",
             needs=("ultralytics",),
+            gpu_if_available=True,
+        ),
+        EngineSpec(
+            "ultralytics-ort",
+            "ultralytics_ort",
+            "UltralyticsOrtEngine",
+            "ultralytics' own ONNX export (FP16) run by its own predict on ONNX Runtime CUDA: what a user picks to go faster",
+            **_ORT_CUDA,
         ),
         EngineSpec(
             "ort-cpu",
@@ -163,8 +173,18 @@ ALIASES = {"baseline": "torch-fp32"}
 OPTIMIZED_ORDER = ["torch-graph-compiled", "torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
 
 
-def register(spec: EngineSpec) -> None:
-    SPECS[spec.name] = spec
+ROLES = {"torch-fp32": Role.BASELINE, "ultralytics-ort": Role.PEER}
+
+
+def role(name: str) -> Role:
+    """BASELINE for the yardstick, PEER for ultralytics' own faster path, OPTIMIZED for rtmon's engines."""
+    return ROLES.get(name, Role.OPTIMIZED)
+
+
+def uses_gpu(name: str) -> bool:
+    """Whether the engine's process starts CUDA (and so has a CUDA context to account for)."""
+    spec = SPECS[name]
+    return spec.needs_gpu or (spec.gpu_if_available and _cuda_available())
 
 
 def known_names() -> list[str]:
@@ -214,26 +234,46 @@ def canonical(name: str) -> str:
     return name
 
 
+def optimized_candidates() -> list[str]:
+    """The engines `optimized` may be, fastest first, among those that can run here."""
+    return [name for name in OPTIMIZED_ORDER if name in SPECS and unavailable_reason(name) is None]
+
+
 def resolve_optimized() -> str:
-    for name in OPTIMIZED_ORDER:
-        if name in SPECS and unavailable_reason(name) is None:
-            return name
-    raise UserError("engine: no optimized engine is available here; pip install 'rtmon[cpu]' for ort-cpu")
+    candidates = optimized_candidates()
+    if not candidates:
+        raise UserError("engine: no optimized engine is available here; pip install 'rtmon[cpu]' for ort-cpu")
+    return candidates[0]
+
+
+def candidates_for(name: str) -> list[str]:
+    """The engines to try for `name`, in order: for `optimized`, every available one in the
+    measured order (a runner falls back to the next when one fails to load); else just one."""
+    if ALIASES.get(name, name) == "optimized":
+        resolve_optimized()  # a UserError when there is none
+        return optimized_candidates()
+    return [canonical(name)]
+
+
+def resolve_engines(names: list[str]) -> list[list[str]]:
+    """For each engine asked for (in order, de-duplicated), the engines to try: one name, or for
+    `optimized` the available ones in the measured order. Each must be runnable here."""
+    out: list[list[str]] = []
+    for raw in names:
+        candidates = candidates_for(raw.strip())
+        why = unavailable_reason(candidates[0])
+        if why:
+            raise UserError(f"engine: {candidates[0]} is not available: {why}")
+        if all(c[0] != candidates[0] for c in out):
+            out.append(candidates)
+    if not out:
+        raise UserError("engine: no engine given")
+    return out
 
 
 def resolve_names(names: list[str]) -> list[str]:
     """Canonical, de-duplicated engine names in the order given; each must be runnable here."""
-    out: list[str] = []
-    for raw in names:
-        name = canonical(raw.strip())
-        why = unavailable_reason(name)
-        if why:
-            raise UserError(f"engine: {name} is not available: {why}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise UserError("engine: no engine given")
-    return out
+    return [candidates[0] for candidates in resolve_engines(names)]
 
 
 def create(name: str, model, settings):

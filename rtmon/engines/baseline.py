@@ -27,8 +27,17 @@ class UltralyticsEngine:
         self._yolo = load_yolo(self.model_ref.path)
         for frame in warmup_frames():
             self.infer(frame)
-        device = str(next(self._yolo.model.parameters()).device)
-        self.info = EngineInfo(self.info.name, self.info.backend, "fp32", device, self._m.imgsz)
+        self.info = EngineInfo(self.info.name, self.info.backend, "fp32", self._where(), self._m.imgsz)
+
+    def _where(self) -> str:
+        """Where predict really ran: the predictor's device (the YOLO object's own copy of the
+        weights stays on the CPU, so asking it would say "cpu" on a GPU machine)."""
+        device = self._yolo.predictor.device
+        if device.type == "cuda":
+            import torch
+
+            return torch.cuda.get_device_name(device)
+        return device.type
 
     def infer(self, frame: Frame) -> Result:
         (res,) = self._yolo.predict(

@@ -15,16 +15,23 @@ score class, best first) leave the device; class-aware NMS on those few rows run
 If more than k candidates pass the confidence threshold, the frame falls back to the full
 device NMS on the graph's static head output, so results never depend on k.
 
-Frames already on the device (NVDEC, see `rtmon/nvdec.py`) are copied device to device.
+Frames already on the device (NVDEC, see `rtmon/nvdec.py`) are copied device to device. Frames in
+host memory the runner has page-locked for the GPU (its shared-memory ring, see
+`register_host_memory`) are uploaded straight from there, without a staging copy.
 Work runs on the engine's own streams, never the legacy default stream: CUDA graphs cannot be
 captured on it, and ONNX Runtime and TensorRT are told to use the same stream.
+
+The runner drives an engine through `submit(frames)` (queue the work, return at once) and
+`collect(ticket)` (wait for that work's boxes), so it can keep `lanes` frames or micro-batches in
+flight: the host uploads one while the GPU runs the other. A micro-batch of n frames runs on the
+plan for the smallest captured batch size ≥ n (1, 2, 4, … `engine.max_batch`): static shapes.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +58,13 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 # candidates than k over the threshold fall back to full device NMS); k only sets how rarely
 # that slower path is taken. A trained yolo11n has tens to a few hundred candidates over 0.25.
 CANDIDATES = 1024
-# Frames in flight in `infer_stream`: the host prepares frame N+1 while the GPU runs frame N.
+# Frames (or micro-batches) in flight: the host prepares frame N+1 while the GPU runs frame N.
 LANES = 2
+# cuBLAS keeps a workspace per stream, 32 MiB each by default on Hopper, and every captured graph
+# has its own stream. yolo11n's few small matmuls (its attention block) need far less; a small
+# workspace keeps the engine's memory near the baseline's. Read by PyTorch at the first GEMM of
+# the process, so it is set before loading (each engine has its own process).
+CUBLAS_WORKSPACE = ":1024:2"
 
 
 def require_cuda(engine: str) -> torch.device:
@@ -97,7 +109,7 @@ class Plan:
     pred: torch.Tensor  # (B, 4+nc, N), device
     rows: torch.Tensor  # (B, k, 6) float32, device
     rows_host: torch.Tensor  # the same, pinned
-    launch: Callable[[list[torch.cuda.Event]], None]  # replays the graphs, recording the stage events
+    launch: Callable[[list[torch.cuda.Event] | None], None]  # replays the graphs (recording the stage events)
     events: list[torch.cuda.Event]  # upload begin/end, letterbox end, network end, candidates end, copied
 
     @property
@@ -111,7 +123,7 @@ class GpuEngine:
 
     backend = "gpu"
     precision = "fp16"
-    # `rtmon bench` measures pipelined engines through `infer_stream`; False for ladder rungs
+    # Pipelined engines keep LANES frames in flight when frames wait; False for ladder rungs
     # that show one frame at a time.
     pipelined = True
 
@@ -119,7 +131,8 @@ class GpuEngine:
         self.model_ref = model
         self.class_names = dict(model.class_names)
         self._imgsz = settings.model.imgsz
-        self._batch = settings.engines.batch
+        self.max_batch = settings.engine.max_batch
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         self._engines_dir = Path(settings.paths.engines_dir)
         self._thresholds = Thresholds.of(settings.model)
         if pipelined is not None:
@@ -132,8 +145,24 @@ class GpuEngine:
         self._upload_stream: torch.cuda.Stream | None = None
         self._lane_streams: list[torch.cuda.Stream] = []
         self._copier: ThreadPoolExecutor | None = None
+        self._next_lane = 0
+        self._registered: list[tuple[int, int]] = []  # page-locked host ranges (address, size)
+        self._memory_steps: list[tuple[str, float | None]] = []
+        self.stage_times = settings.engine.stage_times  # CUDA events per stage, or only the frame's end
         self.overflows = 0  # frames that took the full-NMS fallback
         self.info = EngineInfo(name, self.backend, self.precision, "cuda", self._imgsz)
+
+    @property
+    def lanes(self) -> int:
+        """Frames (or micro-batches) this engine usefully keeps in flight."""
+        return LANES if self.pipelined else 1
+
+    def batch_sizes(self) -> list[int]:
+        """The micro-batch sizes that get a captured plan: powers of two up to `max_batch`, and it."""
+        sizes = [1]
+        while sizes[-1] * 2 < self.max_batch:
+            sizes.append(sizes[-1] * 2)
+        return sorted({*sizes, self.max_batch})
 
     # --- what a backend provides -------------------------------------------------------------
     @property
@@ -160,6 +189,7 @@ class GpuEngine:
     # --- the Engine protocol ---------------------------------------------------------------------
     def load(self) -> None:
         self._device = require_cuda(self.info.name)
+        self._measure("CUDA context")
         self._stream = torch.cuda.Stream(self._device)
         self._upload_stream = torch.cuda.Stream(self._device)
         # Lanes replay concurrently on their own streams only when the whole frame is one torch
@@ -172,16 +202,48 @@ class GpuEngine:
         frames = warmup_frames()
         for frame in frames:
             self.infer(frame)
-        if self.pipelined:
-            for _ in self.infer_stream(frames * 2):
-                pass
-        if self._batch > 1:
-            self.infer_batch(warmup_frames(count=self._batch))
+        self._measure("first plan (weights, graphs, workspaces)")
+        if self.lanes > 1:
+            for _ in range(2):  # both lanes, back to back
+                tickets = [self.submit([f]) for f in frames[: self.lanes]]
+                for ticket in tickets:
+                    self.collect(ticket)
+            self._measure("second lane")
+        for size in self.batch_sizes()[1:]:
+            for _ in range(self.lanes):
+                tickets = [self.submit(warmup_frames(count=size)) for _ in range(self.lanes)]
+                for ticket in tickets:
+                    self.collect(ticket)
+        if self.max_batch > 1:
+            self._measure(f"batch plans {self.batch_sizes()[1:]}")
         torch.cuda.empty_cache()  # the warm-up runs' blocks; the graphs keep their own pools
+        self._measure("after emptying the allocator's cache")
+        self.note("GPU memory while loading (NVML, this process): "
+                  + ", ".join(f"{step} {_mib(mib)}" for step, mib in self._memory_steps))
         self.info = EngineInfo(
             self.info.name, self.backend, self.precision, torch.cuda.get_device_name(self._device),
             self._imgsz, tuple(self._notes),
         )
+
+    def _measure(self, step: str) -> None:
+        from rtmon import gpu
+
+        torch.cuda.synchronize(self._device)
+        self._memory_steps.append((step, gpu.process_memory_mib()))
+
+    def register_host_memory(self, address: int, size: int) -> bool:
+        """Page-lock `size` bytes at `address` (the runner's frame ring) so frames there upload
+        with one DMA and no staging copy; False (and the staging path) if the driver refuses."""
+        code = torch.cuda.cudart().cudaHostRegister(address, size, 0)
+        if int(code) != 0:
+            self.note(f"frame ring not page-locked (cudaHostRegister returned {int(code)}); frames are staged")
+            return False
+        self._registered.append((address, size))
+        return True
+
+    def _registered_image(self, image: np.ndarray) -> bool:
+        address = image.ctypes.data
+        return any(start <= address and address + image.nbytes <= start + size for start, size in self._registered)
 
     def runner(self, batch: int) -> Runner:
         """The network alone on a device tensor (built once per batch size, on the engine stream)."""
@@ -191,42 +253,31 @@ class GpuEngine:
         return self._runners[batch]
 
     def infer(self, frame: Frame) -> Result:
-        plan = self._plan(0, 1, frame.image.shape)
-        self._launch(plan, [frame])
-        (result,) = self._finish(plan, [frame])
+        (result,) = self.collect(self.submit([frame]))
         return result
 
     def infer_batch(self, frames: list[Frame]) -> list[Result]:
-        """Frames → results in one graph replay (a micro-batch); stage times are per frame.
+        """Frames → results in one graph replay (a micro-batch); stage times are per frame."""
+        return self.collect(self.submit(frames))
 
-        A batch smaller than the engine's fixed batch size leaves the rest of the static input
-        as it was (fixed-shape graphs and plans take only that shape); those rows are ignored.
-        """
-        if len(frames) > max(self._batch, 1):
-            raise ValueError(f"{self.info.name}: batch of {len(frames)} frames, engine batch is {self._batch}")
-        shapes = {tuple(f.image.shape) for f in frames}
-        if len(frames) == 1 or len(shapes) > 1:
-            return [self.infer(f) for f in frames]
-        plan = self._plan(0, self._batch, frames[0].image.shape)
+    def submit(self, frames: list[Frame]) -> tuple[Plan | None, list[Frame], list[Result]]:
+        """Queue `frames` (one micro-batch) on the next lane and return at once; `collect` the
+        ticket for the results. The runner keeps at most `lanes` tickets open and collects them
+        in order, so a lane's plan is never overwritten while its frames are in flight."""
+        if len(frames) > self.max_batch:
+            raise ValueError(f"{self.info.name}: a batch of {len(frames)} frames; engine.max_batch is {self.max_batch}")
+        if len({tuple(f.image.shape) for f in frames}) > 1:
+            # Streams of different sizes cannot share one static input: one frame at a time.
+            return None, frames, [self.infer(f) for f in frames]
+        lane, self._next_lane = self._next_lane, (self._next_lane + 1) % self.lanes
+        size = next(b for b in self.batch_sizes() if b >= len(frames))
+        plan = self._plan(lane, size, frames[0].image.shape)
         self._launch(plan, frames)
-        return self._finish(plan, frames)
+        return plan, frames, []
 
-    def infer_stream(self, frames: Iterable[Frame]) -> Iterator[Result]:
-        """Results for a stream of frames, in order, with up to `LANES` frames in flight: the
-        host uploads frame N+1 while the GPU runs frame N, and the GPU never waits on the host."""
-        in_flight: deque[tuple[Plan, list[Frame]]] = deque()
-        lane = 0
-        for frame in frames:
-            if len(in_flight) == LANES:
-                plan, done = in_flight.popleft()
-                yield from self._finish(plan, done)
-            plan = self._plan(lane, 1, frame.image.shape)  # the lane whose frame was just finished
-            self._launch(plan, [frame])
-            in_flight.append((plan, [frame]))
-            lane = (lane + 1) % LANES
-        while in_flight:
-            plan, done = in_flight.popleft()
-            yield from self._finish(plan, done)
+    def collect(self, ticket: tuple[Plan | None, list[Frame], list[Result]]) -> list[Result]:
+        plan, frames, done = ticket
+        return done if plan is None else self._finish(plan, frames)
 
     def close(self) -> None:
         if self._stream is not None:
@@ -239,6 +290,9 @@ class GpuEngine:
             self._copier = None
         self._lane_streams = []
         self._stream = self._upload_stream = None
+        for address, _ in self._registered:
+            torch.cuda.cudart().cudaHostUnregister(address)
+        self._registered.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -247,30 +301,36 @@ class GpuEngine:
         """Queue upload, graphs and the copy of the candidate rows; returns without waiting."""
         begin, uploaded = plan.events[0], plan.events[1]
         up = self._upload_stream
-        host = [i for i, f in enumerate(frames) if not _on_device(f.image)]
-        if host:
-            images = [np.asarray(frames[i].image) for i in host]
-            targets = [plan.src_host[i].numpy() for i in host]
-            if len(host) > 1:  # NumPy copies without the GIL: spread a batch over threads
+        # Host frames are staged into the plan's pinned buffer, unless they already lie in
+        # page-locked memory (the runner's ring), whence they are uploaded directly.
+        staged = [i for i, f in enumerate(frames) if not _on_device(f.image) and not self._registered_image(f.image)]
+        if staged:
+            images = [np.asarray(frames[i].image) for i in staged]
+            targets = [plan.src_host[i].numpy() for i in staged]
+            if len(staged) > 1:  # NumPy copies without the GIL: spread a batch over threads
                 list(self._copier.map(np.copyto, targets, images))
             else:
                 np.copyto(targets[0], images[0])
         with torch.cuda.stream(up):
-            begin.record()
-            if len(host) == len(frames):
+            if self.stage_times:
+                begin.record()
+            if any(_on_device(f.image) for f in frames):
+                up.wait_stream(torch.cuda.current_stream())  # device frames were made on the caller's stream
+            if len(staged) == len(frames):
                 plan.src[: len(frames)].copy_(plan.src_host[: len(frames)], non_blocking=True)
             else:
-                up.wait_stream(torch.cuda.current_stream())  # device frames were made on the caller's stream
                 for i, f in enumerate(frames):
-                    if i in host:
+                    if i in staged:
                         plan.src[i].copy_(plan.src_host[i], non_blocking=True)
-                    else:
+                    elif _on_device(f.image):
                         plan.src[i].copy_(f.image)
                         f.image.record_stream(up)
+                    else:
+                        plan.src[i].copy_(torch.from_numpy(f.image), non_blocking=True)
             uploaded.record()
         with torch.cuda.stream(plan.stream):
             plan.stream.wait_event(uploaded)
-            plan.launch(plan.events)
+            plan.launch(plan.events if self.stage_times else None)
             plan.rows_host.copy_(plan.rows, non_blocking=True)
             plan.events[-1].record()
 
@@ -291,11 +351,14 @@ class GpuEngine:
         done = time.perf_counter()
         n = len(frames)
         host_ms = (done - t0) * 1e3
-        stages = StageTimes(
-            (ev[0].elapsed_time(ev[1]) + ev[2].elapsed_time(ev[3])) / n,
-            ev[3].elapsed_time(ev[4]) / n,
-            (ev[4].elapsed_time(ev[6]) + host_ms) / n,
-        )
+        if self.stage_times:
+            stages = StageTimes(
+                (ev[0].elapsed_time(ev[1]) + ev[2].elapsed_time(ev[3])) / n,
+                ev[3].elapsed_time(ev[4]) / n,
+                (ev[4].elapsed_time(ev[6]) + host_ms) / n,
+            )
+        else:
+            stages = StageTimes(0.0, 0.0, host_ms / n)  # untimed: only the host's own work is known
         return [Result(self.info.name, f, d, stages, done) for f, d in zip(frames, detections, strict=True)]
 
     # --- building the graphs -------------------------------------------------------------------
@@ -326,26 +389,28 @@ class GpuEngine:
 
             graph, (pred, rows) = capture(whole)
 
-            def launch(ev: list[torch.cuda.Event]) -> None:
-                ev[2].record()
-                ev[3].record()  # the letterbox is inside the one graph: counted as inference
+            def launch(ev: list[torch.cuda.Event] | None) -> None:
+                if ev:
+                    ev[2].record()
+                    ev[3].record()  # the letterbox is inside the one graph: counted as inference
                 graph.replay()
-                ev[4].record()
-                ev[5].record()
+                if ev:
+                    ev[4].record()
+                    ev[5].record()
         else:
             run = self.runner(batch)
             letterbox_graph, x = capture(letterbox)
             pred = run(x).clone()
             candidates_graph, rows = capture(lambda: top_candidates(pred, CANDIDATES))
 
-            def launch(ev: list[torch.cuda.Event]) -> None:
-                ev[2].record()
-                letterbox_graph.replay()
-                ev[3].record()
-                pred.copy_(run(x))
-                ev[4].record()
-                candidates_graph.replay()
-                ev[5].record()
+            def launch(ev: list[torch.cuda.Event] | None) -> None:
+                marks = ev[2:6] if ev else [None] * 4
+                for mark, step in zip(marks, (letterbox_graph.replay, lambda: pred.copy_(run(x)),
+                                               candidates_graph.replay, None), strict=True):
+                    if mark is not None:
+                        mark.record()
+                    if step is not None:
+                        step()
 
         torch.cuda.current_stream().synchronize()
         return Plan(
@@ -353,6 +418,10 @@ class GpuEngine:
             src_host=torch.empty(src.shape, dtype=torch.uint8, pin_memory=True), pred=pred, rows=rows,
             rows_host=torch.empty(rows.shape, dtype=torch.float32, pin_memory=True), launch=launch, events=events,
         )
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
 
 
 def _on_device(image: object) -> bool:

@@ -23,7 +23,7 @@ class OnnxRuntimeEngine:
         self.model_ref = model
         self.class_names = dict(model.class_names)
         self._imgsz = settings.model.imgsz
-        self._threads = settings.engines.ort_threads
+        self._threads = settings.engine.ort_threads
         self._engines_dir = Path(settings.paths.engines_dir)
         self._thresholds = Thresholds.of(settings.model)
         self._session = None

@@ -16,8 +16,18 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
+from rtmon.core import EngineState
 from rtmon.snapshot import MonitorControl, MonitorSnapshot
-from rtmon.tui.widgets import EnginePanel, GpuPanel, PreviewWidget, StatusLine
+from rtmon.tui.widgets import (
+    EnginePanel,
+    GpuPanel,
+    HeadlineBar,
+    PreviewWidget,
+    StatusLine,
+    StreamsTable,
+    headline_text,
+    shared_axis,
+)
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 MAX_REFRESH_HZ = 10.0
@@ -34,9 +44,14 @@ HELP_TEXT = """\
   [b]?[/b]    this help
   [b]q[/b]    quit (also Ctrl-C)
 
-Panels: FPS now (average since start) and its history, latency
-mean and percentiles with a histogram of recent frames, frames
-processed / skipped, GPU memory where NVML can tell, else "n/a".
+Each panel names its role (BASELINE, PEER, OPTIMIZED), the engine
+and the device it really runs on. FPS is what it delivered; capacity
+is what it could sustain (frames per second of busy time), so the
+difference shows even when a camera paces both. Latency runs from
+capture to boxes on the host; every histogram shares one axis. GPU
+memory is the engine's own process (NVML), with its share beside
+the CUDA context; "n/a" where NVML cannot tell. The top line
+compares optimized and baseline from these same figures.
 
 [dim]escape or ? closes this help[/dim]"""
 
@@ -88,6 +103,8 @@ class MonitorApp(App[None]):
         self._wanted_on: dict[str, bool] = {}
         self._recording_path = ""
         self._status = StatusLine(id="status")
+        self._headline = HeadlineBar(id="headline")
+        self._streams = StreamsTable(id="streams")
         self._gpu = GpuPanel(id="gpu")
         self._preview = PreviewWidget(id="preview")
         self._engines = Container(id="engines")
@@ -97,8 +114,10 @@ class MonitorApp(App[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="main"):
             yield self._status
+            yield self._headline
             yield self._gpu
             yield self._preview
+            yield self._streams
             yield self._engines
         yield self._too_small_message
         yield Footer()
@@ -129,7 +148,11 @@ class MonitorApp(App[None]):
         status.source = snapshot.source
         status.uptime_s = snapshot.uptime_s
         status.recording = snapshot.recording
+        status.recording_error = snapshot.recording_error
+        status.sources = len(snapshot.sources)
         status.paused = self.paused
+        self._headline.update(headline_text(snapshot))
+        self._streams.snapshot = snapshot
         self._gpu.gpu = snapshot.gpu
         names = tuple(engine.name for engine in snapshot.engines)
         if names != self._engine_names:
@@ -137,10 +160,12 @@ class MonitorApp(App[None]):
             self._panels = [EnginePanel(i, name) for i, name in enumerate(names, start=1)]
             self._engines.remove_children()
             self._engines.mount_all(self._panels)
+        axis = shared_axis(snapshot.engines)
         for panel, engine in zip(self._panels, snapshot.engines, strict=True):
+            panel.axis = axis
             panel.engine = engine
             panel.info = snapshot.engine_info.get(engine.name)
-            panel.wanted_on = self._wanted_on.setdefault(engine.name, engine.state != "off")
+            panel.wanted_on = self._wanted_on.setdefault(engine.name, engine.state != EngineState.OFF)
 
     # --- terminal size --------------------------------------------------------------------
 

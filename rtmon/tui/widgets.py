@@ -23,17 +23,18 @@ from textual.widgets import Sparkline, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from rtmon.core import EngineInfo
+from rtmon.core import EngineInfo, EngineState
 from rtmon.gpu import GpuSample, fmt_mib
-from rtmon.metrics import EngineSnapshot
-from rtmon.snapshot import SourceStatus
+from rtmon.metrics import EngineSnapshot, Headline
+from rtmon.snapshot import MonitorSnapshot, SourceStatus
 
 NA = "n/a"
-ENGINE_STATES = ("starting", "running", "paused", "off", "failed", "ended")
-ACTIVE_STATES = ("starting", "running", "paused")
+ENGINE_STATES = tuple(state.value for state in EngineState)  # app.tcss styles each one
+ACTIVE_STATES = (EngineState.STARTING, EngineState.LOADING, EngineState.RUNNING, EngineState.RECONNECTING)
 SOURCE_TROUBLE = ("reconnecting", "failed", "ended")
 HIST_BINS = 20
 HIST_REDRAW_S = 1.0
+LOG_AXIS_SPREAD = 8.0  # a shared axis goes logarithmic when the slowest frame is this many times the fastest
 UPPER_HALF = "▀"
 
 
@@ -50,40 +51,78 @@ def fmt_duration(seconds: float) -> str:
 
 def engine_state_text(engine: EngineSnapshot, wanted_on: bool) -> str:
     """The state word a user reads, saying so while an on/off request has not taken effect yet."""
-    if not wanted_on and engine.state in ACTIVE_STATES:
+    state = EngineState(engine.state)
+    if not wanted_on and state in ACTIVE_STATES:
         return "turning off…"
-    if wanted_on and engine.state == "off":
+    if wanted_on and state == EngineState.OFF:
         return "turning on…"
-    if engine.state == "failed":
+    if state == EngineState.FAILED:
         return f"failed: {engine.error}" if engine.error else "failed"
-    return engine.state
+    return state.value + (f" · {engine.notice}" if engine.notice else "")
+
+
+def panel_title(index: int, engine: EngineSnapshot | None, name: str) -> str:
+    """`1 BASELINE torch-fp32`: the key that toggles it, its role, its engine."""
+    role = engine.role.value.upper() if engine is not None else ""
+    return f"{index} {role} {name}".replace("  ", " ")
 
 
 def engine_info_text(info: EngineInfo | None) -> str:
-    if info is None:
-        return NA
-    return f"{info.backend} · {info.precision} · {info.device} · {info.input_size}px"
+    if info is None or not info.precision:
+        return f"{info.backend} · loading…" if info is not None else NA
+    return f"{info.backend} · {info.precision} · on {info.device or NA} · {info.input_size}px"
 
 
 def engine_numbers_text(engine: EngineSnapshot) -> str:
-    """Latency percentiles, frame counts and this engine's GPU memory, one fact group a line."""
+    """Latency percentiles from capture, frame counts, busy share and this engine's GPU memory."""
     lat = engine.latency
     if lat is None:
-        latency = f"latency ms  {NA}\n"
+        latency = f"capture→boxes ms  {NA}\n"
     else:
         latency = (
-            f"latency ms  mean {lat.mean:.1f}  P50 {lat.p50:.1f}\n"
-            f"            P95 {lat.p95:.1f}  P99 {lat.p99:.1f}"
+            f"capture→boxes ms  P50 {lat.p50:.1f}\n"
+            f"                  P95 {lat.p95:.1f}  P99 {lat.p99:.1f}"
         )
+    mem = engine.memory
+    own = f" (own {fmt_mib(mem.engine_mib)})" if mem.engine_mib is not None else ""
     return (
         f"{latency}\n"
-        f"frames {engine.processed:,}  skipped {engine.skipped:,}\n"
-        f"GPU mem {fmt_mib(engine.gpu_mem_mib)}"
+        f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy {fmt_num(engine.busy_pct, '.0f', '%')}\n"
+        f"GPU mem {fmt_mib(mem.process_mib)}{own}"
     )
 
 
 def engine_fps_text(engine: EngineSnapshot) -> str:
-    return f"FPS {fmt_num(engine.fps)} (avg {fmt_num(engine.fps_overall)}) "
+    return f"FPS {fmt_num(engine.fps)} · capacity {fmt_num(engine.capacity_fps, '.0f')} "
+
+
+def headline_text(snapshot: MonitorSnapshot) -> str:
+    """The comparison, from the figures on screen; with the pace the feed runs at."""
+    head: Headline | None = snapshot.headline
+    pace = f"pace {snapshot.pace}"
+    if head is None:
+        return f"{pace} · add the baseline and an optimized engine to compare them"
+    if head.speedup is None:
+        return f"{head.optimized} vs {head.baseline}: measuring… · {pace}"
+    p95 = f" · P95 {head.p95_ratio:.1f}× lower" if head.p95_ratio else ""
+    return f"OPTIMIZED {head.optimized} {head.speedup:.1f}× faster than BASELINE {head.baseline} (capacity){p95} · {pace}"
+
+
+def shared_axis(engines: tuple[EngineSnapshot, ...]) -> tuple[float, float, bool] | None:
+    """The range (ms) every latency histogram shares, and whether it is logarithmic, so the
+    engines' distributions sit on one axis and the faster one visibly lies to the left. The ends
+    are powers of two, so the axis holds still while the figures move within it."""
+    values = [v for e in engines for v in e.latency_window_ms if v > 0]
+    if not values:
+        return None
+    lo = 2.0 ** np.floor(np.log2(min(values)))
+    hi = 2.0 ** np.ceil(np.log2(max(values) * 1.0001))
+    return float(lo), float(hi), hi / lo >= LOG_AXIS_SPREAD
+
+
+def axis_edges(axis: tuple[float, float, bool]) -> np.ndarray:
+    lo, hi, log = axis
+    return np.geomspace(lo, hi, HIST_BINS + 1) if log else np.linspace(lo, hi, HIST_BINS + 1)
 
 
 def gpu_text(gpu: GpuSample | None) -> str:
@@ -115,12 +154,13 @@ class EnginePanel(Vertical):
     engine: reactive[EngineSnapshot | None] = reactive(None)
     info: reactive[EngineInfo | None] = reactive(None)
     wanted_on: reactive[bool] = reactive(True)
+    axis: reactive[tuple[float, float, bool] | None] = reactive(None)
 
     def __init__(self, index: int, name: str) -> None:
         super().__init__(classes="engine-panel")
         self.index = index
         self.engine_name = name
-        self.border_title = f"{index} {name}"
+        self.border_title = panel_title(index, None, name)
         self._hist_data: tuple[float, ...] | None = None
         self._hist_drawn_at = -HIST_REDRAW_S
         self._info = Static(classes="engine-info")
@@ -163,8 +203,11 @@ class EnginePanel(Vertical):
         engine = self.engine
         if engine is None:
             return
+        self.border_title = panel_title(self.index, engine, self.engine_name)
+        for role in ("baseline", "peer", "optimized"):
+            self.set_class(engine.role.value == role, f"-{role}")
         for state in ENGINE_STATES:
-            self.set_class(engine.state == state, f"-{state}")
+            self.set_class(EngineState(engine.state).value == state, f"-{state}")
         self._state.update(engine_state_text(engine, self.wanted_on))
         self._fps.update(engine_fps_text(engine))
         self._spark.data = list(engine.fps_history)
@@ -180,10 +223,59 @@ class EnginePanel(Vertical):
         self._hist_data, self._hist_drawn_at = latencies, now
         plt = self._hist.plt
         plt.clear_data()
-        plt.title("latency ms")
-        if latencies:
-            plt.hist(list(latencies), bins=HIST_BINS)
+        plt.clear_figure()
+        axis = self.axis
+        if latencies and axis is not None:
+            edges, log = axis_edges(axis), axis[2]
+            counts, _ = np.histogram(np.clip(latencies, edges[0], edges[-1]), bins=edges)
+            position = np.arange(len(counts))  # bins are drawn evenly; their labels say the ms
+            plt.bar(list(position), list(counts / max(len(latencies), 1)), width=1)
+            ticks = [0, len(counts) // 2, len(counts) - 1]
+            plt.xticks(ticks, [f"{edges[t]:.3g}" for t in ticks])
+            plt.title("capture→boxes ms" + (" (log)" if log else "") + ", shared axis")
+        else:
+            plt.title("capture→boxes ms")
         self._hist.refresh()
+
+    def watch_axis(self) -> None:
+        self._hist_drawn_at = -HIST_REDRAW_S  # a new common axis: redraw now
+        self._hist_data = None
+        self._show_when_mounted()
+
+
+class HeadlineBar(Static):
+    """The comparison the whole screen is about, in one line."""
+
+
+class StreamsTable(Static):
+    """One row per source when there are several: state, reconnects, and each engine's delivered
+    FPS, P50/P95/P99 from capture and dropped frames for that stream."""
+
+    snapshot: reactive[MonitorSnapshot | None] = reactive(None, always_update=True)
+
+    def watch_snapshot(self, snapshot: MonitorSnapshot | None) -> None:
+        self.display = bool(snapshot and len(snapshot.streams) > 1)
+        if snapshot is None or not self.display:
+            return
+        self.update(streams_text(snapshot))
+
+
+def streams_text(snapshot: MonitorSnapshot) -> str:
+    names = [e.name for e in snapshot.engines]
+    lines = ["stream source           state         reconn  " + "  ".join(f"{n[:14]:<14} FPS  P95  P99  drop" for n in names)]
+    for stream in snapshot.streams:
+        src = stream.source
+        cells = []
+        for name in names:
+            fig = stream.engines.get(name)
+            if fig is None:
+                cells.append(f"{'—':<14} {'':>4} {'':>4} {'':>4} {'':>5}")
+                continue
+            lat = fig.latency
+            cells.append(f"{'':<14} {fmt_num(fig.fps, '.0f'):>4} {fmt_num(lat.p95 if lat else None, '.0f'):>4} "
+                         f"{fmt_num(lat.p99 if lat else None, '.0f'):>4} {fig.dropped:>5}")
+        lines.append(f"{src.stream:>6} {src.uri[-16:]:<16} {src.state[:13]:<13} {src.reconnects:>6}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 class GpuPanel(Static):
@@ -203,8 +295,10 @@ class StatusLine(Horizontal):
     """Source, resolution, source FPS and state; uptime; recording state."""
 
     source: reactive[SourceStatus | None] = reactive(None)
+    sources: reactive[int] = reactive(1)
     uptime_s: reactive[float] = reactive(0.0)
     recording: reactive[str] = reactive("")
+    recording_error: reactive[str] = reactive("")
     paused: reactive[bool] = reactive(False)
     problem: reactive[str] = reactive("")  # the snapshot itself could not be read
 
@@ -231,6 +325,9 @@ class StatusLine(Horizontal):
     def watch_recording(self) -> None:
         self._show_when_mounted()
 
+    def watch_recording_error(self) -> None:
+        self._show_when_mounted()
+
     def watch_paused(self) -> None:
         self._show_when_mounted()
 
@@ -247,7 +344,8 @@ class StatusLine(Horizontal):
         if self.problem:
             source_widget.update(self.problem)
         elif self.source is not None:
-            source_widget.update(source_text(self.source, self.paused))
+            more = f" (+{self.sources - 1} more streams)" if self.sources > 1 else ""
+            source_widget.update(source_text(self.source, self.paused) + more)
         else:
             source_widget.update(f"source {NA}")
         state = self.source.state if self.source is not None else ""
@@ -255,8 +353,14 @@ class StatusLine(Horizontal):
         source_widget.set_class(self.paused or state == "paused", "-paused")
         self._uptime.update(f"up {fmt_duration(self.uptime_s)}")
         rec = self._rec
-        rec.update(f"● REC {self.recording}" if self.recording else "rec off")
+        if self.recording:
+            rec.update(f"● REC {self.recording}")
+        elif self.recording_error:
+            rec.update(f"recording failed: {self.recording_error}")
+        else:
+            rec.update("rec off")
         rec.set_class(bool(self.recording), "-on")
+        rec.set_class(bool(self.recording_error) and not self.recording, "-failed")
 
 
 def fit_size(image_w: int, image_h: int, cells_w: int, cells_h: int) -> tuple[int, int]:

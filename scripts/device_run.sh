@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# On the GPU machine: rtmon's own measurements for the docs, in stages that each fit one call.
+# Every result is written by rtmon itself and packed into $OUT/<stage>.tar.gz.
+#
+#   bash scripts/device_run.sh a   # doctor --json, GPU tests, bench single-stream and offline
+#   bash scripts/device_run.sh b   # concurrent (live truth), demo recording, multi-stream capacity, 16-stream mosaic
+#   bash scripts/device_run.sh c   # Triton: rtmon serve + client streams + perf_analyzer
+#
+# Expects the wheels rtmon needs on PYTHONPATH (../shared/device/README.md) and the sample clip
+# in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
+# the other variables below override the defaults.
+set -u -o pipefail
+stage=${1:?a, b or c}
+export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+res=/tmp/rtmon-results/$stage
+rm -rf "$res" && mkdir -p "$res"
+ENGINES=${ENGINES:-baseline,ultralytics-ort,torch-graph-compiled,torch-graph,ort-cuda}
+rt() { python3 -m rtmon "$@" --set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines; }
+step() {  # step NAME SECONDS COMMAND...: bounded, logged, never stops the stage
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" > "$res/$name.log" 2>&1
+  local code=$?
+  echo "$name: exit $code after $((SECONDS - t0)) s" | tee -a "$res/steps.txt"
+  grep -v "INVALID INDEX" "$res/$name.log" | tail -${TAIL:-12}
+}
+frames() {  # frames VIDEO PREFIX: three PNG frames of a recording (start, middle, end)
+  python3 - "$1" "$2" <<'PY'
+import sys
+import av
+from PIL import Image
+video, prefix = sys.argv[1], sys.argv[2]
+with av.open(video) as c:
+    images = [f.to_image() for f in c.decode(video=0)]
+for name, i in (("start", len(images) // 6), ("middle", len(images) // 2), ("end", len(images) - 2)):
+    images[max(i, 0)].save(f"{prefix}-{name}.png")
+print(len(images), "frames in", video)
+PY
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu.txt"
+date -u +%FT%TZ > "$res/date.txt"
+case "$stage" in
+  a)
+    step doctor 120 rt doctor --json
+    cp "$res/doctor.log" "$res/doctor.json"
+    step pytest-gpu 240 python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py
+    step single-stream 330 rt bench --scenario single-stream --engines "$ENGINES" --frames 1024 --min-duration 10 \
+      --set bench.max_duration_s=30 --out "$res/single-stream"
+    step offline 240 rt bench --scenario offline --engines "$ENGINES" --frames 1024 --out "$res/offline"
+    ;;
+  b)
+    step concurrent 330 rt bench --concurrent 20 --engines baseline,optimized --out "$res/concurrent"
+    step demo 120 rt record --source sample --duration 12 --out "$res/demo/demo.mp4"
+    frames "$res/demo/demo.mp4" "$res/demo/demo" >> "$res/demo.log" 2>&1
+    step multi-stream 330 rt bench --scenario multi-stream --engines baseline,optimized --camera-fps 30 \
+      --set engine.max_batch=32 --set bench.trial_s=6 --out "$res/multi-stream"
+    srcs=(); for _ in $(seq 16); do srcs+=(--source sample); done
+    step mosaic 150 rt record "${srcs[@]}" --pace realtime --baseline-streams 0 --duration 20 \
+      --set engine.max_batch=16 --out "$res/mosaic/mosaic16.mp4"
+    frames "$res/mosaic/mosaic16.mp4" "$res/mosaic/mosaic16" >> "$res/mosaic.log" 2>&1
+    rm -f "$res"/demo/*.mp4 "$res"/mosaic/*.mp4  # the PNG frames and figures come back, not the videos
+    ;;
+  c)
+    step triton 420 bash scripts/triton_device.sh "$res/triton"
+    ;;
+esac
+tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"
+ls -la "$OUT"
