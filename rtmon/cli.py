@@ -264,11 +264,13 @@ def evaluate(
 
 
 @app.command()
-def doctor() -> None:
-    """Versions, the GPU, and which engines can run here (and how to enable the others)."""
-    from rtmon.doctor import report
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON (the shape is in docs/doctor.md)")] = False,
+) -> None:
+    """Versions, the GPU's readiness (drivers, PyTorch, Triton, ONNX Runtime, TensorRT) and which engines can run here."""
+    from rtmon.doctor import report, report_json
 
-    raise typer.Exit(report(console))
+    raise typer.Exit(report_json(console) if as_json else report(console))
 
 
 @app.command()
