@@ -36,6 +36,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override any se
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="auto | sample | camera index | video file | image folder | rtsp/http URL")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="auto | demo | ultralytics name (yolo11n.pt) | .pt path | .yaml architecture")]
 MqttOpt = Annotated[str | None, typer.Option("--mqtt", help="publish live metrics to this broker: mqtt://host:port or mqtts://host:port")]
+PrometheusOpt = Annotated[str | None, typer.Option("--prometheus", metavar="[ADDR:]PORT", help="serve the live figures for Prometheus at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1)")]
 LoopOpt = Annotated[bool | None, typer.Option("--loop/--no-loop", help="restart a file source at its end")]
 
 
@@ -100,6 +101,14 @@ def _publisher(settings: Settings):
     return lambda snapshot, class_names: MetricsPublisher(settings.mqtt, snapshot, class_names)
 
 
+def _check_prometheus(settings: Settings) -> None:
+    """When prometheus.listen is set: it parses and its port can be bound, before any slow work."""
+    if settings.prometheus.listen:
+        from rtmon.prometheus import check_listen
+
+        check_listen(settings.prometheus)
+
+
 @app.callback()
 def monitor(
     ctx: typer.Context,
@@ -109,6 +118,7 @@ def monitor(
     model: ModelOpt = None,
     engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines to race, e.g. baseline,ort-cpu")] = None,
     mqtt: MqttOpt = None,
+    prometheus: PrometheusOpt = None,
     loop: LoopOpt = None,
     window: Annotated[bool | None, typer.Option("--window/--no-window", help="also show the split screen in a desktop window")] = None,
     preview: Annotated[bool | None, typer.Option("--preview/--no-preview", help="start with the in-terminal video preview shown (key v)")] = None,
@@ -124,13 +134,14 @@ def monitor(
         return
     settings = _settings(config, sets, **{
         "source.uri": source, "model.name": model, "engines.live": _engine_list(engines), "mqtt.url": mqtt,
-        "source.loop": loop, "monitor.window": window, "monitor.preview": preview,
+        "prometheus.listen": prometheus, "source.loop": loop, "monitor.window": window, "monitor.preview": preview,
     })
     from rtmon import engines as registry
     from rtmon.monitor import run_live
 
     names = registry.resolve_names(settings.engines.live)
     factory = _publisher(settings)
+    _check_prometheus(settings)
     if not sys.stdout.isatty():
         raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
     model_ref, spec = _prepare(settings)

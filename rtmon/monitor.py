@@ -11,12 +11,14 @@ def run_live(settings, model: ModelRef, spec: SourceSpec, names: list[str], publ
     """Run the monitor until the user quits; returns the exit code. Everything started here is
     stopped here, whatever happens."""
     from rtmon.pipeline import Pipeline
+    from rtmon.prometheus import start_exporter
     from rtmon.sinks import Window
     from rtmon.tui import run_monitor
 
     pipeline = Pipeline(spec, model, settings, names, retry_open=True)
     window = Window() if settings.monitor.window else None
     publisher = publisher_factory(pipeline.snapshot, model.class_names) if publisher_factory else None
+    exporter = start_exporter(settings.prometheus, pipeline.snapshot) if settings.prometheus.listen else None
     pipeline.load_engines(wait=False)
     pipeline.start_feed()
     if publisher:
@@ -31,3 +33,5 @@ def run_live(settings, model: ModelRef, spec: SourceSpec, names: list[str], publ
         pipeline.stop()
         if publisher:
             publisher.stop()
+        if exporter:
+            exporter.stop()
