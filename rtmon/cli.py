@@ -38,6 +38,7 @@ PaceOpt = Annotated[str | None, typer.Option("--pace", help="realtime: a file pl
 BaselineStreamsOpt = Annotated[str | None, typer.Option("--baseline-streams", help="with several sources: the streams the baseline takes, e.g. 0,1 (default all)")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="auto | demo | ultralytics name (yolo11n.pt) | .pt path | .yaml architecture")]
 MqttOpt = Annotated[str | None, typer.Option("--mqtt", help="publish live metrics to this broker: mqtt://host:port or mqtts://host:port")]
+PrometheusOpt = Annotated[str | None, typer.Option("--prometheus", metavar="[ADDR:]PORT", help="serve the live figures for Prometheus at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1)")]
 LoopOpt = Annotated[bool | None, typer.Option("--loop/--no-loop", help="restart a file source at its end")]
 
 
@@ -111,17 +112,11 @@ def _cache_dir(settings: Settings) -> Path:
     return Path(settings.paths.cache_dir).expanduser() if settings.paths.cache_dir else Path.home() / ".cache" / "rtmon"
 
 
-def _publisher(settings: Settings):
-    """A factory `(snapshot_fn, class_names) -> MetricsPublisher` when mqtt.url is set, else None.
+def _outlets(settings: Settings):
+    """The MQTT / Prometheus outlets the settings ask for (checked now), or None."""
+    from rtmon.outlets import factory
 
-    The URL and TLS files are checked here, before any slow work starts.
-    """
-    if not settings.mqtt.url:
-        return None
-    from rtmon.mqtt import MetricsPublisher, validate
-
-    validate(settings.mqtt)
-    return lambda snapshot, class_names: MetricsPublisher(settings.mqtt, snapshot, class_names)
+    return factory(settings)
 
 
 @app.callback()
@@ -133,6 +128,7 @@ def monitor(
     model: ModelOpt = None,
     engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines to race, e.g. baseline,ort-cpu")] = None,
     mqtt: MqttOpt = None,
+    prometheus: PrometheusOpt = None,
     loop: LoopOpt = None,
     pace: PaceOpt = None,
     baseline_streams: BaselineStreamsOpt = None,
@@ -151,13 +147,13 @@ def monitor(
     settings = _settings(config, sets, **{
         "source.uri": source, "model.name": model, "engine.live": _engine_list(engines), "mqtt.url": mqtt,
         "source.loop": loop, "source.pace": pace, "monitor.window": window, "monitor.preview": preview,
-        "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"),
+        "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"), "prometheus.listen": prometheus,
     })
     from rtmon import engines as registry
     from rtmon.monitor import run_live
 
     engines_ = registry.resolve_engines(settings.engine.live)
-    factory = _publisher(settings)
+    factory = _outlets(settings)
     if not sys.stdout.isatty():
         raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
     model_ref, specs = _prepare(settings)
@@ -204,6 +200,7 @@ def bench(
     max_streams: Annotated[int | None, typer.Option("--max-streams", help="multi-stream: search no further than this many cameras")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder (default recordings/bench-<time>)")] = None,
     mqtt: MqttOpt = None,
+    prometheus: PrometheusOpt = None,
     concurrent: Annotated[float | None, typer.Option("--concurrent", metavar="SECONDS", help="instead: each engine alone, then all together, on one live feed for SECONDS per phase, at both paces (concurrent.json/.md)")] = None,
 ) -> None:
     """Benchmark: the same frames through each engine, each alone in its own process, in one of the field's scenarios; writes bench.json/.md/.csv and a plot."""
@@ -212,7 +209,8 @@ def bench(
         "source.uri": ["sample"] if source is None else source, "model.name": model, "bench.frames": frames,
         "bench.warmup": warmup, "bench.min_duration_s": 60.0 if strict else min_duration,
         "bench.batches": _int_list(batches, "--batches"), "bench.camera_fps": camera_fps,
-        "bench.max_streams": max_streams, "mqtt.url": mqtt, "bench.out": None if out is None else str(out),
+        "bench.max_streams": max_streams, "mqtt.url": mqtt, "prometheus.listen": prometheus,
+        "bench.out": None if out is None else str(out),
     })
     if strict and settings.bench.frames < 1024:
         raise UserError(f"--strict: --frames must be at least 1024, not {settings.bench.frames}")
@@ -223,13 +221,16 @@ def bench(
     engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
     check_out_dir(out_dir)
-    factory = _publisher(settings)
+    factory = _outlets(settings)
     model_ref, specs = _prepare(settings)
     if not model_ref.trained:
         logging.getLogger("rtmon").warning("the model is untrained: speed figures are valid, detections are not")
     if concurrent is not None:
         if concurrent <= 0:
             raise UserError("--concurrent: give a duration in seconds greater than 0")
+        if factory is not None:
+            raise UserError("--concurrent: --mqtt and --prometheus publish the scenarios, record and the monitor, "
+                            "not the concurrent run")
         from rtmon.bench import run_concurrent
 
         run_concurrent(settings, model_ref, specs, engines_, out_dir, console, concurrent, settings.bench.concurrent_warmup_s)
@@ -256,12 +257,14 @@ def record(
     pace: PaceOpt = None,
     baseline_streams: BaselineStreamsOpt = None,
     mqtt: MqttOpt = None,
+    prometheus: PrometheusOpt = None,
 ) -> None:
     """Record the demo video headless (H.264 MP4): the split screen of two engines running concurrently on one feed (a mosaic for several sources)."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
         "record.left": left, "record.right": right, "source.uri": source, "model.name": model,
         "record.frames": frames, "record.duration": duration, "source.loop": loop, "source.pace": pace,
         "mqtt.url": mqtt, "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"),
+        "prometheus.listen": prometheus,
     })
     from rtmon import engines as registry
     from rtmon.record import run_record
@@ -269,7 +272,7 @@ def record(
     pair = registry.resolve_engines([settings.record.left, settings.record.right])
     if len(pair) < 2:
         raise UserError(f"record: --left and --right are the same engine ({pair[0][0]}); give two engines")
-    factory = _publisher(settings)
+    factory = _outlets(settings)
     model_ref, specs = _prepare(settings)
     streams = _engine_streams(settings, pair, len(specs))
     if settings.record.frames == 0 and settings.record.duration == 0 and any(s.kind in {"camera", "stream"} for s in specs):
@@ -312,11 +315,13 @@ def evaluate(
 
 
 @app.command()
-def doctor() -> None:
-    """Versions, the GPU, and which engines can run here (and how to enable the others)."""
-    from rtmon.doctor import report
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON (the shape is in docs/doctor.md)")] = False,
+) -> None:
+    """Versions, the GPU's readiness (drivers, PyTorch, Triton, ONNX Runtime, TensorRT) and which engines can run here."""
+    from rtmon.doctor import report, report_json
 
-    raise typer.Exit(report(console))
+    raise typer.Exit(report_json(console) if as_json else report(console))
 
 
 @app.command()

@@ -125,6 +125,12 @@ class MqttSettings(_Section):
     cert_file: str = ""
     key_file: str = ""
     queue: int = Field(256, ge=1, le=100_000)
+    discovery: bool = Field(True, description="announce the sensors to Home Assistant (MQTT discovery)")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+
+
+class PrometheusSettings(_Section):
+    listen: str = Field("", description="[ADDR:]PORT for a Prometheus /metrics endpoint (ADDR defaults to 127.0.0.1); empty = off")
 
 
 class PathSettings(_Section):
@@ -140,6 +146,7 @@ class Settings(_Section):
     record: RecordSettings = RecordSettings()
     monitor: MonitorSettings = MonitorSettings()
     mqtt: MqttSettings = MqttSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     paths: PathSettings = PathSettings()
 
     @field_validator("*", mode="before")

@@ -95,6 +95,15 @@ def info(index: int = 0) -> GpuInfo | None:
     )
 
 
+def cuda_driver_version() -> str | None:
+    """The newest CUDA version the installed driver supports ("12.8"), or None."""
+    nvml = _nvml()
+    if not nvml:
+        return None
+    version = _try(nvml.nvmlSystemGetCudaDriverVersion_v2) or _try(nvml.nvmlSystemGetCudaDriverVersion)
+    return f"{version // 1000}.{version % 1000 // 10}" if version else None
+
+
 def process_memory_mib(pid: int | None = None, index: int = 0) -> float | None:
     """GPU memory NVML attributes to process `pid` (default: this one), or None."""
     nvml = _nvml()

@@ -1,5 +1,5 @@
 """The live monitor: a pipeline, its front ends (terminal UI, desktop window, MQTT), and their order
-of starting and stopping. `rtmon record` is its headless sibling (`rtmon/record.py`)."""
+of starting and stopping (`publisher_factory`: `rtmon.outlets`, MQTT and Prometheus). `rtmon record` is its headless sibling (`rtmon/record.py`)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,14 @@
 docs/mqtt.md) and puts them in a bounded queue that drops the oldest message when full. A
 sender drains the queue into an `aiomqtt.Client`; when the broker is unreachable or goes away
 it reconnects with exponential back-off, and a broker that is down at start is just the first
-outage. The status topic carries a retained `online`, and a retained `offline` as the client's
-last will, so a crash shows as `offline`.
+outage. The status topic carries a plain retained `online`, and a retained `offline` as the
+client's last will, so a crash shows as `offline` (the convention Home Assistant and Frigate use).
+
+With `discovery` on, the publisher also keeps Home Assistant's device config
+(`rtmon/homeassistant.py`) retained on the broker: it sends it on connect and whenever the
+sensors change, again when Home Assistant announces itself on its birth topic, and it removes
+components a previous run left behind. A broker that refuses the discovery topics costs one
+warning; the metrics flow on.
 
 Credentials come from the settings or `RTMON_MQTT_USERNAME` / `RTMON_MQTT_PASSWORD` and never
 appear in a log message or an error.
@@ -19,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -31,6 +38,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from rtmon import homeassistant as ha
 from rtmon.config import MqttSettings
 from rtmon.errors import UserError
 from rtmon.metrics import EngineSnapshot
@@ -38,7 +46,7 @@ from rtmon.snapshot import MonitorSnapshot
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
+SCHEMA = 2
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 BACKOFF_FIRST_S = 0.25
 # Short enough that a returning broker is used again within a couple of seconds.
@@ -46,6 +54,13 @@ BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 1.5
 STATUS_QOS = 1
 METRICS_QOS = 0
+DISCOVERY_QOS = 1
+# Home Assistant asks for a random delay before answering its birth message, so that many
+# devices do not answer at once.
+DISCOVERY_JITTER_S = 1.0
+# How long the broker may take to deliver our own discovery config back to us; no echo means
+# it did not take it (typically an ACL).
+DISCOVERY_ECHO_S = 3.0
 # MQTT 3.1.1 CONNACK codes 4/5 and their MQTT 5 equivalents: the login itself was refused.
 _AUTH_REFUSED = {4, 5, 134, 135}
 
@@ -132,6 +147,8 @@ def validate(settings: MqttSettings) -> BrokerAddress:
     for part in settings.prefix.split("/"):
         _check_topic_level("prefix", part)
     _check_topic_level("instance", instance_id(settings))
+    for part in settings.discovery_prefix.split("/"):
+        _check_topic_level("discovery_prefix", part)
     if "/" in instance_id(settings):
         raise UserError(f"mqtt: instance '{instance_id(settings)}' must not contain '/'")
     tls_files = {"ca_file": settings.ca_file, "cert_file": settings.cert_file, "key_file": settings.key_file}
@@ -180,7 +197,11 @@ def topics(settings: MqttSettings) -> Topics:
     return Topics(f"{settings.prefix}/{instance_id(settings)}")
 
 
-# ---- payloads: pure functions of a snapshot, schema v1 (docs/mqtt.md) ----
+def discovery_topic(settings: MqttSettings) -> str:
+    return ha.discovery_topic(settings.discovery_prefix, instance_id(settings))
+
+
+# ---- payloads: pure functions of a snapshot, schema v2 (docs/mqtt.md) ----
 
 
 def _header(ts: float) -> dict[str, Any]:
@@ -191,16 +212,19 @@ def _num(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def status_payload(online: bool, ts: float) -> dict[str, Any]:
-    return {**_header(ts), "status": "online" if online else "offline"}
+def status_payload(online: bool) -> bytes:
+    """The status topic's plain text: what Home Assistant's availability expects."""
+    return (ha.ONLINE if online else ha.OFFLINE).encode()
 
 
 def engine_payload(snapshot: MonitorSnapshot, engine: EngineSnapshot) -> dict[str, Any]:
     info = snapshot.engine_info.get(engine.name)
     lat = engine.latency
+    head = snapshot.headline
     return {
         **_header(snapshot.time),
         "engine": engine.name,
+        "role": str(engine.role),
         "backend": info.backend if info else None,
         "precision": info.precision if info else None,
         "device": info.device if info else None,
@@ -209,6 +233,8 @@ def engine_payload(snapshot: MonitorSnapshot, engine: EngineSnapshot) -> dict[st
         "error": engine.error,
         "fps": _num(engine.fps),
         "fps_overall": _num(engine.fps_overall),
+        "capacity_fps": _num(engine.capacity_fps),
+        "busy_pct": _num(engine.busy_pct, 1),
         "latency_ms": None
         if lat is None
         else {"mean": _num(lat.mean), "p50": _num(lat.p50), "p95": _num(lat.p95), "p99": _num(lat.p99)},
@@ -216,6 +242,8 @@ def engine_payload(snapshot: MonitorSnapshot, engine: EngineSnapshot) -> dict[st
         "frames_processed": engine.processed,
         "frames_skipped": engine.skipped,
         "gpu_mem_mib": _num(engine.gpu_mem_mib, 1),
+        "gpu_mem": {counter: _num(mib, 1) for counter, mib in engine.memory.as_dict().items()},
+        "speedup_vs_baseline": _num(head.speedup) if head and head.optimized == engine.name else None,
     }
 
 
@@ -260,10 +288,17 @@ class _Message:
     payload: bytes
 
 
+def _refused(granted: Any) -> bool:
+    """True when a SUBACK refused the subscription (0x80 and up; paho gives ReasonCodes or ints)."""
+    codes = granted if isinstance(granted, (list, tuple)) else [granted]
+    return any(getattr(code, "is_failure", None) or (isinstance(code, int) and code >= 0x80) for code in codes)
+
+
 class MetricsPublisher:
     """Publishes snapshots to a broker from a daemon thread; `start()` / `stop()` from sync code.
 
-    `published`, `dropped` and `connected` are plain attributes for tests and the TUI.
+    `published`, `dropped`, `connected` and `discovery_sent` are plain attributes for tests and
+    the TUI.
     """
 
     def __init__(
@@ -275,11 +310,14 @@ class MetricsPublisher:
         self.address = validate(settings)
         self.settings = settings
         self.topics = topics(settings)
+        self.discovery_topic = discovery_topic(settings)
+        self.birth_topic = ha.birth_topic(settings.discovery_prefix)
         self._snapshot = snapshot
         self._class_names = dict(class_names or {})
         self.published = 0
         self.dropped = 0
         self.connected = False
+        self.discovery_sent = 0
         self._queue: deque[_Message] = deque()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -287,6 +325,14 @@ class MetricsPublisher:
         self._stopping: asyncio.Event | None = None
         self._warned_auth = False
         self._warned_unreachable = False
+        # Home Assistant discovery: the latest config the sampler built, and what the broker holds.
+        self._config: dict[str, Any] | None = None
+        self._announce: asyncio.Event | None = None
+        self._resend = False  # Home Assistant asked for the config again
+        self._on_broker: set[str] = set()  # components set up by configs seen on the broker
+        self._sent_config = b""  # the last config this run published
+        self._echoed: asyncio.Event | None = None
+        self._warned_discovery = False
 
     # -- sync side --
 
@@ -316,6 +362,7 @@ class MetricsPublisher:
     async def _main(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake, self._stopping = asyncio.Event(), asyncio.Event()
+        self._announce, self._echoed = asyncio.Event(), asyncio.Event()
         ready.set()
         sampler = asyncio.create_task(self._sample_forever())
         connection = asyncio.create_task(self._connect_forever())
@@ -343,6 +390,13 @@ class MetricsPublisher:
                 payload = detections_payload(snap, engine, self._class_names)
                 self._enqueue(self.topics.detections(engine.name), payload)
         self._enqueue(self.topics.gpu, gpu_payload(snap))
+        if self.settings.discovery:
+            expire_after = ha.expire_after_s(self.settings.rate_hz)
+            config = ha.device_config(snap, self.topics, instance_id(self.settings), expire_after)
+            if config != self._config:
+                self._config = config
+                assert self._announce is not None
+                self._announce.set()
 
     async def _sample_forever(self) -> None:
         period = 1.0 / self.settings.rate_hz
@@ -359,11 +413,10 @@ class MetricsPublisher:
             await asyncio.sleep(next_t - now)
 
     def _new_client(self) -> aiomqtt.Client:
-        offline = encode(status_payload(False, time.time()))
         return aiomqtt.Client(
             **client_options(self.settings, self.address),
             identifier=f"rtmon-{instance_id(self.settings)}-{os.getpid()}",
-            will=aiomqtt.Will(self.topics.status, offline, qos=STATUS_QOS, retain=True),
+            will=aiomqtt.Will(self.topics.status, status_payload(False), qos=STATUS_QOS, retain=True),
             timeout=5.0,
             keepalive=15,
         )
@@ -388,30 +441,113 @@ class MetricsPublisher:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        """Publish `online`, drain the queue until the connection drops or a stop is asked for;
-        on a stop, publish a retained `offline` before the clean disconnect."""
+        """Publish `online`, drain the queue (and keep discovery up to date) until the connection
+        drops or a stop is asked for; on a stop, publish a retained `offline` before the clean
+        disconnect."""
         assert self._stopping is not None
-        online = encode(status_payload(True, time.time()))
-        await client.publish(self.topics.status, online, qos=STATUS_QOS, retain=True)
-        watcher = asyncio.create_task(self._until_disconnected(client))
-        sender = asyncio.create_task(self._drain(client))
-        stop = asyncio.create_task(self._stopping.wait())
-        done, pending = await asyncio.wait({watcher, sender, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await client.publish(self.topics.status, status_payload(True), qos=STATUS_QOS, retain=True)
+        # Messages that arrive before `_receive` runs wait in the client's queue.
+        can_confirm = await self._subscribe_discovery(client) if self.settings.discovery else False
+        jobs = [self._receive(client), self._drain(client), self._stopping.wait()]
+        if self.settings.discovery:
+            jobs.append(self._announce_forever(client, can_confirm))
+        tasks = {asyncio.create_task(job) for job in jobs}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         errors = [exc for task in done if (exc := task.exception())]
         if errors:
             raise errors[0]  # the MqttError that ended the connection
-        offline = encode(status_payload(False, time.time()))
-        await client.publish(self.topics.status, offline, qos=STATUS_QOS, retain=True, timeout=1.0)
+        await client.publish(self.topics.status, status_payload(False), qos=STATUS_QOS, retain=True, timeout=1.0)
 
-    @staticmethod
-    async def _until_disconnected(client: aiomqtt.Client) -> None:
-        # aiomqtt's message iterator is its documented way of noticing a lost connection;
-        # nothing is subscribed, so it yields nothing until it raises.
-        async for _ in client.messages:
-            pass
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        # aiomqtt's message iterator is also its documented way of noticing a lost connection:
+        # without discovery nothing is subscribed and it yields nothing until it raises.
+        async for message in client.messages:
+            payload = bytes(message.payload) if isinstance(message.payload, (bytes, bytearray)) else b""
+            if message.topic.matches(self.birth_topic):
+                if payload == ha.ONLINE.encode():
+                    assert self._loop is not None
+                    self._loop.call_later(random.uniform(0, DISCOVERY_JITTER_S), self._request_discovery)
+            elif message.topic.matches(self.discovery_topic):
+                self._on_config_seen(payload)
+
+    def _request_discovery(self) -> None:
+        assert self._announce is not None
+        self._resend = True
+        self._announce.set()
+
+    def _on_config_seen(self, payload: bytes) -> None:
+        """A config on our discovery topic: our own coming back (the broker took it), or one a
+        previous run left retained, whose components we may have to remove."""
+        assert self._echoed is not None and self._announce is not None
+        if payload and payload == self._sent_config:
+            self._echoed.set()
+            return
+        try:
+            seen = ha.live_components(json.loads(payload)) if payload else set()
+        except ValueError:
+            return
+        current = ha.live_components(self._config or {})
+        if seen - current - self._on_broker:
+            self._on_broker |= seen
+            self._announce.set()
+
+    async def _subscribe_discovery(self, client: aiomqtt.Client) -> bool:
+        """Listen for Home Assistant's birth message and for our own config topic (retained
+        leftovers, and the echo that proves the broker took our config). Returns whether the
+        echo can be expected."""
+        can_confirm = True
+        for topic in (self.birth_topic, self.discovery_topic):
+            if _refused(await client.subscribe(topic, qos=DISCOVERY_QOS)):
+                self._warn_discovery(f"the broker refused the subscription to {topic}")
+                can_confirm = can_confirm and topic != self.discovery_topic
+        return can_confirm
+
+    async def _announce_forever(self, client: aiomqtt.Client, can_confirm: bool) -> None:
+        """Publish the config whenever it changed, Home Assistant asked for it, or components
+        on the broker are no longer ours; removed components first go out as `{"p": ...}`."""
+        assert self._announce is not None and self._echoed is not None
+        sent_here = b""
+        while True:
+            self._announce.clear()
+            config = self._config
+            if config is not None:
+                payload = encode(config)
+                removed = self._on_broker - ha.live_components(config)
+                if payload != sent_here or self._resend or removed:
+                    self._resend = False
+                    if removed:
+                        removal = encode(ha.removal_config(config, removed))
+                        await client.publish(self.discovery_topic, removal, qos=DISCOVERY_QOS, retain=True)
+                    self._echoed.clear()
+                    self._sent_config = sent_here = payload
+                    await client.publish(self.discovery_topic, payload, qos=DISCOVERY_QOS, retain=True)
+                    # Leftovers seen while publishing stay in `_on_broker`, for the next round.
+                    self._on_broker = (self._on_broker - removed) | ha.live_components(config)
+                    self.discovery_sent += 1
+                    if can_confirm:
+                        await self._expect_echo()
+            await self._announce.wait()
+
+    async def _expect_echo(self) -> None:
+        assert self._echoed is not None
+        try:
+            await asyncio.wait_for(self._echoed.wait(), DISCOVERY_ECHO_S)
+        except asyncio.TimeoutError:
+            self._warn_discovery(f"the broker did not take the discovery config on {self.discovery_topic}")
+
+    def _warn_discovery(self, what: str) -> None:
+        if self._warned_discovery:
+            log.debug("mqtt: %s", what)
+            return
+        self._warned_discovery = True
+        log.warning(
+            "mqtt: %s (an ACL?); Home Assistant may not discover this instance. Metrics are still published under %s/",
+            what,
+            self.topics.base,
+        )
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         assert self._wake is not None

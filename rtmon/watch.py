@@ -2,9 +2,9 @@
 
 It subscribes to `<prefix>/#`, keeps the latest message of each kind per instance and engine in
 a `WatchState`, and redraws a rich table a few times a second (plain terminal output, so it
-works over SSH). Only schema-v1 payloads (docs/mqtt.md) are accepted; anything else is counted
-as rejected, which makes this view the schema's first consumer. `collect()` is the same loop
-without a screen, for tests and scripts.
+works over SSH). Only the status words `online`/`offline` and schema-v2 JSON payloads
+(docs/mqtt.md) are accepted; anything else is counted as rejected, which makes this view the
+schema's first consumer. `collect()` is the same loop without a screen, for tests and scripts.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rtmon.config import MqttSettings
+from rtmon.homeassistant import OFFLINE, ONLINE
 from rtmon.mqtt import BACKOFF_MAX_S, SCHEMA, BrokerAddress, client_options, login_refused, validate
 
 REFRESH_HZ = 4.0
@@ -38,14 +39,14 @@ class EngineView:
 
 @dataclass
 class InstanceView:
-    status: dict[str, Any] | None = None
+    status: str | None = None  # online | offline
     gpu: dict[str, Any] | None = None
     engines: dict[str, EngineView] = field(default_factory=dict)
 
 
 @dataclass
 class WatchState:
-    """The latest schema-v1 message per instance, kind and engine."""
+    """The latest status and schema-v2 message per instance, kind and engine."""
 
     prefix: str
     connection: str = "connecting…"  # how the feed stands, for the footer
@@ -55,7 +56,7 @@ class WatchState:
     last_rejection: str = ""
 
     def update(self, topic: str, payload: bytes, now: float | None = None) -> bool:
-        """Take one message; False (and counted) when its topic or payload is not schema v1."""
+        """Take one message; False (and counted) when its topic or payload is not schema v2."""
         why = self._apply(topic, payload, time.monotonic() if now is None else now)
         if why:
             self.rejected += 1
@@ -69,6 +70,11 @@ class WatchState:
         if not topic.startswith(head):
             return "outside the prefix"
         levels = topic[len(head) :].split("/")
+        if levels[1:] == ["status"]:
+            if payload.decode(errors="replace") not in (ONLINE, OFFLINE):
+                return f"status is not {ONLINE} or {OFFLINE}"
+            self.instances.setdefault(levels[0], InstanceView()).status = payload.decode()
+            return ""
         try:
             data = json.loads(payload)
         except (UnicodeDecodeError, ValueError):
@@ -79,8 +85,6 @@ class WatchState:
             return "no timestamp"
         instance = self.instances.setdefault(levels[0], InstanceView())
         match levels[1:]:
-            case ["status"]:
-                instance.status = data
             case ["gpu"]:
                 instance.gpu = data
             case ["engines", engine, "metrics"]:
@@ -155,7 +159,7 @@ def render(state: WatchState, now: float | None = None) -> Group:
                    "GPU mem", "detections", "GPU"):  # fmt: skip
         table.add_column(column, no_wrap=column != "GPU", justify="right" if column == "FPS" else "left")
     for name, inst in sorted(state.instances.items()):
-        status = (inst.status or {}).get("status", "?")
+        status = inst.status or "?"
         label = Text(f"{name} ({status})", style="green" if status == "online" else "red")
         if not inst.engines:
             table.add_row(label, "", "", "", "", "", "", "", "", _gpu_line(inst.gpu))

@@ -1,5 +1,6 @@
-"""A real mosquitto broker for the MQTT tests: plain, TLS + password, and TLS + client certificate
-listeners on free loopback ports, configured from files generated under a temporary folder.
+"""A real mosquitto broker for the MQTT tests: plain, TLS + password, TLS + client certificate, and
+an ACL-restricted (no Home Assistant topics) listener on free loopback ports, configured from
+files generated under a temporary folder.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Broker:
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     cert_port: int = field(default_factory=free_port)
+    acl_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
     @property
@@ -79,10 +81,18 @@ class Broker:
     def cert_url(self) -> str:
         return f"mqtts://localhost:{self.cert_port}"
 
+    @property
+    def acl_url(self) -> str:
+        """Anonymous, allowed rtmon/# only: a broker that refuses Home Assistant's topics."""
+        return f"mqtt://127.0.0.1:{self.acl_port}"
+
     def write_config(self) -> Path:
         passwd = self.folder / "passwd"
         subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), USER, PASSWORD], check=True)
         passwd.chmod(0o600)
+        acl = self.folder / "acl"
+        acl.write_text("topic readwrite rtmon/#\n")
+        acl.chmod(0o600)
         c = self.certs
         tls = f"cafile {c.ca}\ncertfile {c.server_cert}\nkeyfile {c.server_key}\n"
         conf = self.folder / "mosquitto.conf"
@@ -93,6 +103,7 @@ class Broker:
             f"listener {self.tls_port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {passwd}\n"
             f"listener {self.cert_port} 127.0.0.1\n{tls}require_certificate true\n"
             "use_identity_as_username true\nallow_anonymous false\n"
+            f"listener {self.acl_port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
         )
         return conf
 
@@ -104,12 +115,15 @@ class Broker:
             ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 5
+        waiting = [self.port, self.acl_port]  # the first and last listener of the config: then all are open
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2).close()
+                waiting.pop(0)
+                if not waiting:
+                    return self
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("mosquitto did not start listening within 5 s")
@@ -135,11 +149,19 @@ class FakePipeline:
     """Stands in for the pipeline: a thread that 'processes' a frame every `frame_s` (sleeping,
     as an engine waiting on the GPU would) and records it in real `EngineMetrics`."""
 
-    def __init__(self, frame_s: float = 0.002, engines: tuple[str, ...] = ("baseline", "optimized")) -> None:
+    def __init__(self, frame_s: float = 0.002, engines: tuple[str, ...] = ("baseline", "optimized"),
+                 streams: bool = False) -> None:  # fmt: skip
+        from rtmon.core import EngineState, GpuMemory, Role
         from rtmon.metrics import EngineMetrics
 
         self.frame_s = frame_s
-        self.metrics = {name: EngineMetrics(name) for name in engines}
+        self.with_streams = streams  # per-stream figures cost percentiles per snapshot: only when asked
+        self.metrics = {
+            name: EngineMetrics(name, Role.BASELINE if name == "baseline" else Role.OPTIMIZED) for name in engines
+        }
+        for metrics in self.metrics.values():
+            metrics.set_state(EngineState.RUNNING)
+            metrics.set_memory(GpuMemory(process_mib=512.0, context_mib=300.0))
         self.frames = 0
         self.started = time.time()
         self._stop = threading.Event()
@@ -164,8 +186,9 @@ class FakePipeline:
             t0 = time.perf_counter()
             time.sleep(self.frame_s)
             frame = Frame(self.frames, image, t0)
+            t_start = time.perf_counter() - self.frame_s
             for name, metrics in self.metrics.items():
-                metrics.record(Result(name, frame, boxes, StageTimes(0.1, self.frame_s * 1e3, 0.2)))
+                metrics.record(Result(name, frame, boxes, StageTimes(0.1, self.frame_s * 1e3, 0.2), t_start=t_start))
             self.frames += 1
 
     def frames_in(self, seconds: float) -> int:
@@ -174,17 +197,22 @@ class FakePipeline:
         return self.frames - first
 
     def snapshot(self):
-        from rtmon.snapshot import MonitorSnapshot, SourceStatus
+        from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
 
+        source = SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames)
+        streams = ()
+        if self.with_streams:
+            streams = (StreamSnapshot(source, {n: figures[0] for n, m in self.metrics.items() if (figures := m.streams())}),)
         return MonitorSnapshot(
             time=time.time(),
             uptime_s=time.time() - self.started,
             model="fake",
-            sources=(SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames),),
+            sources=(source,),
             engines=tuple(m.snapshot() for m in self.metrics.values()),
             engine_info={},
             gpu=None,
             recording="",
+            streams=streams,
         )
 
 

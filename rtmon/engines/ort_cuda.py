@@ -52,6 +52,28 @@ def provider_options(provider: str, device_id: int, stream: int, precision: str,
     return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", common)]
 
 
+def require_providers(engine: str, provider: str, attached: list[str]) -> None:
+    """UserError unless the session runs on the GPU as asked: `provider`'s execution provider
+    first and, behind TensorRT, the CUDA provider for the nodes TensorRT does not take.
+
+    ONNX Runtime does not fail when a GPU provider cannot start (missing CUDA, cuDNN or
+    TensorRT libraries): it warns and runs everything on its CPU provider. Without this check
+    such an engine would be a slow "GPU" engine. Single nodes on the CPU inside a working CUDA
+    session are refused by ONNX Runtime itself for `ort-cuda` (its CUDA graph needs every
+    compute node on the CUDA provider); behind TensorRT, a node that neither TensorRT nor CUDA
+    takes would still run on the CPU, which this check cannot see.
+    """
+    wanted = PROVIDERS[provider]
+    needed = [wanted] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
+    if attached[:1] == [wanted] and all(p in attached for p in needed):
+        return
+    missing = ", ".join(p for p in needed if p not in attached) or wanted
+    raise UserError(
+        f"engine: {engine}: ONNX Runtime fell back to {', '.join(attached) or 'no provider'}: {missing} did not start "
+        "(check the CUDA/cuDNN/TensorRT libraries; `rtmon doctor` says which)"
+    )
+
+
 class OrtCudaEngine(GpuEngine):
     def __init__(self, name: str, model: ModelRef, settings, precision: str = "fp16", provider: str = "cuda",
                  pipelined: bool | None = None) -> None:
@@ -110,12 +132,16 @@ class OrtCudaEngine(GpuEngine):
         providers = provider_options(
             self._provider, self._device.index or 0, torch.cuda.current_stream().cuda_stream, self.precision, self._trt_cache
         )
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        if session.get_providers()[0] != wanted:
-            raise UserError(
-                f"engine: {self.info.name}: ONNX Runtime fell back to {session.get_providers()[0]} "
-                f"({wanted} did not start; check the CUDA/cuDNN/TensorRT libraries)"
-            )
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:
+            if "have not been partitioned" in str(exc):
+                # The CUDA graph needs every compute node on the CUDA provider; ONNX Runtime
+                # refuses a session that would run some on the CPU (no cache rebuild helps).
+                raise UserError(f"engine: {self.info.name}: ONNX Runtime would run some of the model on the CPU, "
+                                f"not on {wanted} ({exc})") from None  # fmt: skip
+            raise
+        require_providers(self.info.name, self._provider, session.get_providers())
         return session
 
     def _release(self) -> None:

@@ -1,0 +1,482 @@
+"""Is this machine ready to run rtmon's engines on its GPU? Checks against the GPU itself.
+
+A new GPU breaks builds that work elsewhere. A Blackwell GeForce (compute capability 12.0)
+needs PyTorch built with kernels for sm_120 (CUDA 12.8 wheels or newer), a Triton that can
+generate code for it, an ONNX Runtime build with kernels or PTX for it, TensorRT 10.8 or newer
+and a driver for CUDA 12.8. Version numbers alone do not settle it, so each runtime is asked to
+do a little real work on the GPU:
+
+- `gpu`: NVML sees a GPU (name, compute capability);
+- `driver`: the driver's version and the newest CUDA it supports, against what the GPU and the
+  installed PyTorch need;
+- `torch`: PyTorch's arch list covers the GPU (a cubin of the same major and lower-or-equal
+  minor, or PTX of a lower-or-equal architecture to JIT-compile), and a 3×3 convolution runs;
+- `triton`: `torch.compile` builds an elementwise kernel with Inductor/Triton and runs it;
+- `onnxruntime`: a tiny ONNX model, built in memory, runs on the CUDA execution provider with
+  CPU fallback disabled, so a provider that did not attach is an error, not a slow "GPU" run;
+- `tensorrt`: its version supports this compute capability and a builder starts.
+
+Each probe runs in its own Python process under a time limit (`python -m rtmon.readiness
+<probe>`), so a hang, a crash in a native library or a slow first compile costs at most that
+limit and never takes the doctor down. A probe prints what it found as JSON; the pure
+`*_verdict` functions turn those facts into a `Check` (tests feed them fake facts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from rtmon import gpu
+from rtmon.gpu import GpuInfo
+
+OK, FAIL, MISSING, SKIP = "ok", "fail", "missing", "skip"
+TIMEOUT_S = {"torch": 60.0, "triton": 180.0, "onnxruntime": 60.0, "tensorrt": 60.0}
+# What a compute capability needs that its arch list cannot tell: the first CUDA the driver must
+# support, and the first TensorRT that accepts it (Blackwell: CUDA 12.8, TensorRT 10.8).
+MIN_DRIVER_CUDA = {10: (12, 8), 12: (12, 8)}
+MIN_TENSORRT = {10: (10, 8), 12: (10, 8)}
+TORCH_FIX = "install a PyTorch build with kernels for sm_{cc}"
+TORCH_CU128 = " (CUDA 12.8 or newer wheels: pip install --index-url https://download.pytorch.org/whl/cu128 torch torchvision)"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the readiness table: ok, or what is wrong and what to install."""
+
+    name: str
+    status: str  # ok | fail | missing | skip
+    detail: str
+    fix: str = ""
+    seconds: float | None = None  # how long the check took
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ProbeFailed(Exception):
+    """The probe process gave no answer: timed out, crashed or printed garbage."""
+
+
+Cc = tuple[int, int]
+
+
+def parse_version(text: str | None) -> tuple[int, ...]:
+    """'10.8.0.43' → (10, 8, 0, 43); the leading numbers only ('2.7.0+cu128' → (2, 7, 0))."""
+    match = re.match(r"\d+(\.\d+)*", text or "")
+    return tuple(int(p) for p in match.group(0).split(".")) if match else ()
+
+
+def parse_cc(text: str | None) -> Cc | None:
+    match = re.fullmatch(r"(\d+)\.(\d+)", text or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _sm(cc: Cc) -> str:
+    return f"{cc[0]}{cc[1]}"
+
+
+def kernels_for(arch_list: list[str], cc: Cc) -> str | None:
+    """The entry of a PyTorch arch list that runs on `cc`, preferring a cubin over PTX; None if
+    none does. A cubin `sm_XY` runs on the same major X with minor ≥ Y; PTX `compute_XY` is
+    JIT-compiled by the driver for any architecture ≥ X.Y. The `a` variants (sm_90a) use
+    features of exactly that GPU and run nowhere else."""
+    cubin = ptx = None
+    for arch in arch_list:
+        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", arch)
+        if not match:
+            continue
+        kind, major, minor, suffix = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
+        if suffix == "a" and (major, minor) != cc:
+            continue
+        if kind == "sm" and major == cc[0] and minor <= cc[1]:
+            cubin = cubin or arch
+        elif kind == "compute" and (major, minor) <= cc:
+            ptx = ptx or arch
+    if cubin:
+        return cubin
+    return f"{ptx} (PTX, compiled by the driver at first use)" if ptx else None
+
+
+# ---- verdicts: facts → Check (pure) ----
+
+
+def gpu_verdict(info: GpuInfo | None, why: str | None) -> Check:
+    if info is None:
+        return Check("gpu", MISSING, why or "no NVIDIA GPU visible", "install the NVIDIA driver; `nvidia-smi` must list the GPU")
+    cc = info.compute_capability
+    return Check("gpu", OK, f"{info.name}, compute capability {cc} (sm_{cc.replace('.', '')}), {gpu.fmt_mib(info.memory_total_mib)}")
+
+
+def driver_verdict(info: GpuInfo | None, driver_cuda: str | None, torch_cuda: str | None) -> Check:
+    if info is None:
+        return Check("driver", SKIP, "not checked: no NVIDIA GPU")
+    detail = f"driver {info.driver}, supports CUDA {driver_cuda or 'unknown'}"
+    if torch_cuda:
+        detail += f"; PyTorch built with CUDA {torch_cuda}"
+    cc = parse_cc(info.compute_capability)
+    have = parse_version(driver_cuda)
+    need = MIN_DRIVER_CUDA.get(cc[0]) if cc else None
+    if need and have and have[:2] < need:
+        return Check("driver", FAIL, f"{detail}; compute capability {info.compute_capability} needs CUDA {need[0]}.{need[1]}",
+                     "install an NVIDIA driver that supports CUDA 12.8 or newer (R570 or later)")  # fmt: skip
+    built = parse_version(torch_cuda)
+    if built and have and have[0] < built[0]:
+        return Check("driver", FAIL, f"{detail}: the driver is older than PyTorch's CUDA {built[0]}",
+                     f"install an NVIDIA driver that supports CUDA {torch_cuda}, or a PyTorch build for CUDA {have[0]}")  # fmt: skip
+    return Check("driver", OK, detail)
+
+
+def _error_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0][:300] if lines else "unknown error"
+
+
+def torch_verdict(facts: dict[str, Any], cc: Cc | None) -> Check:
+    if facts.get("error"):
+        return Check("torch", FAIL, f"failed: {facts['error']}", "pip install torch torchvision (see https://pytorch.org)")
+    name = f"PyTorch {facts['version']}"
+    fix = (TORCH_FIX.format(cc=_sm(cc)) + (TORCH_CU128 if cc[0] >= 10 else "")) if cc else "install a CUDA build of PyTorch"
+    if not facts.get("cuda"):
+        return Check("torch", FAIL, f"{name} is a CPU-only build", fix)
+    if not facts.get("available"):
+        return Check("torch", FAIL, f"{name} (CUDA {facts['cuda']}) sees no GPU: torch.cuda.is_available() is False",
+                     "check that the driver supports this CUDA version (see the driver line)")  # fmt: skip
+    cc = tuple(facts.get("capability") or ()) or cc
+    if cc:
+        runs = kernels_for(facts.get("arch_list") or [], cc)
+        if runs is None:
+            archs = " ".join(facts.get("arch_list") or []) or "none"
+            return Check("torch", FAIL, f"{name} (CUDA {facts['cuda']}) has no kernels for sm_{_sm(cc)}; it has: {archs}", fix)
+    else:
+        runs = "unknown compute capability"
+    if facts.get("conv_error"):
+        return Check("torch", FAIL, f"{name}: a 3×3 convolution failed on the GPU: {facts['conv_error']}", fix)
+    if facts.get("conv_max_error", 0.0) > 0.05:
+        return Check("torch", FAIL, f"{name}: a 3×3 convolution on the GPU disagrees with the CPU by "
+                     f"{facts['conv_max_error']:.3g}", fix)  # fmt: skip
+    return Check("torch", OK, f"{name}, CUDA {facts['cuda']}, kernels {runs}; 3×3 convolution {facts['conv_ms']:.3f} ms")
+
+
+def triton_verdict(facts: dict[str, Any], cc: Cc | None) -> Check:
+    fix = "torch-graph-compiled and torch-compile need a Triton that supports this GPU"
+    fix += " (Triton 3.3 or newer, which comes with PyTorch 2.7 or newer): pip install -U torch triton" if cc and cc[0] >= 10 else \
+        ": pip install -U torch triton"  # fmt: skip
+    if facts.get("error"):
+        return Check("triton", FAIL, f"torch.compile could not build or run a kernel: {facts['error']}", fix)
+    if facts.get("max_error", 0.0) > 1e-3:
+        return Check("triton", FAIL, f"the compiled kernel computed wrong values (off by {facts['max_error']:.3g})", fix)
+    return Check("triton", OK, f"Triton {facts.get('triton') or 'unknown'}: torch.compile built and ran an elementwise "
+                 f"kernel in {facts['compile_s']:.1f} s (first call, compile included)")  # fmt: skip
+
+
+ORT_GPU = "pip uninstall -y onnxruntime && pip install 'rtmon[gpu]'  (onnxruntime-gpu)"
+ORT_NO_KERNEL = ("this onnxruntime-gpu build has no kernels or PTX for sm_{cc} (1.23.0 is such a build, "
+                 "microsoft/onnxruntime#26181): install another release, or build it with CMAKE_CUDA_ARCHITECTURES={cc}")  # fmt: skip
+INSTALL = {"torch": "pip install torch torchvision (https://pytorch.org)", "onnxruntime": ORT_GPU,
+           "tensorrt": "pip install 'rtmon[tensorrt]'"}
+ORT_LIBS = "the CUDA provider did not load: check that CUDA 12 and cuDNN 9 load (pip install 'rtmon[gpu]' brings them with torch)"
+
+
+def onnxruntime_verdict(facts: dict[str, Any], cc: Cc | None) -> Check:
+    if facts.get("error"):
+        return Check("onnxruntime", FAIL, f"failed: {facts['error']}", ORT_GPU)
+    name = f"onnxruntime {facts['version']}"
+    if "CUDAExecutionProvider" not in (facts.get("available") or []):
+        return Check("onnxruntime", MISSING, f"{name} has no CUDAExecutionProvider "
+                     f"(it has {', '.join(facts.get('available') or []) or 'none'})", ORT_GPU)  # fmt: skip
+    if facts.get("session_error"):
+        return Check("onnxruntime", FAIL, f"{name}: the CUDA provider did not take the model: {facts['session_error']}",
+                     ORT_LIBS)  # fmt: skip
+    providers = facts.get("providers") or []
+    if not providers or providers[0] != "CUDAExecutionProvider":
+        return Check("onnxruntime", FAIL, f"{name} fell back to {providers[0] if providers else 'no provider'}: "
+                     "the CUDA provider did not attach", ORT_LIBS)  # fmt: skip
+    if facts.get("run_error"):
+        fix = ORT_NO_KERNEL.format(cc=_sm(cc)) if cc and "no kernel image" in facts["run_error"] else ORT_LIBS
+        return Check("onnxruntime", FAIL, f"{name}: a convolution failed on the CUDA provider: {facts['run_error']}", fix)
+    if facts.get("max_error", 0.0) > 0.05:
+        return Check("onnxruntime", FAIL, f"{name}: the CUDA provider's result disagrees with the CPU's by "
+                     f"{facts['max_error']:.3g}", ORT_GPU)  # fmt: skip
+    return Check("onnxruntime", OK, f"{name}: a 3×3 convolution ran on CUDAExecutionProvider in {facts['run_ms']:.3f} ms, "
+                 "no node on the CPU")  # fmt: skip
+
+
+def tensorrt_verdict(facts: dict[str, Any] | None, cc: Cc | None) -> Check:
+    need = MIN_TENSORRT.get(cc[0]) if cc else None
+    need_text = f"TensorRT {need[0]}.{need[1]} or newer for compute capability {cc[0]}.{cc[1]}" if need and cc else ""
+    if facts is None:
+        fix = "pip install 'rtmon[tensorrt]'" + (f"  ({need_text})" if need_text else "")
+        return Check("tensorrt", MISSING, "TensorRT is not installed (engines trt and ort-trt)", fix)
+    if facts.get("error"):
+        return Check("tensorrt", FAIL, f"failed: {facts['error']}", "pip install -U 'rtmon[tensorrt]'")
+    version = facts["version"]
+    if need and parse_version(version)[:2] < need:
+        return Check("tensorrt", FAIL, f"TensorRT {version} does not support compute capability {cc[0]}.{cc[1]}",
+                     f"pip install -U 'tensorrt>={need[0]}.{need[1]}'  ({need_text})")  # fmt: skip
+    if not facts.get("builder"):
+        said = "; ".join(facts.get("messages") or []) or "no reason given"
+        return Check("tensorrt", FAIL, f"TensorRT {version} could not start a builder on this GPU: {said}",
+                     "pip install -U 'rtmon[tensorrt]'" + (f"  ({need_text})" if need_text else ""))  # fmt: skip
+    return Check("tensorrt", OK, f"TensorRT {version}: a builder started on this GPU")
+
+
+# ---- probes: run in their own process, print facts ----
+
+
+def probe_torch() -> dict[str, Any]:
+    import torch
+
+    facts: dict[str, Any] = {"version": torch.__version__, "cuda": torch.version.cuda, "available": torch.cuda.is_available()}
+    if not facts["available"]:
+        return facts
+    facts["capability"] = list(torch.cuda.get_device_capability(0))
+    facts["arch_list"] = torch.cuda.get_arch_list()
+    try:
+        x, w = torch.randn(1, 3, 64, 64), torch.randn(8, 3, 3, 3)
+        xg, wg = x.cuda(), w.cuda()
+        torch.nn.functional.conv2d(xg, wg)  # the first call loads cuDNN
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            y = torch.nn.functional.conv2d(xg, wg)
+        torch.cuda.synchronize()
+        facts["conv_ms"] = (time.perf_counter() - t0) * 1e3 / 10
+        facts["conv_max_error"] = float((y.cpu() - torch.nn.functional.conv2d(x, w)).abs().max())
+    except Exception as exc:
+        facts["conv_error"] = _error_line(f"{type(exc).__name__}: {exc}")
+    return facts
+
+
+def probe_triton() -> dict[str, Any]:
+    import torch
+
+    facts: dict[str, Any] = {}
+    try:
+        import triton
+
+        facts["triton"] = triton.__version__
+    except Exception as exc:
+        return {"error": _error_line(f"cannot import triton: {exc}")}
+    try:
+        x = torch.randn(4096, device="cuda")
+        compiled = torch.compile(lambda t: torch.relu(t * 2.0 + 1.0))  # pointwise: Inductor emits one Triton kernel
+        t0 = time.perf_counter()
+        y = compiled(x)
+        torch.cuda.synchronize()
+        facts["compile_s"] = time.perf_counter() - t0
+        facts["max_error"] = float((y - torch.relu(x * 2.0 + 1.0)).abs().max())
+    except Exception as exc:
+        facts["error"] = _error_line(f"{type(exc).__name__}: {exc}")
+    return facts
+
+
+def tiny_onnx_model() -> bytes:
+    """A 3×3 convolution and a ReLU over a 1×3×32×32 input, built in memory."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "rtmon_readiness",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every ONNX Runtime rtmon supports
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def probe_onnxruntime() -> dict[str, Any]:
+    import numpy as np
+    import onnxruntime as ort
+
+    facts: dict[str, Any] = {"version": ort.__version__, "available": ort.get_available_providers()}
+    if "CUDAExecutionProvider" not in facts["available"]:
+        return facts
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA/cuDNN from the pip packages, as the ort-cuda engine does
+    model = tiny_onnx_model()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # A node the CUDA provider does not take must fail the session, not run on the CPU.
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    try:
+        session = ort.InferenceSession(model, options, providers=["CUDAExecutionProvider"])
+    except Exception as exc:
+        facts["session_error"] = _error_line(str(exc))
+        return facts
+    facts["providers"] = session.get_providers()
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    try:
+        session.run(None, {"x": x})
+        t0 = time.perf_counter()
+        for _ in range(10):
+            (y,) = session.run(None, {"x": x})
+        facts["run_ms"] = (time.perf_counter() - t0) * 1e3 / 10
+    except Exception as exc:
+        facts["run_error"] = _error_line(str(exc))
+        return facts
+    (reference,) = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    facts["max_error"] = float(np.abs(y - reference).max())
+    return facts
+
+
+def probe_tensorrt() -> dict[str, Any]:
+    import tensorrt as trt
+
+    messages: list[str] = []
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:
+            if severity <= trt.ILogger.Severity.ERROR:
+                messages.append(_error_line(msg))
+
+    facts: dict[str, Any] = {"version": trt.__version__}
+    try:
+        builder = trt.Builder(Logger())
+        facts["builder"] = builder is not None
+    except Exception as exc:
+        facts["builder"] = False
+        messages.append(_error_line(f"{type(exc).__name__}: {exc}"))
+    facts["messages"] = messages
+    return facts
+
+
+PROBES: dict[str, Callable[[], dict[str, Any]]] = {
+    "torch": probe_torch,
+    "triton": probe_triton,
+    "onnxruntime": probe_onnxruntime,
+    "tensorrt": probe_tensorrt,
+}
+
+
+def run_json(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run `argv` in a new process group and parse the last line of its output as a JSON object.
+    On timeout the whole group is killed (torch.compile starts compile workers of its own)."""
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    except OSError as exc:
+        raise ProbeFailed(f"could not start ({exc})") from None
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ProbeFailed(f"timed out after {timeout_s:g} s") from None
+    finally:
+        # Whatever the probe started and left behind (compile workers) goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
+    if proc.returncode < 0:
+        raise ProbeFailed(f"crashed ({signal.Signals(-proc.returncode).name}); {_error_line(err[-2000:]) if err.strip() else 'no message'}")
+    if proc.returncode != 0:
+        raise ProbeFailed(f"exited with code {proc.returncode}: {_error_line(err.strip().splitlines()[-1] if err.strip() else '')}")
+    lines = out.strip().splitlines()
+    try:
+        facts = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        facts = None
+    if not isinstance(facts, dict):
+        raise ProbeFailed("gave no answer")
+    return facts
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def run_probe(name: str) -> dict[str, Any]:
+    return run_json([sys.executable, "-m", "rtmon.readiness", name], TIMEOUT_S[name])
+
+
+def _timed(name: str, check: Callable[[], Check]) -> Check:
+    """`check()`, timed; whatever goes wrong becomes a failed line, never an exception."""
+    t0 = time.monotonic()
+    try:
+        result = check()
+    except ProbeFailed as exc:
+        result = Check(name, FAIL, f"failed: the check {exc}")
+    except Exception as exc:
+        result = Check(name, FAIL, f"failed: {_error_line(f'{type(exc).__name__}: {exc}')}")
+    return replace(result, seconds=round(time.monotonic() - t0, 2))
+
+
+def run_checks(progress: Callable[[str], None] = lambda name: None) -> list[Check]:
+    """Every readiness check for GPU 0, in order; each bounded in time."""
+    info, why = gpu.info(), gpu.unavailable_reason()
+    cc = parse_cc(info.compute_capability) if info else None
+    checks = [_timed("gpu", lambda: gpu_verdict(info, why))]
+    has = {name: installed(name) for name in ("torch", "onnxruntime", "tensorrt")}
+
+    def probed(name: str, verdict: Callable[[dict[str, Any], Cc | None], Check], needs: str) -> Check:
+        if not has[needs]:
+            return Check(name, MISSING, f"{needs} is not installed", INSTALL[needs])
+        if info is None:
+            return Check(name, SKIP, "not checked: no NVIDIA GPU")
+        progress(name)
+        return verdict(run_probe(name), cc)
+
+    torch_facts: dict[str, Any] = {}
+
+    def torch_check() -> Check:
+        nonlocal torch_facts
+        if info is None or not has["torch"]:
+            return probed("torch", torch_verdict, "torch")
+        progress("torch")
+        torch_facts = run_probe("torch")
+        return torch_verdict(torch_facts, cc)
+
+    torch_line = _timed("torch", torch_check)
+    checks.append(_timed("driver", lambda: driver_verdict(info, gpu.cuda_driver_version(), torch_facts.get("cuda"))))
+    checks.append(torch_line)
+    if info is not None and torch_line.status != OK:
+        checks.append(Check("triton", SKIP, "not checked: PyTorch does not run on this GPU (see the torch line)"))
+    else:
+        checks.append(_timed("triton", lambda: probed("triton", triton_verdict, "torch")))
+    checks.append(_timed("onnxruntime", lambda: probed("onnxruntime", onnxruntime_verdict, "onnxruntime")))
+
+    def tensorrt_check() -> Check:
+        if not has["tensorrt"]:
+            return tensorrt_verdict(None, cc)
+        return probed("tensorrt", tensorrt_verdict, "tensorrt")
+
+    checks.append(_timed("tensorrt", tensorrt_check))
+    return checks
+
+
+def ready(checks: list[Check]) -> bool:
+    """The GPU is there and nothing that is installed fails on it."""
+    return any(c.name == "gpu" and c.status == OK for c in checks) and not any(c.status == FAIL for c in checks)
+
+
+def _probe_main(name: str) -> None:
+    try:
+        facts = PROBES[name]()
+    except Exception as exc:
+        facts = {"error": _error_line(f"{type(exc).__name__}: {exc}")}
+    sys.stdout.write("\n" + json.dumps(facts) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _probe_main(sys.argv[1])
