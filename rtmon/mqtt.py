@@ -42,7 +42,7 @@ from rtmon import homeassistant as ha
 from rtmon.config import MqttSettings
 from rtmon.errors import UserError
 from rtmon.metrics import EngineSnapshot
-from rtmon.snapshot import MonitorSnapshot
+from rtmon.snapshot import MonitorSnapshot, StreamSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,9 @@ class Topics:
     def detections(self, engine: str) -> str:
         return f"{self.base}/engines/{_level(engine)}/detections"
 
+    def stream(self, stream: int) -> str:
+        return f"{self.base}/streams/{stream}/metrics"
+
 
 def topics(settings: MqttSettings) -> Topics:
     return Topics(f"{settings.prefix}/{instance_id(settings)}")
@@ -215,6 +218,29 @@ def _num(value: float | None, digits: int = 3) -> float | None:
 def status_payload(online: bool) -> bytes:
     """The status topic's plain text: what Home Assistant's availability expects."""
     return (ha.ONLINE if online else ha.OFFLINE).encode()
+
+
+def stream_payload(snapshot: MonitorSnapshot, stream: StreamSnapshot) -> dict[str, Any]:
+    """One source of several: its state and, per engine that takes it, what that engine delivered."""
+    src = stream.source
+    return {
+        **_header(snapshot.time),
+        "stream": src.stream,
+        "source": src.uri,
+        "state": src.state,
+        "reconnects": src.reconnects,
+        "source_fps": _num(src.fps),
+        "engines": {
+            name: {
+                "fps": _num(fig.fps),
+                "latency_ms": None if fig.latency is None else {
+                    "p50": _num(fig.latency.p50), "p95": _num(fig.latency.p95), "p99": _num(fig.latency.p99)},
+                "frames_processed": fig.processed,
+                "frames_dropped": fig.dropped,
+            }
+            for name, fig in stream.engines.items()
+        },
+    }
 
 
 def engine_payload(snapshot: MonitorSnapshot, engine: EngineSnapshot) -> dict[str, Any]:
@@ -389,6 +415,8 @@ class MetricsPublisher:
             if self.settings.detections:
                 payload = detections_payload(snap, engine, self._class_names)
                 self._enqueue(self.topics.detections(engine.name), payload)
+        for stream in snap.streams:
+            self._enqueue(self.topics.stream(stream.source.stream), stream_payload(snap, stream))
         self._enqueue(self.topics.gpu, gpu_payload(snap))
         if self.settings.discovery:
             expire_after = ha.expire_after_s(self.settings.rate_hz)

@@ -23,7 +23,7 @@ from rtmon.config import MqttSettings
 from rtmon.core import EngineInfo, EngineState, GpuMemory, Role
 from rtmon.errors import UserError
 from rtmon.gpu import GpuSample
-from rtmon.metrics import EngineSnapshot, LatencyStats
+from rtmon.metrics import EngineSnapshot, LatencyStats, StreamFigures
 from rtmon.mqtt import (
     DISCOVERY_ECHO_S,
     DISCOVERY_JITTER_S,
@@ -35,10 +35,11 @@ from rtmon.mqtt import (
     gpu_payload,
     parse_mqtt_url,
     status_payload,
+    stream_payload,
     topics,
     validate,
 )
-from rtmon.snapshot import MonitorSnapshot, SourceStatus
+from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
 from rtmon.watch import WatchState, collect, render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "mqtt.md"
@@ -108,6 +109,15 @@ def test_topics_default_to_the_hostname(monkeypatch: pytest.MonkeyPatch) -> None
     assert t.detections("trt/fp16") == "site/cam/jetson-7/engines/trt_fp16/detections"
     assert discovery_topic(MqttSettings(url="mqtt://b")) == "homeassistant/device/rtmon_jetson-7/config"
     assert ha.discovery_topic("ha", "cam.lab 2") == "ha/device/rtmon_cam_lab_2/config"
+
+
+def sample_stream() -> StreamSnapshot:
+    """Stream 2 of several, for the docs' example of a stream's topic."""
+    source = SourceStatus("rtsp://cam-2/stream", "stream", 1280, 720, 29.97, 30.0, "running", "", 8990, 1, 2)
+    return StreamSnapshot(source, {
+        "optimized": StreamFigures(29.9, LatencyStats(mean=9.1, p50=8.7, p95=12.3, p99=15.8), 8950, 3),
+        "baseline": StreamFigures(29.6, LatencyStats(mean=31.0, p50=30.1, p95=36.0, p99=40.2), 8870, 118),
+    })
 
 
 def sample_snapshot(gpu: bool = True) -> MonitorSnapshot:
@@ -194,7 +204,7 @@ def doc_examples() -> dict[str, dict | str]:
         heading, _, body = section.partition("\n")
         block = re.search(r"```(json|text)\n(.*?)```", body, flags=re.S)
         if block:
-            kind = heading.strip("` ").rsplit("/", 1)[-1]
+            kind = heading.strip("` ").removeprefix("…/")
             examples[kind] = json.loads(block.group(2)) if block.group(1) == "json" else block.group(2).strip()
     return examples
 
@@ -203,9 +213,10 @@ def test_doc_examples_are_what_the_builders_produce() -> None:
     snap = sample_snapshot()
     expected = {
         "status": status_payload(True).decode(),
-        "metrics": engine_payload(snap, snap.engine("optimized")),
+        "engines/<engine>/metrics": engine_payload(snap, snap.engine("optimized")),
+        "streams/<stream>/metrics": stream_payload(snap, sample_stream()),
         "gpu": gpu_payload(snap),
-        "detections": detections_payload(snap, snap.engine("optimized"), {0: "person", 2: "car"}),
+        "engines/<engine>/detections": detections_payload(snap, snap.engine("optimized"), {0: "person", 2: "car"}),
     }
     examples = doc_examples()
     for kind, payload in expected.items():
@@ -213,7 +224,7 @@ def test_doc_examples_are_what_the_builders_produce() -> None:
             payload, indent=2
         )
     # The discovery example is abridged: the shared part whole, a few components as built.
-    config, shown = sample_discovery(), examples["config"]
+    config, shown = sample_discovery(), examples["homeassistant/device/rtmon_<instance>/config"]
     assert {k: v for k, v in shown.items() if k != "cmps"} == {k: v for k, v in config.items() if k != "cmps"}
     assert shown["cmps"] and all(config["cmps"][cid] == c for cid, c in shown["cmps"].items())
 
