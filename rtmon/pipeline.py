@@ -34,7 +34,7 @@ from rtmon.core import EngineInfo, EngineState, Result
 from rtmon.errors import UserError
 from rtmon.metrics import headline
 from rtmon.models import ModelRef
-from rtmon.render import HalfView, draw_headline, mosaic, render_half, split_screen, stream_tile
+from rtmon.render import HalfView, draw_headline, mosaic, render_half, split_screen, stream_tile, tile_width
 from rtmon.runner import EngineRunner, RunnerOptions, slot_bytes_for
 from rtmon.sinks import H264Writer
 from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
@@ -316,6 +316,7 @@ class Pipeline:
         """Every stream as a tile with the compared optimized engine's boxes and its figures."""
         runner = self.runner(self.record_pair[1])
         figures = runner.metrics.streams()
+        width = tile_width(len(self.readers))
         tiles = []
         for i, reader in enumerate(self.readers):
             newest = self._newest(i)
@@ -326,7 +327,7 @@ class Pipeline:
             caption = [f"{i}: {reader.spec.label} · {reader.status.state}",
                        f"{runner.name}: FPS {fps:.1f}" if fps is not None else f"{runner.name}: FPS n/a",
                        f"P99 {p99:.1f} ms" if p99 is not None else "P99 n/a"]
-            tiles.append(stream_tile(image, runner.latest_by_stream.get(i), self.model.class_names, caption))
+            tiles.append(stream_tile(image, runner.latest_by_stream.get(i), self.model.class_names, caption, width))
         return mosaic(tiles)
 
 

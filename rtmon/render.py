@@ -124,10 +124,11 @@ def render_half(view: HalfView, name: str, class_names: dict[int, str], width: i
     engine is off, failed or ended."""
     snap = view.snap
     inactive = snap is not None and snap.state in INACTIVE
-    drawn = view.image
+    out = fit_width(view.image, width)
     if view.result is not None and not inactive:
-        drawn = annotate(drawn, view.result.detections, class_names)
-    out = fit_width(drawn, width).copy()
+        out = annotate(out, scaled(view.result.detections, out.shape[1] / view.image.shape[1]), class_names)
+    else:
+        out = out.copy()
     if inactive:
         out[:] = (out * 0.25).astype(np.uint8)
         word = snap.state.value.upper()
@@ -156,23 +157,38 @@ def draw_headline(image: np.ndarray, headline: Headline | None) -> np.ndarray:
     return draw_panel(image, [headline.text()], (80, 220, 120), origin="bottom")
 
 
+def tile_width(count: int, width: int = 1920) -> int:
+    """How wide each tile of a near-square grid of `count` tiles is (even, for yuv420p)."""
+    return (width // math.ceil(math.sqrt(max(count, 1)))) // 2 * 2
+
+
 def mosaic(tiles: list[np.ndarray], width: int = 1920) -> np.ndarray:
     """Tiles in a near-square grid `width` pixels wide (even sizes, for yuv420p)."""
     n = max(len(tiles), 1)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    tile_w = (width // cols) // 2 * 2
+    tile_w = tile_width(n, width)
     tile_h = round(tile_w * 9 / 16 / 2) * 2
     out = np.zeros((rows * tile_h, cols * tile_w, 3), np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = cv2.resize(
-            tile, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+        if tile.shape[:2] != (tile_h, tile_w):
+            tile = cv2.resize(tile, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+        out[r * tile_h : (r + 1) * tile_h, c * tile_w : (c + 1) * tile_w] = tile
     return out
 
 
 def stream_tile(image: np.ndarray, result: Result | None, class_names: dict[int, str], caption: list[str],
                 width: int = 960) -> np.ndarray:
     """One stream of a mosaic: its newest frame, the engine's latest boxes for it, a caption."""
-    drawn = annotate(image, result.detections, class_names) if result is not None else image
-    return draw_panel(fit_width(drawn, width).copy(), caption, (80, 220, 120))
+    out = fit_width(image, width)
+    if result is not None:
+        out = annotate(out, scaled(result.detections, out.shape[1] / image.shape[1]), class_names)
+    else:
+        out = out.copy()
+    return draw_panel(out, caption, (80, 220, 120))
+
+
+def scaled(detections: Detections, factor: float) -> Detections:
+    """The same boxes on a picture scaled by `factor` (drawing after scaling costs less)."""
+    return Detections(detections.xyxy * factor, detections.confidence, detections.class_id)

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The optimization ladder, and the accuracy table, as markdown from rtmon's own output files.
+"""The optimization ladder per scenario, and the accuracy table, as markdown from rtmon's own files.
 
-    python scripts/ladder.py docs/benchmarks/<gpu>-<date>/bench.json [eval.json ...]
+    python scripts/ladder.py docs/benchmarks/<gpu>-<date>/single-stream/bench.json [offline/bench.json] [eval.json ...]
 
-Every number comes from the file; only the descriptions of the rungs are written here.
+Every number comes from the files; only the descriptions of the rungs are written here. Each
+engine's "optimizations" column is what the report says it used in that scenario.
 """
 
 from __future__ import annotations
@@ -13,33 +14,44 @@ import sys
 from pathlib import Path
 
 RUNGS = [
-    ("torch-fp32", "baseline: ultralytics `predict`, PyTorch FP32, CPU letterbox and NMS, one frame at a time"),
-    ("torch-fp16-cpu", "+ FP16 network (half the bytes, tensor cores); pre/post still on the CPU"),
-    ("torch-graph-cpu", "+ CUDA graph: the whole network replayed as one launch; pre/post still on the CPU"),
-    ("torch-graph-sync", "+ pre/post on the GPU: letterbox, network and candidate selection in one graph, one small copy back"),
-    ("torch-graph", "+ pipelining: upload of frame N+1 overlaps frame N (two frames in flight)"),
-    ("torch-graph-compiled", "+ compiled kernels: Inductor fuses the network's layers into fewer, faster kernels, inside the same graph"),
+    ("torch-fp32", "baseline: ultralytics `predict`, PyTorch FP32, CPU letterbox and NMS"),
+    ("ultralytics-ort", "peer: ultralytics' own ONNX export, FP16, on ONNX Runtime CUDA (what a user would do anyway)"),
+    ("torch-fp16-cpu", "+ FP16 network (tensor cores); pre/post still on the CPU"),
+    ("torch-graph-cpu", "+ CUDA graph: the network replayed as one launch; pre/post still on the CPU"),
+    ("torch-graph-sync", "+ pre/post on the GPU: letterbox, network and candidates in one graph, one small copy back"),
+    ("torch-graph", "+ pipelining where frames wait (two in flight), micro-batches in the offline scenario"),
+    ("torch-graph-compiled", "+ compiled kernels: Inductor fuses the network's layers, inside the same graph"),
     ("ort-cuda", "alternative runtime: ONNX Runtime CUDA, IO binding + CUDA graph, same GPU pre/post"),
     ("trt", "alternative runtime: TensorRT FP16 plan"),
 ]
+ALTERNATIVES = ("ultralytics-ort", "ort-cuda", "trt")
+
+
+def _num(value, spec: str) -> str:
+    return "" if value is None else f"{value:{spec}}"
 
 
 def ladder(report: dict) -> str:
     by_name = {e["name"]: e for e in report["engines"]}
-    rows = ["| rung | engine | FPS | mean ms | P99 ms | × baseline | × previous rung |", "|---|---|---:|---:|---:|---:|---:|"]
+    scenario = report.get("scenario", "single-stream")
+    lines = [f"**{scenario}** ({report['device']['gpu'] or 'CPU'}, {report['created'][:10]})", "",
+             "| rung | engine | FPS | P99 ms | × baseline | × previous rung | optimizations used |",
+             "|---|---|---:|---:|---:|---:|---|"]
     previous = None
     for name, what in RUNGS:
         e = by_name.get(name)
         if e is None:
-            rows.append(f"| {what} | `{name}` | not run | | | | |")
             continue
-        lat = e["latency_ms"]
-        step = f"{e['fps'] / previous['fps']:.2f}×" if previous and not name.startswith(("ort", "trt")) else ""
-        rows.append(f"| {what} | `{name}` | {e['fps']:.0f} | {lat['mean']:.2f} | {lat['p99']:.2f} | "
-                    f"{e['speedup_vs_baseline']:.2f}× | {step} |")
-        if not name.startswith(("ort", "trt")):
+        lat = e.get("latency_ms") or {}
+        step = ""
+        if previous and name not in ALTERNATIVES and previous.get("fps") and e.get("fps"):
+            step = f"{e['fps'] / previous['fps']:.2f}×"
+        batch = f" (batch {e['batch']})" if scenario == "offline" else ""
+        lines.append(f"| {what} | `{name}` | {_num(e.get('fps'), '.0f')}{batch} | {_num(lat.get('p99'), '.2f')} | "
+                     f"{_num(e.get('speedup_vs_baseline'), '.2f')}× | {step} | {', '.join(e.get('optimizations', [])) or '—'} |")
+        if name not in ALTERNATIVES:
             previous = e
-    return "\n".join(rows)
+    return "\n".join(lines)
 
 
 def accuracy(evals: list[dict]) -> str:
@@ -60,7 +72,11 @@ def accuracy(evals: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(ladder(json.loads(Path(sys.argv[1]).read_text())))
-    if len(sys.argv) > 2:
-        print()
-        print(accuracy([json.loads(Path(p).read_text()) for p in sys.argv[2:]]))
+    reports = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
+    for report in reports:
+        if "scenario" in report:
+            print(ladder(report))
+            print()
+    evals = [r for r in reports if "agreement" in r]
+    if evals:
+        print(accuracy(evals))
