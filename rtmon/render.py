@@ -34,8 +34,8 @@ def class_color(class_id: int) -> tuple[int, int, int]:
 def annotate(image: np.ndarray, detections: Detections, class_names: dict[int, str]) -> np.ndarray:
     """A copy of `image` with a box and a `name conf` label per detection."""
     out = image.copy()
-    thickness = max(1, round(min(out.shape[:2]) / 360))
-    scale = 0.5 * thickness
+    thickness = max(1, round(min(out.shape[:2]) / 540))
+    scale = 0.4 * thickness
     for (x1, y1, x2, y2), conf, cls in zip(
         detections.xyxy.astype(int), detections.confidence, detections.class_id, strict=True
     ):

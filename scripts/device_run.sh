@@ -17,7 +17,11 @@ res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
 ENGINES=${ENGINES:-baseline,ultralytics-ort,torch-fp16-cpu,torch-graph-cpu,torch-graph,torch-graph-compiled,ort-cuda}
 OFFLINE_ENGINES=${OFFLINE_ENGINES:-baseline,ultralytics-ort,torch-graph,torch-graph-compiled,ort-cuda}
-rt() { python3 -m rtmon "$@" --set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines; }
+OPTIMIZED=${OPTIMIZED:-optimized}
+FRAMES=${FRAMES:-1024} MIN_S=${MIN_S:-10} MAX_S=${MAX_S:-20} CONCURRENT_S=${CONCURRENT_S:-20} TRIAL_S=${TRIAL_S:-6}
+CAMERA_FPS=${CAMERA_FPS:-30} STREAMS=${STREAMS:-16} SECONDS_=${SECONDS_:-12}
+rt=(python3 -m rtmon)
+at=(--set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines)
 step() {  # step NAME SECONDS COMMAND...: bounded, logged, never stops the stage
   local name=$1 limit=$2
   shift 2
@@ -41,29 +45,29 @@ for name, i in (("start", len(images) // 6), ("middle", len(images) // 2), ("end
 print(len(images), "frames in", video)
 PY
 }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$res/gpu.txt" 2>&1
 date -u +%FT%TZ > "$res/date.txt"
 case "$stage" in
   a)
-    step doctor 150 rt doctor --json
+    step doctor 150 "${rt[@]}" doctor --json
     cp "$res/doctor.log" "$res/doctor.json"
     step pytest-gpu 200 python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
       -k "${PYTEST_K:-stream_and_batch or overflow or corrupt or page_locked or splits_each or (matches_baseline and (torch-graph or ort-cuda]))}"
-    step single-stream 330 rt bench --scenario single-stream --engines "$ENGINES" --frames 1024 --min-duration 10 \
-      --set bench.max_duration_s=20 --out "$res/single-stream"
+    step single-stream 330 "${rt[@]}" bench --scenario single-stream --engines "$ENGINES" --frames "$FRAMES" --min-duration "$MIN_S" \
+      --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
     ;;
   b)
-    step offline 330 rt bench --scenario offline --engines "$OFFLINE_ENGINES" --frames 1024 --out "$res/offline"
-    step concurrent 260 rt bench --concurrent 20 --engines baseline,optimized --out "$res/concurrent"
+    step offline 330 "${rt[@]}" bench --scenario offline --engines "$OFFLINE_ENGINES" --frames "$FRAMES" --out "$res/offline" "${at[@]}"
+    step concurrent 260 "${rt[@]}" bench --concurrent "$CONCURRENT_S" --engines "baseline,$OPTIMIZED" --out "$res/concurrent" "${at[@]}"
     ;;
   c)
-    step demo 100 rt record --source sample --duration 12 --out "$res/demo/demo.mp4"
+    step demo 100 "${rt[@]}" record --source sample --right "$OPTIMIZED" --duration "$SECONDS_" --out "$res/demo/demo.mp4" "${at[@]}"
     frames "$res/demo/demo.mp4" "$res/demo/demo" >> "$res/demo.log" 2>&1
-    step multi-stream 300 rt bench --scenario multi-stream --engines baseline,optimized --camera-fps 30 \
-      --set engine.max_batch=32 --set bench.trial_s=6 --out "$res/multi-stream"
-    srcs=(); for _ in $(seq 16); do srcs+=(--source sample); done
-    step mosaic 120 rt record "${srcs[@]}" --pace realtime --baseline-streams 0 --duration 20 \
-      --set engine.max_batch=16 --out "$res/mosaic/mosaic16.mp4"
+    step multi-stream 300 "${rt[@]}" bench --scenario multi-stream --engines "baseline,$OPTIMIZED" --camera-fps "$CAMERA_FPS" \
+      --set engine.max_batch=32 --set bench.trial_s="$TRIAL_S" --out "$res/multi-stream" "${at[@]}"
+    srcs=(); for _ in $(seq "$STREAMS"); do srcs+=(--source sample); done
+    step mosaic 150 "${rt[@]}" record "${srcs[@]}" --right "$OPTIMIZED" --pace realtime --baseline-streams 0 --duration 20 \
+      --set engine.max_batch=16 --out "$res/mosaic/mosaic16.mp4" "${at[@]}"
     frames "$res/mosaic/mosaic16.mp4" "$res/mosaic/mosaic16" >> "$res/mosaic.log" 2>&1
     rm -f "$res"/demo/*.mp4 "$res"/mosaic/*.mp4  # the PNG frames and figures come back, not the videos
     ;;

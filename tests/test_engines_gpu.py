@@ -213,6 +213,8 @@ def test_frames_in_the_runners_page_locked_ring_upload_directly(demo_ref, engine
 def test_the_runner_splits_each_engines_memory_into_context_and_its_own(demo_ref, engines_dir, frames):
     from rtmon.runner import EngineRunner, RunnerOptions
 
+    if unavailable_reason("torch-graph"):
+        pytest.skip(unavailable_reason("torch-graph"))
     settings = _settings(engines_dir)
     runners = [EngineRunner([n], demo_ref, settings, RunnerOptions.of(settings)) for n in ("torch-fp32", "torch-graph")]
     try:

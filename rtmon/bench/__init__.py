@@ -318,8 +318,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _pace_entry(pace: str, pipeline, figures: dict[str, dict[str, dict]]) -> dict:
-    what = {"realtime": "The sample plays at its own 30 fps, as a camera feeds it: both engines keep up, so the "
-                        "delivered FPS are equal and capacity (frames per busy second) shows the difference.",
+    what = {"realtime": "The feed plays at its own rate, as a camera delivers it: an engine that keeps up delivers "
+                        "that rate, so capacity (frames per busy second) shows the difference.",
             "max": "The feed is decoded as fast as the fastest engine takes frames; each engine takes the newest, "
                    "so delivered FPS differ by the true ratio."}[pace]
     engines = []
