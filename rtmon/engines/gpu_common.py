@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rtmon.core import EngineInfo, Frame, Result, StageTimes
-from rtmon.engines.base import warmup_frames
+from rtmon.engines.base import Network, warmup_frames
 from rtmon.engines.prepost import (
     Letterbox,
     Thresholds,
@@ -53,6 +53,11 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 CANDIDATES = 1024
 # Frames in flight in `infer_stream`: the host prepares frame N+1 while the GPU runs frame N.
 LANES = 2
+
+
+def served_batch_sizes(max_batch: int) -> list[int]:
+    """The batch sizes `GpuEngine.network` builds: powers of two below `max_batch`, and it."""
+    return [*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch]
 
 
 def require_cuda(engine: str) -> torch.device:
@@ -189,6 +194,27 @@ class GpuEngine:
             with torch.cuda.stream(self._stream):
                 self._runners[batch] = self._build(batch)
         return self._runners[batch]
+
+    def network(self, max_batch: int) -> Network:
+        """The network alone on host arrays, for `rtmon serve`: a batch of n runs on the runner of
+        the smallest built size that holds it (powers of two up to `max_batch`), the rows past n
+        left as the last batch wrote them and ignored. Fixed sizes keep the runtimes' CUDA
+        graphs and plans; a few sizes keep padding cheap without a graph per size."""
+        sizes = served_batch_sizes(max_batch)
+        inputs = {}
+        for size in sizes:
+            self.runner(size)
+            inputs[size] = torch.zeros(size, 3, self._imgsz, self._imgsz, dtype=self.input_dtype, device=self._device)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            n = len(x)
+            size = next(s for s in sizes if s >= n)
+            with torch.cuda.stream(self._stream):
+                static = inputs[size]
+                static[:n].copy_(torch.from_numpy(x))
+                return self.runner(size)(static)[:n].cpu().numpy()  # waits for the network
+
+        return Network(run, np.dtype(np.float16 if self.input_dtype == torch.float16 else np.float32), max_batch)
 
     def infer(self, frame: Frame) -> Result:
         plan = self._plan(0, 1, frame.image.shape)
