@@ -7,11 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,23 +27,14 @@ from rtmon.engines.triton import Endpoint, ServedModel
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, resolve_model
 from rtmon.scene import SAMPLE_SEED, render_scene
-from rtmon.triton import preferred_batch_sizes
+from rtmon.triton import perf_analyzer, preferred_batch_sizes
+from rtmon.triton.loadtest import ServeProcess, free_ports, run_loadtest
 from rtmon.triton.repository import OnnxInterface, RepositoryOptions, model_config
 from rtmon.triton.serve import check_ports
 from tests.cli_helpers import assert_one_line_error, run_rtmon
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 240  # engine load and warm-up, then tritonserver and its Python stub
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def living(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -59,69 +47,33 @@ def living(processes: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
-class Server:
-    """`python -m rtmon serve --engine ort-cpu` on free loopback ports; its output read as it comes."""
+def start_server(rtmon_env: dict) -> ServeProcess:
+    """`python -m rtmon serve --engine ort-cpu` on free loopback ports, with the session's folders."""
+    sets = [a for item in rtmon_env["sets"] for a in ("--set", item)]
+    return ServeProcess(["--engine", "ort-cpu", "--model", "demo", *sets], env={**rtmon_env["env"], "PYTHONPATH": str(ROOT)})
 
-    def __init__(self, rtmon_env: dict, *args: str) -> None:
-        self.grpc, self.http, self.metrics = free_ports(3)
-        cmd = [sys.executable, "-m", "rtmon", "serve", "--engine", "ort-cpu", "--model", "demo", "--address", "127.0.0.1",
-               "--grpc-port", str(self.grpc), "--http-port", str(self.http), "--metrics-port", str(self.metrics), *args]
-        for item in rtmon_env["sets"]:
-            cmd += ["--set", item]
-        env = {**rtmon_env["env"], "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self.ready = threading.Event()
-        self._readers = [threading.Thread(target=self._read, args=(pipe, lines), daemon=True)
-                         for pipe, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
-        for reader in self._readers:
-            reader.start()
 
-    def _read(self, pipe, lines: list[str]) -> None:
-        for line in pipe:
-            lines.append(line)
-            if line.startswith("ready"):
-                self.ready.set()
+def family(server: ServeProcess) -> list[psutil.Process]:
+    return psutil.Process(server.proc.pid).children(recursive=True)
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self.ready.wait(1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"rtmon serve not ready (exit {self.proc.poll()}): {''.join(self.stderr)[-3000:]}")
 
-    @property
-    def url(self) -> str:
-        return f"grpc://127.0.0.1:{self.grpc}"
-
-    def family(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def output(self) -> tuple[str, str]:
-        """stdout and stderr, once the server has exited."""
-        self.proc.wait(timeout=60)
-        for reader in self._readers:
-            reader.join(10)
-        return "".join(self.stdout), "".join(self.stderr)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            for p in living(self.family()):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
-            self.proc.kill()
-            self.proc.wait()
+def stop_everything(server: ServeProcess) -> None:
+    if server.proc.poll() is None:
+        for p in living(family(server)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+    server.kill()
 
 
 @pytest.fixture(scope="module")
 def server(rtmon_env):
     """One `rtmon serve` for the module; stopping it with SIGTERM is itself tested at the end."""
-    srv = Server(rtmon_env)
+    srv = start_server(rtmon_env)
     try:
-        srv.wait_ready()
+        srv.wait_ready(READY_TIMEOUT_S)
         yield srv
     finally:
-        srv.kill()
+        stop_everything(srv)
 
 
 @pytest.fixture(scope="module")
@@ -131,38 +83,43 @@ def demo(engines_dir) -> ModelRef:
 
 @pytest.fixture(scope="module")
 def frames() -> list[Frame]:
-    return [Frame(i, image, time.perf_counter()) for i, (image, _) in enumerate(render_scene(SAMPLE_SEED, 40, stride=10))]
+    return [Frame(i, image, time.perf_counter()) for i, (image, _) in enumerate(render_scene(SAMPLE_SEED, 30, stride=10))]
 
 
-def settings_for(server: Server, engines_dir: Path, **overrides):
+def settings_for(server: ServeProcess, engines_dir: Path, **overrides):
     return load_settings(overrides={"paths.engines_dir": str(engines_dir), "triton.url": server.url, **overrides})
 
 
 # --- the engine against the server ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shm", ["on", "off"])
-def test_triton_engine_finds_the_boxes_ort_cpu_finds(server, demo, frames, engines_dir, shm):
-    settings = settings_for(server, engines_dir, **{"triton.shm": shm})
-    local, remote = create("ort-cpu", demo, settings), create("triton", demo, settings)
+@pytest.fixture(scope="module")
+def ort_cpu_detections(demo, frames, engines_dir) -> list:
+    local = create("ort-cpu", demo, load_settings(overrides={"paths.engines_dir": str(engines_dir)}))
     local.load()
+    try:
+        return [local.infer(frame).detections for frame in frames]
+    finally:
+        local.close()
+
+
+@pytest.mark.parametrize("shm", ["on", "off"])
+def test_triton_engine_finds_the_boxes_ort_cpu_finds(server, demo, frames, ort_cpu_detections, engines_dir, shm):
+    remote = create("triton", demo, settings_for(server, engines_dir, **{"triton.shm": shm}))
     remote.load()
     try:
-        total = 0
-        for frame in frames:
-            ours, theirs = local.infer(frame).detections, remote.infer(frame).detections
+        for frame, ours in zip(frames, ort_cpu_detections, strict=True):
+            theirs = remote.infer(frame).detections
             pairs = match_pairs(ours, theirs, iou=0.99)
             assert len(pairs) == len(ours) == len(theirs), frame.index
             i, j = np.array(pairs).T
             assert np.abs(ours.confidence[i] - theirs.confidence[j]).max() < 1e-4
-            total += len(ours)
-        assert total > 10  # the demo detector sees the sample scene's objects
+        assert sum(map(len, ort_cpu_detections)) > 10  # the demo detector sees the sample scene's objects
         info = remote.info
         assert info.device == f"remote: 127.0.0.1:{server.grpc}" and info.precision == "fp32"
         assert ("shared memory" in info.backend) == (shm == "on")
         assert any("round trip" in note for note in info.notes)
     finally:
-        local.close()
         remote.close()
 
 
@@ -217,6 +174,33 @@ def test_bench_races_ort_cpu_and_the_triton_engine(server, rtmon_env, tmp_path):
     assert all(e["fps"] > 0 for e in report["engines"])
 
 
+def test_loadtest_measures_the_server_and_writes_its_report(server, engines_dir, tmp_path):
+    settings = load_settings(overrides={"paths.engines_dir": str(engines_dir), "model.name": "demo"})
+    report = run_loadtest(settings, "ort-cpu", [1, 2], ["on"], tmp_path, warmup_s=0.2, seconds=0.6,
+                          url=server.url, use_perf_analyzer=True, sets=[], echo=lambda _: None)
+    assert json.loads((tmp_path / "triton.json").read_text()) == report
+    rounds = report["served"]["rounds"]
+    assert [(r["streams"], r["shm"]) for r in rounds] == [(1, "on"), (2, "on")]
+    assert all(r["latency_ms"]["p99"] is None or r["latency_ms"]["p99"] > 0 for r in rounds)
+    assert sum(r["frames"] for r in rounds) > 0
+    assert report["in_process"]["stream"]["mode"] == "one at a time"
+    assert [a["batch"] for a in report["in_process"]["network_alone"]] == [1, 2]
+    assert report["perf_analyzer"]["ran"] or report["perf_analyzer"]["why"]
+    assert "| 2 | shared memory |" in (tmp_path / "triton.md").read_text()
+    assert (tmp_path / "triton.png").stat().st_size > 10_000
+
+
+def test_perf_analyzer_csv_is_read_in_milliseconds():
+    text = ("Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+            "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency\n"
+            "4,840.5,10,200,1500,30,2500,20,5,4700,5100,5300,6100\n"
+            "1,300.2,10,200,40,30,2400,20,5,3300,3400,3500,3900\n")
+    rows = perf_analyzer.parse_csv(text)
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    assert rows[1] == {"concurrency": 4, "fps": 840.5, "p50_ms": 4.7, "p90_ms": 5.1, "p95_ms": 5.3, "p99_ms": 6.1,
+                       "server_queue_ms": 1.5, "server_compute_ms": 2.5}
+
+
 def test_serve_on_a_port_in_use_is_a_one_line_error(server, rtmon_env):
     result = run_rtmon(["serve", "--engine", "ort-cpu", "--address", "127.0.0.1", "--grpc-port", str(server.grpc),
                         *("--http-port", str(free_ports(1)[0]), "--metrics-port", str(free_ports(1)[0]))], rtmon_env)
@@ -238,20 +222,18 @@ def test_serving_the_baseline_is_refused(engines_dir):
 
 
 def test_sigterm_stops_the_server_and_everything_it_started(server):
-    """Runs last in this module (pytest keeps file order): it stops the shared server."""
-    family = server.family()
-    names = {p.name() for p in living(family)}
+    """Runs last of the tests on the shared server (pytest keeps file order): it stops it."""
+    started = family(server)
+    names = {p.name() for p in living(started)}
     assert "tritonserver" in names and "triton_python_backend_stub" in names, names
-    folder = Path("/tmp/rtmon-serve") / str(server.proc.pid)
+    folder = Path(tempfile.gettempdir()) / "rtmon-serve" / str(server.proc.pid)
     assert folder.is_dir()
-    server.proc.send_signal(signal.SIGTERM)
-    out, err = server.output()
-    assert server.proc.returncode == 0, err[-3000:]
-    assert "stopped" in out and "Traceback" not in err
+    assert server.stop() == 0, "".join(server.stderr)[-3000:]
+    assert "stopped" in "".join(server.stdout) and "Traceback" not in "".join(server.stderr)
     gone_by = time.monotonic() + 15
-    while living(family) and time.monotonic() < gone_by:
+    while living(started) and time.monotonic() < gone_by:
         time.sleep(0.2)
-    assert not living(family)
+    assert not living(started)
     assert not folder.exists()
 
 
@@ -259,24 +241,48 @@ def test_sigterm_stops_the_server_and_everything_it_started(server):
 
 
 def test_killed_server_takes_tritonserver_along_and_the_engine_says_so(rtmon_env, demo, frames, engines_dir):
-    srv = Server(rtmon_env)
+    srv = start_server(rtmon_env)
     try:
-        srv.wait_ready()
+        srv.wait_ready(READY_TIMEOUT_S)
         engine = create("triton", demo, settings_for(srv, engines_dir, **{"triton.timeout_s": 5}))
         engine.load()
-        family = srv.family()
+        started = family(srv)
         srv.proc.kill()  # SIGKILL: rtmon gets no chance to stop anything
         srv.proc.wait()
         gone_by = time.monotonic() + 20
-        while living(family) and time.monotonic() < gone_by:
+        while living(started) and time.monotonic() < gone_by:
             time.sleep(0.2)
-        assert not living(family), [p.name() for p in living(family)]
+        assert not living(started), [p.name() for p in living(started)]
         with pytest.raises(ConnectionError) as err:
             engine.infer(frames[0])
         assert "did not answer" in str(err.value) and "\n" not in str(err.value)
         engine.close()
     finally:
-        srv.kill()
+        stop_everything(srv)
+
+
+# --- what a GPU engine serves (GPU machine only) ------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["torch-graph", "ort-cuda"])
+def test_a_gpu_engines_served_network_answers_each_batch_as_it_answers_one_image(name, demo, frames, engines_dir):
+    from rtmon.engines.prepost import preprocess_cpu
+
+    engine = create(name, demo, load_settings(overrides={"paths.engines_dir": str(engines_dir)}))
+    engine.load()
+    try:
+        network = engine.network(4)
+        batch = np.concatenate([preprocess_cpu(f.image, 640, network.input_dtype)[0] for f in frames[:3]])
+        together = network.run(batch)  # 3 images on the batch-4 runner, one row of padding
+        assert together.shape == (3, 10, 8400)
+        for i in range(3):
+            alone = network.run(batch[i : i + 1]).astype(np.float32)
+            scores = np.abs(together[i].astype(np.float32)[4:] - alone[0][4:]).max()
+            boxes = np.abs(together[i].astype(np.float32)[:4] - alone[0][:4]).max()
+            assert scores < 0.02 and boxes < 1.0, (i, scores, boxes)  # FP16, other kernels per batch size
+    finally:
+        engine.close()
 
 
 # --- export --triton ---------------------------------------------------------------------------
