@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from rtmon.scene import SAMPLE_SEED, render_scene
 from rtmon.triton import perf_analyzer, preferred_batch_sizes
 from rtmon.triton.loadtest import ServeProcess, free_ports, run_loadtest
 from rtmon.triton.repository import OnnxInterface, RepositoryOptions, model_config
-from rtmon.triton.serve import check_ports
+from rtmon.triton.serve import check_answer, check_ports
 from tests.cli_helpers import assert_one_line_error, run_rtmon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,6 +200,20 @@ def test_perf_analyzer_csv_is_read_in_milliseconds():
     assert [r["concurrency"] for r in rows] == [1, 4]
     assert rows[1] == {"concurrency": 4, "fps": 840.5, "p50_ms": 4.7, "p90_ms": 5.1, "p95_ms": 5.3, "p99_ms": 6.1,
                        "server_queue_ms": 1.5, "server_compute_ms": 2.5}
+
+
+def test_serve_checks_the_answer_of_the_running_server(server, demo, engines_dir):
+    local = create("ort-cpu", demo, load_settings(overrides={"paths.engines_dir": str(engines_dir)}))
+    local.load()
+    try:
+        zeros = np.zeros((1, 3, 640, 640), np.float32)
+        expected = local.network(1).run(zeros)
+    finally:
+        local.close()
+    address = f"127.0.0.1:{server.grpc}"
+    assert check_answer(address, "rtmon", zeros, expected) is None
+    assert check_answer(address, "rtmon", zeros, expected[:, :, :100]) == "output shape [1, 10, 8400], expected [1, 10, 100]"
+    assert check_answer(address, "rtmon", zeros, expected + 1) == "output values differ from the engine's own"
 
 
 def test_serve_on_a_port_in_use_is_a_one_line_error(server, rtmon_env):
@@ -408,6 +423,32 @@ def test_served_model_reads_names_types_and_shapes_from_metadata():
 def test_served_model_refuses_other_interfaces(inputs, outputs, fragment):
     with pytest.raises(UserError, match=fragment):
         ServedModel.describe(_metadata(inputs, outputs))
+
+
+@pytest.mark.parametrize(
+    ("script", "fragment"),
+    [
+        ("echo \"ModuleNotFoundError: No module named 'zmq'\" >&2; exit 1", "No module named 'zmq'"),
+        ("echo 2.4.6", "it has numpy 2.4.6"),
+    ],
+)
+def test_serve_refuses_a_python_whose_model_process_would_fail(script, fragment, tmp_path, monkeypatch):
+    from rtmon.triton.serve import check_model_process_python
+
+    (tmp_path / "bin").mkdir()
+    python = tmp_path / "bin" / "python3"
+    python.write_text(f"#!/bin/sh\n{script}\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "exec_prefix", str(tmp_path))
+    with pytest.raises(UserError, match="ignores PYTHONPATH and needs numpy < 2 and pyzmq") as err:
+        check_model_process_python()
+    assert fragment in str(err.value)
+
+
+def test_this_environment_can_run_the_model_process():
+    from rtmon.triton.serve import check_model_process_python
+
+    check_model_process_python()
 
 
 def test_port_check_refuses_a_port_in_use_and_shared_ports():

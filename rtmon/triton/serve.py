@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import importlib.util
 import logging
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -38,6 +40,7 @@ import psutil
 from rich.console import Console
 
 from rtmon import engines as registry
+from rtmon import gpu
 from rtmon.config import Settings
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, resolve_model
@@ -97,6 +100,29 @@ def _libpython_first() -> None:
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*paths, *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep))])
 
 
+def check_model_process_python() -> None:
+    """The Python that PyTriton's model process (Triton's Python backend stub) will run must import
+    numpy < 2 and pyzmq from its own environment: the stub runs the interpreter found at
+    `sys.exec_prefix/bin`, ignores PYTHONPATH (it does read site-packages' .pth files), and with
+    numpy 2 it answers every request with an empty output. Checked up front, in the same
+    isolated mode, so that a wrong environment is one clear line rather than a broken server."""
+    python = Path(sys.exec_prefix) / "bin" / "python3"
+    probe = "import numpy, zmq; print(numpy.__version__)"
+    try:
+        done = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise UserError(f"serve: cannot run {python} for PyTriton's model process ({exc.strerror or exc})") from None
+    found = done.stdout.strip()
+    if done.returncode == 0 and int(found.split(".")[0]) < 2:
+        return
+    why = f"it has numpy {found}" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["it fails"])[-1]
+    raise UserError(
+        f"serve: PyTriton's model process runs {python}, which ignores PYTHONPATH and needs numpy < 2 and pyzmq "
+        f"of its own ({why}); install them there (pip install 'numpy<2' pyzmq) or use a venv "
+        "(python3 -m venv --system-site-packages V; list the PYTHONPATH folders in a .pth file in its site-packages)"
+    )
+
+
 @contextlib.contextmanager
 def _run_folder() -> Iterator[Path]:
     """A folder for this server, <tmp>/rtmon-serve/<pid>: PyTriton's workspace (a copy of
@@ -126,6 +152,27 @@ def _log_tail(log: Path) -> str:
     return (errors or lines or ["empty server log"])[-1][:300]
 
 
+def check_answer(address: str, model: str, image: np.ndarray, expected: np.ndarray) -> str | None:
+    """None when the server answers `image` with `expected` (the engine's own answer, in process);
+    else what is wrong. PyTriton's data path can fail silently (with numpy 2 its backend stub
+    returns empty outputs), so the server is asked once before it is announced."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+    request = grpcclient.InferInput(INPUT_NAME, list(image.shape), np_to_triton_dtype(image.dtype))
+    request.set_data_from_numpy(image)
+    try:
+        with grpcclient.InferenceServerClient(address) as client:
+            answer = client.infer(model, [request], client_timeout=60).as_numpy(OUTPUT_NAME)
+    except (InferenceServerException, ValueError) as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if answer is None or answer.shape != expected.shape:
+        return f"output shape {None if answer is None else list(answer.shape)}, expected {list(expected.shape)}"
+    if not np.allclose(answer.astype(np.float32), expected.astype(np.float32), rtol=1e-3, atol=1e-3):
+        return "output values differ from the engine's own"
+    return None
+
+
 def _bind(triton, settings: Settings, network, output: np.ndarray) -> None:
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -153,11 +200,10 @@ def run_serve(settings: Settings, console: Console) -> None:
     """Serve `settings.serve.engine` until Ctrl-C or SIGTERM (or until the server dies: UserError)."""
     serve = settings.serve
     check_ports(serve.address, {"grpc": serve.grpc_port, "http": serve.http_port, "metrics": serve.metrics_port})
-    try:
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
-    except ImportError:
-        raise UserError(f"serve: PyTriton is not installed; {INSTALL_HINT}") from None
+    if importlib.util.find_spec("pytriton") is None:
+        raise UserError(f"serve: PyTriton is not installed; {INSTALL_HINT}")
     _libpython_first()
+    check_model_process_python()
     model = resolve_model(settings.model.name, Path(settings.paths.engines_dir))
     if model.notice:
         log.warning(model.notice)
@@ -172,36 +218,49 @@ def run_serve(settings: Settings, console: Console) -> None:
     try:
         engine.load()
         network = engine.network(serve.max_batch)
-        probe = network.run(np.zeros((1, 3, settings.model.imgsz, settings.model.imgsz), network.input_dtype))
-        if stop.is_set():
-            return
-        with _run_folder() as folder:
-            server_log = folder / "tritonserver.log"
-            config = TritonConfig(
-                grpc_address=serve.address, grpc_port=serve.grpc_port, http_address=serve.address,
-                http_port=serve.http_port, metrics_address=serve.address, metrics_port=serve.metrics_port,
-                allow_metrics=True, allow_gpu_metrics=engine.info.device != "cpu", log_file=server_log,
-                exit_timeout_secs=EXIT_TIMEOUT_S,
-            )
-            triton = Triton(config=config, workspace=folder / "workspace",
-                            security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
-            try:
-                _bind(triton, settings, network, probe)
-                try:
-                    triton.run()
-                except Exception as exc:
-                    raise UserError(f"serve: Triton did not start ({_log_tail(server_log) if server_log.exists() else exc})") from None
-                _print_ready(console, settings, engine, model)
-                while not stop.wait(0.5):
-                    if not triton.is_alive():
-                        raise UserError(f"serve: Triton stopped on its own ({_log_tail(server_log)})")
-            finally:
-                triton.stop()
+        if not stop.is_set():
+            with _run_folder() as folder:
+                _serve_until_stopped(settings, network, folder, stop, lambda: _print_ready(console, settings, engine, model))
         console.print("stopped")
     finally:
         engine.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _serve_until_stopped(settings: Settings, network, folder: Path, stop: threading.Event, announce) -> None:
+    """Start tritonserver with `network` bound, check its answer, announce it, and keep it
+    running until `stop` is set (or it dies: UserError); it is stopped on the way out."""
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    serve = settings.serve
+    zeros = np.zeros((1, 3, settings.model.imgsz, settings.model.imgsz), network.input_dtype)
+    expected = network.run(zeros)
+    server_log = folder / "tritonserver.log"
+    config = TritonConfig(
+        grpc_address=serve.address, grpc_port=serve.grpc_port, http_address=serve.address, http_port=serve.http_port,
+        metrics_address=serve.address, metrics_port=serve.metrics_port, allow_metrics=True,
+        allow_gpu_metrics=gpu.unavailable_reason() is None, log_file=server_log, exit_timeout_secs=EXIT_TIMEOUT_S,
+    )
+    triton = Triton(config=config, workspace=folder / "workspace",
+                    security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
+    try:
+        _bind(triton, settings, network, expected)
+        try:
+            triton.run()
+        except Exception as exc:
+            raise UserError(f"serve: Triton did not start ({_log_tail(server_log) if server_log.exists() else exc})") from None
+        here = "127.0.0.1" if serve.address in {"0.0.0.0", "::"} else serve.address
+        wrong = check_answer(f"[{here}]:{serve.grpc_port}" if ":" in here else f"{here}:{serve.grpc_port}",
+                             settings.triton.model, zeros, expected)
+        if wrong:
+            raise UserError(f"serve: the server answers a test request wrongly ({wrong})")
+        announce()
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                raise UserError(f"serve: Triton stopped on its own ({_log_tail(server_log)})")
+    finally:
+        triton.stop()
 
 
 def _print_ready(console: Console, settings: Settings, engine, model: ModelRef) -> None:
