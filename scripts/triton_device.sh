@@ -35,11 +35,11 @@ PY
 } > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
 
-timeout 180 "$PY" -m pytest -v -m gpu tests/test_triton.py -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
+timeout 100 "$PY" -m pytest -v -m gpu tests/test_triton.py -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
 echo "pytest exit code $?" | tee -a "$OUT/pytest.txt"
 grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -8
 
-timeout 480 "$PY" -m rtmon.triton.loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
+timeout 450 "$PY" -m rtmon.triton.loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
   --streams "${STREAMS:-1,2,4,8,16,32}" --seconds "${ROW_SECONDS:-2}" --warmup 1 \
   --set "serve.max_batch=${MAX_BATCH:-16}" 2>&1 | tee "$OUT/loadtest.log"
 echo "loadtest exit code ${PIPESTATUS[0]}" | tee -a "$OUT/loadtest.log"

@@ -209,6 +209,8 @@ class SharedMemoryTransport:
 
 
 class TritonEngine:
+    """The `triton` engine: rtmon's letterbox, the network on the server, rtmon's NMS."""
+
     def __init__(self, name: str, model: ModelRef, settings) -> None:
         self.class_names = dict(model.class_names)
         self._imgsz = settings.model.imgsz

@@ -362,6 +362,7 @@ def _machine() -> dict:
     info = gpu.info()
     return {"gpu": info.name if info else None, "driver": info.driver if info else None,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2),  # other work on the machine, for context
             "python": platform.python_version(), "pytriton": _version("nvidia-pytriton"),
             "tritonclient": _version("tritonclient")}
 
@@ -384,7 +385,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# rtmon serve under load — {report['created']}",
         "",
-        f"- machine: {where}, Python {machine['python']}, PyTriton {machine['pytriton']}, tritonclient {machine['tritonclient']}",
+        f"- machine: {where}, Python {machine['python']}, PyTriton {machine['pytriton']}, tritonclient {machine['tritonclient']}"
+        + (f"; load average {machine['load_average_1m_at_start']} when the run began"
+           if machine.get("load_average_1m_at_start") is not None else ""),
         f"- model: {report['model']['label']} (sha256 {report['model']['sha256']})",
         f"- engine: {local['engine']} ({local['backend']}, {local['precision']}, {local['device']})",
         f"- server: {method['server']}, max batch {method['max_batch']}, queue delay {method['queue_delay_us']} µs",
