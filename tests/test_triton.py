@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from rtmon.scene import SAMPLE_SEED, render_scene
 from rtmon.triton import perf_analyzer, preferred_batch_sizes
 from rtmon.triton.loadtest import ServeProcess, free_ports, run_loadtest
 from rtmon.triton.repository import OnnxInterface, RepositoryOptions, model_config
-from rtmon.triton.serve import check_answer, check_ports
+from rtmon.triton.serve import RUN_ROOT, check_answer, check_ports, remove_leftovers
 from tests.cli_helpers import assert_one_line_error, run_rtmon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +240,7 @@ def test_sigterm_stops_the_server_and_everything_it_started(server):
     started = family(server)
     names = {p.name() for p in living(started)}
     assert "tritonserver" in names and "triton_python_backend_stub" in names, names
-    folder = Path(tempfile.gettempdir()) / "rtmon-serve" / str(server.proc.pid)
+    folder = RUN_ROOT / str(server.proc.pid)
     assert folder.is_dir()
     assert server.stop() == 0, "".join(server.stderr)[-3000:]
     assert "stopped" in "".join(server.stdout) and "Traceback" not in "".join(server.stderr)
@@ -274,6 +273,10 @@ def test_killed_server_takes_tritonserver_along_and_the_engine_says_so(rtmon_env
         engine.close()
     finally:
         stop_everything(srv)
+    # the next `rtmon serve` removes what the killed one left on disk; here, at once
+    assert (RUN_ROOT / str(srv.proc.pid)).is_dir()
+    remove_leftovers(srv.proc.pid)
+    assert not (RUN_ROOT / str(srv.proc.pid)).exists() and not list(Path("/dev/shm").glob(f"pytrtion{srv.proc.pid}-*"))
 
 
 # --- what a GPU engine serves (GPU machine only) ------------------------------------------------

@@ -123,23 +123,32 @@ def check_model_process_python() -> None:
     )
 
 
+RUN_ROOT = Path(tempfile.gettempdir()) / "rtmon-serve"
+
+
 @contextlib.contextmanager
 def _run_folder() -> Iterator[Path]:
     """A folder for this server, <tmp>/rtmon-serve/<pid>: PyTriton's workspace (a copy of
-    tritonserver, the model store) and the server log. Folders of servers that were killed
-    are removed first."""
-    root = Path(tempfile.gettempdir()) / "rtmon-serve"
-    root.mkdir(exist_ok=True)
-    for old in root.iterdir():
+    tritonserver, the model store) and the server log. What killed servers left is removed first."""
+    RUN_ROOT.mkdir(exist_ok=True)
+    for old in RUN_ROOT.iterdir():
         if old.name.isdigit() and not psutil.pid_exists(int(old.name)):
-            shutil.rmtree(old, ignore_errors=True)
-    path = root / str(os.getpid())
+            remove_leftovers(int(old.name))
+    path = RUN_ROOT / str(os.getpid())
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_leftovers(pid: int) -> None:
+    """What a killed `rtmon serve` (process `pid`) left behind: its run folder, and the Python
+    backend's shared memory in /dev/shm (PyTriton names it pytrtion<pid>-…)."""
+    shutil.rmtree(RUN_ROOT / str(pid), ignore_errors=True)
+    for region in Path("/dev/shm").glob(f"pytrtion{pid}-*"):
+        region.unlink(missing_ok=True)
 
 
 def _log_tail(log: Path) -> str:
