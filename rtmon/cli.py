@@ -315,6 +315,60 @@ def evaluate(
 
 
 @app.command()
+def serve(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="the engine whose network Triton serves (default optimized)")] = None,
+    model: ModelOpt = None,
+    grpc_port: Annotated[int | None, typer.Option("--grpc-port", help="gRPC port (default 8001)")] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port (default 8000)")] = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Prometheus metrics port (default 8002)")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="address to listen on (default 0.0.0.0; 127.0.0.1 = this machine only)")] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="the model's name on the server (default rtmon)")] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", help="largest batch the dynamic batcher forms (default 16)")] = None,
+    queue_delay_us: Annotated[int | None, typer.Option("--queue-delay-us", help="how long a request may wait for a batch, µs (default 100)")] = None,
+) -> None:
+    """Serve an engine on Triton Inference Server (NVIDIA PyTriton): gRPC, HTTP, dynamic batching, Prometheus metrics; the `triton` engine is its client."""
+    settings = _parent_settings(ctx, config=config, sets=sets, **{
+        "serve.engine": engine, "model.name": model, "serve.grpc_port": grpc_port, "serve.http_port": http_port,
+        "serve.metrics_port": metrics_port, "serve.address": address, "triton.model": model_name,
+        "serve.max_batch": max_batch, "serve.queue_delay_us": queue_delay_us,
+    })
+    from rtmon.triton.serve import run_serve
+
+    run_serve(settings, console)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    triton: Annotated[Path, typer.Option("--triton", metavar="DIR", help="write a Triton model repository (config.pbtxt + ONNX) into DIR")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    model: ModelOpt = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp16 or fp32")] = "fp16",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="the model's name in the repository (default rtmon)")] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", help="max_batch_size of the dynamic batcher (default 16)")] = None,
+    queue_delay_us: Annotated[int | None, typer.Option("--queue-delay-us", help="dynamic batcher queue delay, µs (default 100)")] = None,
+    instances: Annotated[int, typer.Option("--instances", help="model instances per GPU")] = 1,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="comma-separated GPU ids (default: every GPU the server sees)")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="CPU instances instead of GPU ones")] = False,
+    tensorrt: Annotated[bool, typer.Option("--tensorrt", help="add ONNX Runtime's TensorRT accelerator")] = False,
+) -> None:
+    """Export the model for a stock tritonserver: a model repository with config.pbtxt and the ONNX file (pre/post-processing stays in rtmon)."""
+    settings = _parent_settings(ctx, config=config, sets=sets, **{
+        "model.name": model, "triton.model": model_name, "serve.max_batch": max_batch, "serve.queue_delay_us": queue_delay_us,
+    })
+    from rtmon.triton.repository import RepositoryOptions, export_repository, parse_gpus
+
+    options = RepositoryOptions(precision, instances, parse_gpus(gpus or ""), cpu, tensorrt)
+    folder = export_repository(settings, triton, options)
+    console.print(f"model repository: {folder.parent}/ (model '{folder.name}': config.pbtxt, 1/model.onnx); "
+                  f"serve it with: tritonserver --model-repository {folder.parent}", soft_wrap=True)
+
+
+@app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON (the shape is in docs/doctor.md)")] = False,
 ) -> None:

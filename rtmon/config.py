@@ -133,6 +133,29 @@ class PrometheusSettings(_Section):
     listen: str = Field("", description="[ADDR:]PORT for a Prometheus /metrics endpoint (ADDR defaults to 127.0.0.1); empty = off")
 
 
+class TritonSettings(_Section):
+    """The `triton` engine: a Triton Inference Server that runs the network for rtmon."""
+
+    url: str = Field("grpc://localhost:8001", description="the server's gRPC endpoint: grpc://host:port")
+    model: str = Field("rtmon", pattern=r"^[A-Za-z0-9._-]+$", description="model name on the server (also what `rtmon serve` serves)")
+    shm: Literal["auto", "on", "off"] = Field(
+        "auto", description="frames through system shared memory: auto (when the server is on this machine) | on | off"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=600, description="longest wait for the server, per request")
+
+
+class ServeSettings(_Section):
+    """`rtmon serve`: a Triton Inference Server on this machine running one of rtmon's engines."""
+
+    engine: str = Field("optimized", description="the engine whose network is served")
+    address: str = Field("0.0.0.0", description="address the endpoints listen on (127.0.0.1: this machine only)")
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    http_port: int = Field(8000, ge=1, le=65535)
+    metrics_port: int = Field(8002, ge=1, le=65535, description="Prometheus metrics at /metrics")
+    max_batch: int = Field(16, ge=1, le=256, description="largest batch Triton's dynamic batcher forms")
+    queue_delay_us: int = Field(100, ge=0, le=1_000_000, description="how long a request may wait for others to join its batch")
+
+
 class PathSettings(_Section):
     engines_dir: str = Field("engines", description="exported ONNX files, TensorRT plans, caches")
     cache_dir: str = Field("", description="sample clip cache; empty = ~/.cache/rtmon")
@@ -147,6 +170,8 @@ class Settings(_Section):
     monitor: MonitorSettings = MonitorSettings()
     mqtt: MqttSettings = MqttSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
+    triton: TritonSettings = TritonSettings()
+    serve: ServeSettings = ServeSettings()
     paths: PathSettings = PathSettings()
 
     @field_validator("*", mode="before")

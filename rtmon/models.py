@@ -185,9 +185,18 @@ def _with_notice(ref: ModelRef, notice: str) -> ModelRef:
     return ModelRef(ref.path, ref.label, ref.kind, ref.sha256, ref.class_names, notice)
 
 
-def onnx_path(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "fp32", batch: int = 1) -> Path:
-    """The cache key of an ONNX export: model hash, input size, precision, opset, batch."""
-    return Path(engines_dir) / f"{ref.path.stem}-{ref.short_hash}-{imgsz}-{precision}-op{OPSET}-b{batch}.onnx"
+def onnx_path(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "fp32", batch: int = 1,
+              dynamic: bool = False) -> Path:
+    """The cache key of an ONNX export: model hash, input size, precision, opset, batch (or `dyn`
+    for an export whose batch dimension is left open)."""
+    batch_part = "dyn" if dynamic else f"b{batch}"
+    return Path(engines_dir) / f"{ref.path.stem}-{ref.short_hash}-{imgsz}-{precision}-op{OPSET}-{batch_part}.onnx"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _valid_onnx(path: Path) -> bool:
@@ -200,13 +209,18 @@ def _valid_onnx(path: Path) -> bool:
         return False
 
 
-def export_onnx(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "fp32", batch: int = 1) -> Path:
+def export_onnx(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "fp32", batch: int = 1,
+                dynamic: bool = False) -> Path:
     """The model exported to ONNX, from the cache when a valid export is there.
 
     A corrupt cached file is rebuilt with a notice. Export runs in a temporary folder and the
     result is renamed into place, so a crash never leaves a half-written file in the cache.
+    `dynamic` leaves the batch dimension open (a Triton model repository batches requests);
+    ultralytics then leaves height and width open too, which a fixed-size config narrows.
+    FP16 is exported on the GPU when there is one (FP16 input and output); without one,
+    ultralytics converts the weights on the CPU and keeps FP32 input and output.
     """
-    target = onnx_path(ref, engines_dir, imgsz, precision, batch)
+    target = onnx_path(ref, engines_dir, imgsz, precision, batch, dynamic)
     if target.is_file():
         if _valid_onnx(target):
             return target
@@ -217,9 +231,9 @@ def export_onnx(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "
         weights = Path(tmp) / ref.path.name
         shutil.copy2(ref.path, weights)
         model = load_yolo(weights)
-        kwargs = {"format": "onnx", "imgsz": imgsz, "opset": OPSET, "simplify": True, "batch": batch, "dynamic": False}
+        kwargs = {"format": "onnx", "imgsz": imgsz, "opset": OPSET, "simplify": True, "batch": batch, "dynamic": dynamic}
         if precision == "fp16":
-            kwargs.update(half=True, device=0)
+            kwargs.update(half=True, device=0 if _cuda_available() else "cpu")
         try:
             exported = Path(model.export(**kwargs))
         except Exception as exc:

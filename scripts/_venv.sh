@@ -1,15 +1,16 @@
 # Sourced by scripts/start, scripts/test and scripts/demo: make sure .venv/ exists and is
 # up to date with pyproject.toml, installing only when something changed (fast otherwise).
 # On a machine with an NVIDIA driver it installs the GPU extra (onnxruntime-gpu, NVDEC);
-# otherwise the CPU one. Override with RTMON_EXTRAS=cpu,dev (or gpu,dev).
+# otherwise the CPU one; both with `serve` (PyTriton and tritonclient, for `rtmon serve` and the
+# `triton` engine). Override with RTMON_EXTRAS=cpu,dev (or gpu,dev).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 if [ -z "${RTMON_EXTRAS:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    RTMON_EXTRAS=gpu,dev
+    RTMON_EXTRAS=gpu,dev,serve
   else
-    RTMON_EXTRAS=cpu,dev
+    RTMON_EXTRAS=cpu,dev,serve
   fi
 fi
 python_bin="${PYTHON:-python3}"

@@ -160,6 +160,15 @@ SPECS: dict[str, EngineSpec] = {
             needs_gpu=True,
             install="pip install 'rtmon[tensorrt]'  (TensorRT 10 fetches NVIDIA's libraries at install, so it needs internet)",
         ),
+        EngineSpec(
+            "triton",
+            "triton",
+            "TritonEngine",
+            "remote: the network on a Triton Inference Server over gRPC (triton.url, triton.model; `rtmon serve` "
+            "starts one), rtmon's letterbox and NMS here; latency includes the network",
+            needs=("tritonclient", "grpc"),
+            install="pip install 'rtmon[serve]'  (tritonclient)",
+        ),
     )
 }
 

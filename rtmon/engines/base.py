@@ -9,6 +9,8 @@ drives each one in its own process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +34,22 @@ class Engine(Protocol):
     def infer(self, frame: Frame) -> Result: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Network:
+    """An engine's network alone, the part `rtmon serve` puts behind Triton Inference Server.
+
+    `run` takes a batch of letterboxed images (n, 3, S, S), RGB in [0, 1], in `input_dtype`,
+    with 1 ≤ n ≤ `max_batch`, and returns the raw head output (n, 4+nc, anchors) on the host:
+    the interface of the model's ONNX export, so a client cannot tell the two servers apart.
+    Engines that can be served implement `network(max_batch) -> Network`, called after `load()`
+    and then from one thread at a time.
+    """
+
+    run: Callable[[np.ndarray], np.ndarray]
+    input_dtype: np.dtype
+    max_batch: int
 
 
 class Stopwatch:

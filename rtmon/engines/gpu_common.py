@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from rtmon.core import EngineInfo, Frame, Result, StageTimes
-from rtmon.engines.base import warmup_frames
+from rtmon.engines.base import Network, warmup_frames
 from rtmon.engines.prepost import (
     Letterbox,
     Thresholds,
@@ -65,6 +65,12 @@ LANES = 2
 # workspace keeps the engine's memory near the baseline's. Read by PyTorch at the first GEMM of
 # the process, so it is set before loading (each engine has its own process).
 CUBLAS_WORKSPACE = ":1024:2"
+
+
+def batch_sizes(max_batch: int) -> list[int]:
+    """The micro-batch sizes that get a captured plan (or a served runner): powers of two below
+    `max_batch`, and it. A batch of n runs on the smallest that holds it."""
+    return [*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch]
 
 
 def require_cuda(engine: str) -> torch.device:
@@ -158,11 +164,7 @@ class GpuEngine:
         return LANES if self.pipelined else 1
 
     def batch_sizes(self) -> list[int]:
-        """The micro-batch sizes that get a captured plan: powers of two up to `max_batch`, and it."""
-        sizes = [1]
-        while sizes[-1] * 2 < self.max_batch:
-            sizes.append(sizes[-1] * 2)
-        return sorted({*sizes, self.max_batch})
+        return batch_sizes(self.max_batch)
 
     # --- what a backend provides -------------------------------------------------------------
     @property
@@ -251,6 +253,27 @@ class GpuEngine:
             with torch.cuda.stream(self._stream):
                 self._runners[batch] = self._build(batch)
         return self._runners[batch]
+
+    def network(self, max_batch: int) -> Network:
+        """The network alone on host arrays, for `rtmon serve`: a batch of n runs on the runner of
+        the smallest built size that holds it (powers of two up to `max_batch`), the rows past n
+        left as the last batch wrote them and ignored. Fixed sizes keep the runtimes' CUDA
+        graphs and plans; a few sizes keep padding cheap without a graph per size."""
+        sizes = batch_sizes(max_batch)
+        inputs = {}
+        for size in sizes:
+            self.runner(size)
+            inputs[size] = torch.zeros(size, 3, self._imgsz, self._imgsz, dtype=self.input_dtype, device=self._device)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            n = len(x)
+            size = next(s for s in sizes if s >= n)
+            with torch.cuda.stream(self._stream):
+                static = inputs[size]
+                static[:n].copy_(torch.from_numpy(x))
+                return self.runner(size)(static)[:n].cpu().numpy()  # waits for the network
+
+        return Network(run, np.dtype(np.float16 if self.input_dtype == torch.float16 else np.float32), max_batch)
 
     def infer(self, frame: Frame) -> Result:
         (result,) = self.collect(self.submit([frame]))

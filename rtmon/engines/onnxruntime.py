@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from rtmon.core import EngineInfo, Frame, Result
-from rtmon.engines.base import Stopwatch, warmup_frames
+from rtmon.engines.base import Network, Stopwatch, warmup_frames
 from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, export_onnx
@@ -54,6 +54,15 @@ class OnnxRuntimeEngine:
         with sw("postprocess"):
             detections = postprocess(torch.from_numpy(pred), box, self._thresholds)
         return Result(self.info.name, frame, detections, sw.stages())
+
+    def network(self, max_batch: int) -> Network:
+        """The network alone, for `rtmon serve`: the session's export takes one image, so a
+        batch runs image by image (on the CPU a batch would not run faster)."""
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([self._session.run(None, {self._input: x[i : i + 1]})[0] for i in range(len(x))])
+
+        return Network(run, np.dtype(np.float32), max_batch)
 
     def close(self) -> None:
         self._session = None
