@@ -179,6 +179,10 @@ class Pipeline:
                 reader.join(timeout=5)
         if not any(reader.ident for reader in self.readers):  # never started: the captures are ours
             self._release_opened()
+        failed = [r.name for r in self.runners if r.metrics.state == EngineState.FAILED]
+        if failed:  # what the failed engines printed is the first thing to read
+            log.warning("engine output kept in %s (%s failed)", self._log_dir, ", ".join(failed))
+            return
         with contextlib.suppress(OSError):
             for path in self._log_dir.iterdir():
                 path.unlink()

@@ -72,7 +72,7 @@ case "$stage" in
     rm -f "$res"/demo/*.mp4 "$res"/mosaic/*.mp4  # the PNG frames and figures come back, not the videos
     ;;
   d)
-    step triton 480 bash scripts/triton_device.sh "$res/triton"
+    step triton 560 env OUT="$res" bash scripts/triton_device.sh
     ;;
 esac
 tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"
