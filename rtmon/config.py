@@ -58,8 +58,9 @@ class EngineSettings(_Section):
     bench: list[str] = Field(["baseline", "optimized"], min_length=1)
     max_batch: int = Field(1, ge=1, le=256, description="frames waiting (from one stream or several) are batched "
                            "up to this many, for engines that batch; 1 = one frame at a time")
-    max_delay_ms: float = Field(2.0, ge=0, le=1000, description="how long the first frame of a micro-batch waits "
-                                "for others (like Triton's max_queue_delay)")
+    max_delay_ms: float = Field(0.0, ge=0, le=1000, description="how long the first frame of a micro-batch waits "
+                                "for others (like Triton's max_queue_delay); 0: batch what is waiting, so batches grow "
+                                "only while the engine is busy and an idle engine adds no delay")
     ort_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0 = its default)")
     stage_times: bool = Field(True, description="time each stage with CUDA events (GPU engines); off: only "
                               "whole frames are timed")

@@ -11,7 +11,7 @@
 # in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
 # the other variables below override the defaults.
 set -u -o pipefail
-stage=${1:?a, b, c or d}
+stage=${1:?a, b, c, d or e}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -70,6 +70,15 @@ case "$stage" in
       --set engine.max_batch=16 --out "$res/mosaic/mosaic16.mp4" "${at[@]}"
     frames "$res/mosaic/mosaic16.mp4" "$res/mosaic/mosaic16" >> "$res/mosaic.log" 2>&1
     rm -f "$res"/demo/*.mp4 "$res"/mosaic/*.mp4  # the PNG frames and figures come back, not the videos
+    ;;
+  e)  # capacity again, and the concurrent run with NVIDIA MPS when it can be started here
+    step multi-stream 300 "${rt[@]}" bench --scenario multi-stream --engines "baseline,$OPTIMIZED" --camera-fps "$CAMERA_FPS" \
+      --set engine.max_batch=32 --set bench.trial_s="$TRIAL_S" --out "$res/multi-stream" "${at[@]}"
+    if nvidia-cuda-mps-control -d > "$res/mps.log" 2>&1; then
+      step concurrent-mps 260 "${rt[@]}" bench --concurrent "$CONCURRENT_S" --engines "baseline,$OPTIMIZED" \
+        --out "$res/concurrent-mps" "${at[@]}"
+      echo quit | nvidia-cuda-mps-control >> "$res/mps.log" 2>&1
+    fi
     ;;
   d)
     step triton 560 env OUT="$res" bash scripts/triton_device.sh

@@ -249,7 +249,7 @@ def run_concurrent(settings, model: ModelRef, specs: list[SourceSpec], engines: 
 
     check_out_dir(out)
     looping = settings.model_copy(update={"source": settings.source.model_copy(update={"loop": True})})
-    result = {**header(model, specs), "seconds": seconds, "warmup_s": warmup_s,
+    result = {**header(model, specs), "seconds": seconds, "warmup_s": warmup_s, "mps": gpu.mps_active(),
               "policy": "engines each in its own process on one feed, taking the newest frame when free; each "
                         "alone (the others loaded, off) and then all together; latency = capture → boxes",
               "paces": {}}

@@ -322,7 +322,9 @@ def concurrent_checks(report: dict) -> dict[str, dict]:
 
 def concurrent_markdown(report: dict) -> str:
     lines = header_markdown(report, "rtmon concurrent run")
-    lines += [f"- method: {report['policy']}", ""]
+    mps = ("on: kernels of the engine processes run at the same time" if report.get("mps") else
+           "off: the engine processes' CUDA contexts take turns on the GPU (time-slicing)")
+    lines += [f"- method: {report['policy']}", f"- NVIDIA MPS: {mps}", ""]
     for pace, data in report["paces"].items():
         lines += [f"## Pace: {pace}", "", data["what"], "",
                   "| engine | role | | delivered FPS | capacity FPS | busy | P50 ms | P95 ms | P99 ms | skipped | GPU mem |",

@@ -204,7 +204,7 @@ class GpuEngine:
         frames = warmup_frames()
         for frame in frames:
             self.infer(frame)
-        self._measure("first plan (weights, graphs, workspaces)")
+        self._measure("first frames (graphs captured, cuDNN/cuBLAS kernels loaded, workspaces)")
         if self.lanes > 1:
             for _ in range(2):  # both lanes, back to back
                 tickets = [self.submit([f]) for f in frames[: self.lanes]]

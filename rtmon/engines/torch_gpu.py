@@ -79,6 +79,7 @@ class TorchGpuEngine(GpuEngine):
                 p.requires_grad_(False)
             net = net.to(self._device, torch.float16)
             self._net = net.to(memory_format=torch.channels_last) if self._channels_last else net
+            self._measure("weights on the GPU")
         return self._net
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,7 @@ class TorchGpuEngine(GpuEngine):
                 torch.cuda.current_stream().synchronize()
                 self.note(f"Inductor {self._inductor_mode} compile: {time.perf_counter() - t0:.1f} s "
                           "(cache: engines/inductor)")
+                self._measure("Inductor kernels compiled and run")
                 self._forward = compiled
         return self._forward
 
