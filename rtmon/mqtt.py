@@ -308,6 +308,21 @@ def encode(payload: dict[str, Any]) -> bytes:
 # ---- the publisher ----
 
 
+async def _until_first_ends(jobs: list) -> None:
+    """Run the coroutines until one ends; cancel the others; raise the first error (the
+    MqttError that ended the connection)."""
+    tasks = {asyncio.create_task(job) for job in jobs}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [exc for task in done if not task.cancelled() and (exc := task.exception())]
+    if errors:
+        raise errors[0]
+
+
 @dataclass(frozen=True)
 class _Message:
     topic: str
@@ -473,21 +488,20 @@ class MetricsPublisher:
         drops or a stop is asked for; on a stop, publish a retained `offline` before the clean
         disconnect."""
         assert self._stopping is not None
-        await client.publish(self.topics.status, status_payload(True), qos=STATUS_QOS, retain=True)
-        # Messages that arrive before `_receive` runs wait in the client's queue.
-        can_confirm = await self._subscribe_discovery(client) if self.settings.discovery else False
-        jobs = [self._receive(client), self._drain(client), self._stopping.wait()]
-        if self.settings.discovery:
-            jobs.append(self._announce_forever(client, can_confirm))
-        tasks = {asyncio.create_task(job) for job in jobs}
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        errors = [exc for task in done if (exc := task.exception())]
-        if errors:
-            raise errors[0]  # the MqttError that ended the connection
+        # `_receive` runs from the start: it is what notices a lost connection, also while the
+        # `online` status waits for its PUBACK (aiomqtt would otherwise wait out its timeout).
+        jobs = [self._receive(client), self._publish(client), self._stopping.wait()]
+        await _until_first_ends(jobs)
         await client.publish(self.topics.status, status_payload(False), qos=STATUS_QOS, retain=True, timeout=1.0)
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        """Say `online`, then drain the queue (and keep the discovery config up to date)."""
+        await client.publish(self.topics.status, status_payload(True), qos=STATUS_QOS, retain=True)
+        jobs = [self._drain(client)]
+        if self.settings.discovery:
+            can_confirm = await self._subscribe_discovery(client)
+            jobs.append(self._announce_forever(client, can_confirm))
+        await _until_first_ends(jobs)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         # aiomqtt's message iterator is also its documented way of noticing a lost connection:

@@ -701,3 +701,32 @@ def test_rtmon_bench_publishes_progress_and_results(broker: Broker, tmp_path: Pa
     assert done and done[-1]["latency_ms"]["p99"] > 0
     statuses = [p for t, p in seen if t.endswith("/status")]
     assert statuses[0] == "online" and statuses[-1] == "offline"
+
+
+def test_a_connection_lost_before_the_online_status_is_acknowledged_is_noticed_at_once() -> None:
+    """A broker that accepts the login and then dies before it acknowledges `online` (a crash
+    right after CONNACK): the publisher notices from the socket, not after aiomqtt's 5 s timeout."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def broker_that_dies() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)  # CONNECT
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            conn.recv(1024)  # PUBLISH of `online`, QoS 1: never acknowledged
+            time.sleep(0.6)
+        server.close()
+
+    threading.Thread(target=broker_that_dies, daemon=True).start()
+    publisher = MetricsPublisher(settings(f"mqtt://127.0.0.1:{port}"), FakePipeline().snapshot)
+    publisher.start()
+    try:
+        assert wait_for(lambda: publisher.connected, 5) is not None
+        assert wait_for(lambda: not publisher.connected, 2) is not None
+    finally:
+        publisher.stop()
+        server.close()
