@@ -14,12 +14,17 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rtmon.config import MonitorSettings
 from rtmon.errors import UserError
 from rtmon.models import ModelRef
-from rtmon.snapshot import MonitorControl
 from rtmon.sources import SourceSpec
+
+if TYPE_CHECKING:
+    from rtmon.snapshot import MonitorControl
+    from rtmon.tui import MonitorApp
+    from rtmon.window import Window
 
 log = logging.getLogger("rtmon")
 
@@ -50,7 +55,7 @@ def run_live(settings, model: ModelRef, spec: SourceSpec, names: list[str], publ
             publisher.stop()
 
 
-def _open_window(settings: MonitorSettings):
+def _open_window(settings: MonitorSettings) -> tuple[Window | None, str]:
     """(the window or None, a notice for the terminal UI). Without the terminal UI a window that
     cannot open is the user's error; with it, the terminal UI says so and goes on."""
     if not settings.window:
@@ -65,13 +70,13 @@ def _open_window(settings: MonitorSettings):
         return None, str(exc)
 
 
-def _run_terminal(control: MonitorControl, settings: MonitorSettings, window, notice: str) -> int:
+def _run_terminal(control: MonitorControl, settings: MonitorSettings, window: Window | None, notice: str) -> int:
     app = _terminal_app(control, settings, window, notice)
     app.run()
     return app.return_code or 0
 
 
-def _terminal_app(control: MonitorControl, settings: MonitorSettings, window, notice: str):
+def _terminal_app(control: MonitorControl, settings: MonitorSettings, window: Window | None, notice: str) -> MonitorApp:
     """The terminal UI, saying `notice` once it is up, with the window's keys (if any) as its own."""
     from rtmon.tui import MonitorApp
 
@@ -86,7 +91,7 @@ def _terminal_app(control: MonitorControl, settings: MonitorSettings, window, no
 class _TerminalHost:
     """The window's keys become the terminal UI's keys (its bindings, its state, its notices)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: MonitorApp) -> None:
         self.app = app
 
     def press(self, key: str) -> None:
@@ -96,7 +101,7 @@ class _TerminalHost:
         self.app.notify(reason, severity="error", timeout=15)
 
 
-def _run_without_terminal(control: MonitorControl, window) -> int:
+def _run_without_terminal(control: MonitorControl, window: Window | None) -> int:
     host = _WindowOnlyHost(control)
     if window:
         window.follow(control, host)
