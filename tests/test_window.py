@@ -344,6 +344,11 @@ def test_no_display_is_one_line(rtmon_env):
     assert_one_line_error(result, "window: no display")
 
 
+def test_only_the_terminal_ui_needs_a_terminal(rtmon_env):
+    result = run_rtmon(["--source", "sample"], rtmon_env, timeout=120)  # stdout is a pipe here
+    assert_one_line_error(result, "terminal UI needs a terminal", "--window --no-tui")
+
+
 def test_no_tui_without_a_window_is_one_line(rtmon_env):
     result = run_rtmon(["--no-tui", "--source", "sample"], rtmon_env, timeout=120)
     assert_one_line_error(result, "--no-tui: nothing would show the monitor")
