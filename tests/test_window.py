@@ -84,10 +84,10 @@ def x(display: str, *args: str) -> str:
 
 
 def find_window(display: str, timeout: float) -> str:
-    """The id of rtmon's window (its X class is "rtmon"), once it is mapped."""
+    """The id of rtmon's window (its X class is "rtmon"), once it is mapped (SDL also makes unmapped ones)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = x(display, "search", "--classname", "^rtmon$").split()
+        found = x(display, "search", "--onlyvisible", "--classname", "^rtmon$").split()
         if found:
             return found[0]
         time.sleep(0.25)
