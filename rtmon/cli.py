@@ -132,11 +132,12 @@ def monitor(
     loop: LoopOpt = None,
     pace: PaceOpt = None,
     baseline_streams: BaselineStreamsOpt = None,
-    window: Annotated[bool | None, typer.Option("--window/--no-window", help="also show the split screen in a desktop window")] = None,
+    window: Annotated[bool | None, typer.Option("--window/--no-window", help="also show the split screen in a desktop window (same keys; f full screen)")] = None,
+    tui: Annotated[bool | None, typer.Option("--tui/--no-tui", help="show the terminal UI (--window --no-tui: the window alone, no terminal needed)")] = None,
     preview: Annotated[bool | None, typer.Option("--preview/--no-preview", help="start with the in-terminal video preview shown (key v)")] = None,
     version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
 ) -> None:
-    """Live monitor: engines race on one feed in a terminal UI (keys: 1-9 toggle engines, r record, p pause, s snapshot, v preview, ? help, q quit)."""
+    """Live monitor: engines race on one feed in a terminal UI and/or a desktop window (keys: 1-9 toggle engines, r record, p pause, s snapshot, v preview, ? help, q quit)."""
     if version:
         console.print(f"rtmon {__version__}")
         raise typer.Exit(0)
@@ -146,7 +147,7 @@ def monitor(
         return
     settings = _settings(config, sets, **{
         "source.uri": source, "model.name": model, "engine.live": _engine_list(engines), "mqtt.url": mqtt,
-        "source.loop": loop, "source.pace": pace, "monitor.window": window, "monitor.preview": preview,
+        "source.loop": loop, "source.pace": pace, "monitor.window": window, "monitor.tui": tui, "monitor.preview": preview,
         "engine.baseline_streams": _int_list(baseline_streams, "--baseline-streams"), "prometheus.listen": prometheus,
     })
     from rtmon import engines as registry
@@ -154,8 +155,15 @@ def monitor(
 
     engines_ = registry.resolve_engines(settings.engine.live)
     factory = _outlets(settings)
-    if not sys.stdout.isatty():
-        raise UserError("the live monitor needs a terminal; for headless runs use `rtmon record` or `rtmon bench`")
+    if settings.monitor.tui and not sys.stdout.isatty():
+        raise UserError("the live monitor's terminal UI needs a terminal; without one use `--window --no-tui`, "
+                        "`rtmon record` or `rtmon bench`")
+    if not settings.monitor.tui and not settings.monitor.window and not (settings.mqtt.url or settings.prometheus.listen):
+        raise UserError("--no-tui: nothing would show the monitor; add --window (or --mqtt URL / --prometheus ADDR)")
+    if settings.monitor.window and not settings.monitor.tui:
+        from rtmon.window import check_can_open
+
+        check_can_open()  # with the terminal UI a window that cannot open is a notice there instead
     model_ref, specs = _prepare(settings)
     streams = _engine_streams(settings, engines_, len(specs))
     if all(spec.kind == "sample" for spec in specs) and loop is None:

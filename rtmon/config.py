@@ -110,7 +110,8 @@ class RecordSettings(_Section):
 
 class MonitorSettings(_Section):
     refresh_hz: float = Field(4.0, gt=0, le=10)
-    window: bool = Field(False, description="also show the split screen in a desktop window")
+    window: bool = Field(False, description="also show the split screen in a desktop window (the window extra)")
+    tui: bool = Field(True, description="show the terminal UI; false with window = true: the window alone, no terminal")
     preview: bool = Field(False, description="start with the in-terminal preview shown")
 
 

@@ -1,4 +1,4 @@
-"""Where annotated frames go: an H.264 MP4 file, or a desktop window.
+"""Where annotated frames go on disk: an H.264 MP4 file (the desktop window is `rtmon/window.py`).
 
 `H264Writer` encodes with FFmpeg's libx264 through PyAV (yuv420p, `+faststart`), which every
 browser and VLC plays. It writes to a hidden temporary file beside the target and renames it
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,43 +82,3 @@ class H264Writer:
             self.close()
         else:
             self.abort()
-
-
-class Window:
-    """An OpenCV window; only for machines with a display and a GUI build of OpenCV."""
-
-    def __init__(self, title: str = "rtmon") -> None:
-        import cv2
-
-        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-            raise UserError("window: no display (DISPLAY is not set); use the in-terminal preview or record to a file")
-        self._cv2 = cv2
-        self.title = title
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-        except cv2.error:
-            raise UserError("window: this OpenCV build has no GUI support (pip install opencv-python)") from None
-
-    def show(self, bgr: np.ndarray) -> None:
-        self._cv2.imshow(self.title, bgr)
-        self._cv2.waitKey(1)
-
-    def follow(self, frames: Callable[[], np.ndarray | None], hz: float = 20.0) -> None:
-        """Show `frames()` at `hz` from a background thread until `close()`."""
-
-        def loop() -> None:
-            while not self._halt.wait(1.0 / hz):
-                image = frames()
-                if image is not None:
-                    self.show(image)
-
-        self._thread = threading.Thread(target=loop, name="rtmon-window", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._halt.set()
-        if self._thread:
-            self._thread.join(timeout=2)
-        self._cv2.destroyWindow(self.title)

@@ -2,7 +2,8 @@
 # up to date with pyproject.toml, installing only when something changed (fast otherwise).
 # On a machine with an NVIDIA driver it installs the GPU extra (onnxruntime-gpu, NVDEC);
 # otherwise the CPU one; both with `serve` (PyTriton and tritonclient, for `rtmon serve` and the
-# `triton` engine). Override with RTMON_EXTRAS=cpu,dev (or gpu,dev).
+# `triton` engine). Override with RTMON_EXTRAS=cpu,dev (or gpu,dev); the window extra is added
+# as below.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,9 +14,15 @@ if [ -z "${RTMON_EXTRAS:-}" ]; then
     RTMON_EXTRAS=cpu,dev,serve
   fi
 fi
+stamp=.venv/.rtmon-installed
+# The desktop window's extra (pygame-ce): scripts/test always asks for it (CI tests the window),
+# scripts/start when there is a display (RTMON_WINDOW=1); once installed it stays installed.
+case ",$RTMON_EXTRAS," in
+  *,window,*) ;;
+  *) if [ "${RTMON_WINDOW:-0}" = 1 ] || grep -q ',window$' "$stamp" 2>/dev/null; then RTMON_EXTRAS="$RTMON_EXTRAS,window"; fi ;;
+esac
 python_bin="${PYTHON:-python3}"
 want="$(sha256sum < pyproject.toml | cut -c1-16)-$RTMON_EXTRAS"
-stamp=.venv/.rtmon-installed
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up .venv/ ($RTMON_EXTRAS; the first time takes a few minutes) ..." >&2
   [ -x .venv/bin/python ] || "$python_bin" -m venv .venv

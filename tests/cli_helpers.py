@@ -8,14 +8,21 @@ import sys
 from pathlib import Path
 
 
-def run_rtmon(args: list[str], rtmon_env: dict, cwd: Path | None = None, timeout: float = 600):
-    """`python -m rtmon <args>` with the session's cache and engines folders; returns the result."""
+def rtmon_command(args: list[str], rtmon_env: dict) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `python -m rtmon <args>` with the session's cache and
+    engines folders (for tests that start it themselves)."""
     command, *rest = args
     cmd = [sys.executable, "-m", "rtmon", command, *rest]
     if command not in {"doctor"}:
         for item in rtmon_env["sets"]:
             cmd += ["--set", item]
     env = {**rtmon_env["env"], "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return cmd, env
+
+
+def run_rtmon(args: list[str], rtmon_env: dict, cwd: Path | None = None, timeout: float = 600):
+    """`python -m rtmon <args>` with the session's cache and engines folders; returns the result."""
+    cmd, env = rtmon_command(args, rtmon_env)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
