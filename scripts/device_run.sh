@@ -6,12 +6,14 @@
 #   bash scripts/device_run.sh b   # bench offline (micro-batch sweep), concurrent (the live view's truth)
 #   bash scripts/device_run.sh c   # demo recording, multi-stream capacity, a 16-stream mosaic
 #   bash scripts/device_run.sh d   # Triton: rtmon serve + client streams + perf_analyzer
+#   bash scripts/device_run.sh e   # multi-stream capacity and the 16-stream mosaic (again)
+#   bash scripts/device_run.sh f   # bench --concurrent under NVIDIA MPS, when MPS starts here
 #
 # Expects the wheels rtmon needs on PYTHONPATH (../shared/device/README.md) and the sample clip
 # in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
 # the other variables below override the defaults.
 set -u -o pipefail
-stage=${1:?a, b, c, d or e}
+stage=${1:?a, b, c, d, e or f}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -71,13 +73,22 @@ case "$stage" in
     frames "$res/mosaic/mosaic16.mp4" "$res/mosaic/mosaic16" >> "$res/mosaic.log" 2>&1
     rm -f "$res"/demo/*.mp4 "$res"/mosaic/*.mp4  # the PNG frames and figures come back, not the videos
     ;;
-  e)  # capacity again, and the concurrent run with NVIDIA MPS when it can be started here
+  e)  # capacity and the 16-stream live mosaic again, with micro-batches formed from what is waiting
     step multi-stream 300 "${rt[@]}" bench --scenario multi-stream --engines "baseline,$OPTIMIZED" --camera-fps "$CAMERA_FPS" \
       --set engine.max_batch=32 --set bench.trial_s="$TRIAL_S" --out "$res/multi-stream" "${at[@]}"
+    srcs=(); for _ in $(seq "$STREAMS"); do srcs+=(--source sample); done
+    step mosaic 150 "${rt[@]}" record "${srcs[@]}" --right "$OPTIMIZED" --pace realtime --baseline-streams 0 --duration 20 \
+      --set engine.max_batch=16 --out "$res/mosaic/mosaic16.mp4" "${at[@]}"
+    frames "$res/mosaic/mosaic16.mp4" "$res/mosaic/mosaic16" >> "$res/mosaic.log" 2>&1
+    rm -f "$res"/mosaic/*.mp4
+    ;;
+  f)  # the concurrent run with NVIDIA MPS, when it can be started here
     if nvidia-cuda-mps-control -d > "$res/mps.log" 2>&1; then
       step concurrent-mps 260 "${rt[@]}" bench --concurrent "$CONCURRENT_S" --engines "baseline,$OPTIMIZED" \
         --out "$res/concurrent-mps" "${at[@]}"
       echo quit | nvidia-cuda-mps-control >> "$res/mps.log" 2>&1
+    else
+      echo "MPS could not be started here" | tee -a "$res/steps.txt"
     fi
     ;;
   d)

@@ -17,7 +17,10 @@ if ! python3 -I -c "import numpy, zmq, sys; sys.exit(int(numpy.__version__.split
   VENV=${TMPDIR:-/tmp}/rtmon-serve-venv
   python3 -m venv --system-site-packages --without-pip "$VENV"
   SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-  echo "${PYTHONPATH:-}" | tr ':' '\n' | grep -v '^$' > "$SITE/rtmon-pythonpath.pth"
+  # The PYTHONPATH folders first (numpy < 2 there), then this python3's own packages: when it
+  # is itself a venv (torch in /opt/torch/.venv), a venv made from it only sees the base's.
+  { echo "${PYTHONPATH:-}" | tr ':' '\n' | grep -v '^$'
+    python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; } > "$SITE/rtmon-pythonpath.pth"
   PY="$VENV/bin/python"
   echo "running from $VENV (PYTHONPATH folders listed in $SITE/rtmon-pythonpath.pth)"
 fi

@@ -531,10 +531,13 @@ def test_monitor_window_without_a_terminal_shows_both_engines_and_takes_the_keys
             assert (panel <= 90).mean() > 0.55 and (panel > 160).sum() > 30  # bright text on a dark box
         press(xvfb, window_id, "p")
 
-        # 1 turns the baseline (left) off: its half stops, the right one goes on
+        # 1 turns the baseline (left) off: its half goes dark (the feed dimmed under "OFF"), the
+        # right one goes on
         press(xvfb, window_id, "1")
         wait_until(lambda: "torch-fp32 turned off" in log.read_text(), 10, "the engine to turn off")
-        _wait_still(shot, lambda image: halves(image)[0], 30, moving=lambda image: halves(image)[1], hold_s=3)
+        lit = halves(still)[0].mean()
+        dark = _wait_shot(shot, lambda image: halves(image)[0].mean() < 0.5 * lit, 30, "the left half to go dark")
+        wait_until(lambda: difference(halves(dark)[1], halves(shot())[1]) > 1, 30, "the right half to go on")
 
         children = [p.pid for p in psutil.Process(monitor.pid).children(recursive=True)]
         assert children, "the window runs in a process of its own"

@@ -4,9 +4,10 @@
 
 In one run, on one machine:
 
-1. **in-process**: the engine in this process, one stream, as `rtmon bench` drives it (frames
-   handed over as fast as it takes them), and its network alone (`Engine.network`) at each
-   batch size the streams can form: the ceilings the server is measured against.
+1. **in-process**: the engine without a server, one stream, driven as `rtmon bench` drives it
+   (its own process through `rtmon.runner`, frames preloaded in shared memory, each handed over
+   as soon as the engine has room), and its network alone (`Engine.network`, in this process) at
+   each batch size the streams can form: the ceilings the server is measured against.
 2. **served**: `rtmon serve` with the same engine (a real tritonserver through PyTriton) on
    loopback ports, and N client processes (`triton` engines: rtmon's letterbox and NMS, gRPC)
    for each N, with the frames in system shared memory and over the socket. Each stream is a
@@ -24,6 +25,7 @@ one (then the in-process figures are still this machine's).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -44,6 +46,8 @@ import typer
 
 from rtmon import __version__, gpu
 from rtmon import engines as registry
+from rtmon.bench.harness import EngineUnderTest
+from rtmon.bench.scenarios import options_for
 from rtmon.config import Settings, load_settings, parse_set_options
 from rtmon.core import Frame
 from rtmon.engines.triton import Endpoint
@@ -229,37 +233,53 @@ class Clients:
 
 def measure_in_process(name: str, model: ModelRef, settings: Settings, images: np.ndarray, batches: list[int],
                        warmup_s: float, seconds: float) -> dict:
-    """The engine here, one stream (as `rtmon bench` drives it), and its network alone per batch."""
-    engine = registry.create(name, model, settings)
-    engine.load()
+    """The engine without a server, one stream, driven as `rtmon bench` drives it (its own
+    process through `rtmon.runner`, the frames preloaded in the runner's ring, each handed over
+    as soon as the engine has room: one at a time, or as many as its lanes keep in flight), then
+    its network alone per batch."""
+    # The offline scenario's options at batch 1, but no frame queued beyond those the engine runs:
+    # a frame's latency is hand-over → boxes, as the served rows', with no wait in the pipe.
+    options = dataclasses.replace(options_for(settings, "offline", 1), queued_batches=0)
+    eut = EngineUnderTest.start(name, model, settings, options, list(images))
     try:
-        deadline = time.perf_counter() + warmup_s + seconds
-
-        def frames():
-            index = 0
-            while time.perf_counter() < deadline:
-                yield Frame(index, images[index % len(images)], time.perf_counter())
-                index += 1
-
-        stream = engine.infer_stream(frames()) if getattr(engine, "pipelined", False) else map(engine.infer, frames())
-        t_measure = deadline - seconds
-        results = [r for r in stream if r.t_done >= t_measure]
-        e2e = {"mode": "pipelined" if getattr(engine, "pipelined", False) else "one at a time",
-               "frames": len(results), "fps": len(results) / seconds,
-               "latency_ms": percentiles([r.latency_ms for r in results])}
-        network = engine.network(settings.serve.max_batch) if hasattr(engine, "network") else None
-        alone = []
-        if network is not None:
-            from rtmon.engines.prepost import preprocess_cpu
-
-            blobs = np.concatenate([preprocess_cpu(images[i % len(images)], settings.model.imgsz, network.input_dtype)[0]
-                                    for i in range(max(batches))])
-            for batch in batches:
-                alone.append(_time_network(network.run, blobs[:batch], seconds=min(seconds, 2.0)))
-        return {"engine": name, "backend": engine.info.backend, "precision": engine.info.precision,
-                "device": engine.info.device, "stream": e2e, "network_alone": alone}
+        if not eut.runner.wait_loaded():
+            raise UserError(f"engine: {name}: {eut.runner.metrics.error or 'did not load'}")
+        runner = eut.runner
+        t_measure = time.perf_counter() + warmup_s
+        deadline = t_measure + seconds
+        start, n = eut.collector.count, 0
+        while time.perf_counter() < deadline:
+            if not eut.hand_over(n, n):
+                raise UserError(f"engine: {name}: {runner.metrics.error or 'stopped answering'}")
+            n += 1
+        if not eut.collector.wait_for(start + n, options.timeout_s * 4, lambda: eut.failed):
+            raise UserError(f"engine: {name}: {runner.metrics.error or 'stopped answering'}")
+        measured = eut.collector.since(start)
+        kept = measured.t_done >= t_measure
+        e2e = {"mode": "pipelined" if runner.lanes > 1 else "one at a time", "in_flight": runner.depth,
+               "driver": "rtmon.runner (as rtmon bench)", "frames": int(kept.sum()), "fps": int(kept.sum()) / seconds,
+               "latency_ms": percentiles(measured.latency_ms[kept].tolist())}
+        facts = {"backend": runner.info.backend, "precision": runner.info.precision, "device": runner.info.device}
     finally:
-        engine.close()
+        eut.stop()
+    # The network alone: the engine's own compiled network in this process, host arrays in and out
+    # (the runner's process is gone, so the two do not share the device).
+    alone = []
+    engine = registry.create(name, model, settings)
+    if hasattr(engine, "network"):
+        engine.load()
+        try:
+            network = engine.network(settings.serve.max_batch)
+            if network is not None:
+                from rtmon.engines.prepost import preprocess_cpu
+
+                blobs = np.concatenate([preprocess_cpu(images[i % len(images)], settings.model.imgsz, network.input_dtype)[0]
+                                        for i in range(max(batches))])
+                for batch in batches:
+                    alone.append(_time_network(network.run, blobs[:batch], seconds=min(seconds, 2.0)))
+        finally:
+            engine.close()
+    return {"engine": name, **facts, "stream": e2e, "network_alone": alone}
 
 
 def _time_network(run, batch: np.ndarray, seconds: float) -> dict:
