@@ -183,6 +183,10 @@ def test_loadtest_measures_the_server_and_writes_its_report(server, engines_dir,
     assert [(r["streams"], r["shm"]) for r in rounds] == [(1, "on"), (2, "on")]
     assert all(r["latency_ms"]["p99"] is None or r["latency_ms"]["p99"] > 0 for r in rounds)
     assert sum(r["frames"] for r in rounds) > 0
+    for row in rounds:  # where a client's frame goes: letterbox, the call, NMS, within its latency
+        stages = row["stages_ms"]
+        assert set(stages) == {"preprocess", "round_trip", "postprocess"} and all(v > 0 for v in stages.values())
+        assert sum(stages.values()) <= row["latency_ms"]["mean"] * 1.05
     assert report["in_process"]["stream"]["mode"] == "one at a time"
     assert [a["batch"] for a in report["in_process"]["network_alone"]] == [1, 2]
     assert report["perf_analyzer"]["ran"] or report["perf_analyzer"]["why"]

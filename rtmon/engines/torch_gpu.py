@@ -94,6 +94,10 @@ class TorchGpuEngine(GpuEngine):
                 self._forward = net
             else:
                 self._inductor_cache()
+                # One static-shape compilation per batch size, two for the first: at dynamo's
+                # default limit (8) the larger sizes of a micro-batch sweep or of `rtmon serve` ran
+                # eager kernels inside the graph (the H100 serve run of 2026-11-22 logged it).
+                torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
                 compiled = torch.compile(net, mode=self._inductor_mode, dynamic=False, fullgraph=False)
                 x = self._layout(self._input_like(1))
                 t0 = time.perf_counter()

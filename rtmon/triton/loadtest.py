@@ -159,14 +159,15 @@ def _client(conn, job: dict) -> None:
         index = job["index"] * 7  # streams start at different frames
         while (round_ := conn.recv()) is not None:
             shm, t_start, t_end = round_
-            engine, done, latencies = engines[shm], [], []
+            engine, done, latencies, stages = engines[shm], [], [], []
             time.sleep(max(t_start - time.perf_counter(), 0))
             while (now := time.perf_counter()) < t_end:
                 result = engine.infer(Frame(index, np.asarray(images[index % len(images)]), now))
                 done.append(result.t_done)
                 latencies.append(result.latency_ms)
+                stages.append((result.stages.preprocess, result.stages.inference, result.stages.postprocess))
                 index += 1
-            conn.send(("done", done, latencies))
+            conn.send(("done", done, latencies, stages))
     except Exception as exc:
         conn.send(("error", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__))
     finally:
@@ -209,14 +210,18 @@ class Clients:
         t_measure, t_end = t_start + warmup_s, t_start + warmup_s + seconds
         for conn in self._conns[:streams]:
             conn.send((shm, t_start, t_end))
-        done, latencies = [], []
+        done, latencies, stages = [], [], []
         for conn in self._conns[:streams]:
-            times, lat = self._receive(conn, "done", START_LEAD_S + warmup_s + seconds + 120)
+            times, lat, stage = self._receive(conn, "done", START_LEAD_S + warmup_s + seconds + 120)
             kept = [i for i, t in enumerate(times) if t_measure <= t <= t_end]
             done += [times[i] for i in kept]
             latencies += [lat[i] for i in kept]
+            stages += [stage[i] for i in kept]
+        # where a frame's time goes, client side: rtmon's letterbox, the call to the server, NMS
+        means = np.mean(stages, axis=0).tolist() if stages else []
         return {"streams": streams, "shm": shm, "frames": len(done), "fps": len(done) / seconds,
-                "latency_ms": percentiles(latencies)}
+                "latency_ms": percentiles(latencies),
+                "stages_ms": dict(zip(("preprocess", "round_trip", "postprocess"), means, strict=False))}
 
     def close(self) -> None:
         for conn in self._conns:
@@ -424,14 +429,19 @@ def markdown(report: dict) -> str:
         lines.append(f"| network alone, batch {alone['batch']} (host arrays in and out) | {alone['fps']:.1f} | "
                      f"{alone['call_ms']:.2f} per call | | |")
     lines += ["", "## Served: N streams against rtmon serve", "",
-              "| streams | transport | FPS | × 1 stream in process | mean ms | P50 ms | P99 ms |", "|---:|---|---:|---:|---:|---:|---:|"]
+              "Each stream's frame: the client's letterbox (preprocess), the call to the server (round trip), "
+              "the client's NMS (postprocess); means.", "",
+              "| streams | transport | FPS | × 1 stream in process | mean ms | P50 ms | P99 ms | preprocess ms | round trip ms | postprocess ms |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = local["stream"]["fps"] or None
     for row in report["served"]["rounds"]:
         lat = row["latency_ms"]
         transport = "shared memory" if row["shm"] == "on" else "socket"
         ratio = f"{row['fps'] / base:.2f}×" if base else "n/a"
+        stages = row.get("stages_ms", {})
         lines.append(f"| {row['streams']} | {transport} | {row['fps']:.1f} | {ratio} | {_cell(lat['mean'])} | "
-                     f"{_cell(lat['p50'])} | {_cell(lat['p99'])} |")
+                     f"{_cell(lat['p50'])} | {_cell(lat['p99'])} | {_cell(stages.get('preprocess'))} | "
+                     f"{_cell(stages.get('round_trip'))} | {_cell(stages.get('postprocess'))} |")
     pa = report["perf_analyzer"]
     lines += ["", "## perf_analyzer against the same server", ""]
     if not pa["ran"]:
