@@ -13,7 +13,7 @@ sends a small typed message naming the slot. Results come back as small typed me
 main process joins them to its own `Frame` again. Engines therefore never share an interpreter
 (no GIL contention between them) and each engine's GPU memory is its own process's.
 
-What a runner takes is its feed's business (`rtmon.feeds`): the newest frame of each stream
+What a runner takes is its subscription's business (`rtmon.sources`): the newest frame of each stream
 (`latest`, the live policy) or every frame in order (`every`); how many frames it keeps in flight
 (`depth`: 1 = the next frame is handed over when the previous one's boxes are back) and how the
 engine process groups waiting frames into micro-batches (`engine.max_batch`,

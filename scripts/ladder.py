@@ -25,6 +25,9 @@ RUNGS = [
     ("trt", "alternative runtime: TensorRT FP16 plan"),
 ]
 ALTERNATIVES = ("ultralytics-ort", "ort-cuda", "trt")
+# One frame at a time there is nothing to pipeline: `torch-graph` is the pre/post-on-GPU rung.
+SINGLE_STREAM = {"torch-graph": "+ pre/post on the GPU: letterbox, network and candidates in one graph "
+                                "(one frame in flight in this scenario)"}
 
 
 def _num(value, spec: str) -> str:
@@ -39,6 +42,8 @@ def ladder(report: dict) -> str:
              "|---|---|---:|---:|---:|---:|---|"]
     previous = None
     for name, what in RUNGS:
+        if scenario == "single-stream" and "torch-graph-sync" not in by_name:
+            what = SINGLE_STREAM.get(name, what)
         e = by_name.get(name)
         if e is None:
             continue
