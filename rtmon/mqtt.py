@@ -315,12 +315,33 @@ async def _until_first_ends(jobs: list) -> None:
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks)
     errors = [exc for task in done if not task.cancelled() and (exc := task.exception())]
     if errors:
         raise errors[0]
+
+
+async def _cancel_all(tasks: set[asyncio.Task]) -> None:
+    """Cancel the tasks and wait until every one has ended. A task can swallow a cancellation:
+    before Python 3.12, `asyncio.wait_for` (ours, and aiomqtt's in `publish`) drops it when what
+    it waits for completes at the same moment, and the task runs on to its next wait. Such a
+    task is cancelled again, so a lost connection is never stuck behind it (seen in CI: the
+    publisher kept saying "connected" after the broker died). A cancellation of this coroutine
+    itself waits for the cleanup and is raised afterwards."""
+    interrupted = False
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        try:
+            _, pending = await asyncio.wait(pending, timeout=0.05)
+        except asyncio.CancelledError:
+            interrupted = True
+    for task in tasks:  # retrieve their errors: none is reported as "never retrieved"
+        if not task.cancelled():
+            task.exception()
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from rtmon.mqtt import (
     DISCOVERY_JITTER_S,
     BrokerAddress,
     MetricsPublisher,
+    _until_first_ends,
     detections_payload,
     discovery_topic,
     engine_payload,
@@ -730,3 +731,27 @@ def test_a_connection_lost_before_the_online_status_is_acknowledged_is_noticed_a
     finally:
         publisher.stop()
         server.close()
+
+
+def test_a_job_that_swallows_its_cancellation_does_not_hold_up_the_connection() -> None:
+    """Before Python 3.12 `asyncio.wait_for` can drop a cancellation (when what it waits for
+    completes at the same moment) and its task runs on to its next wait: the discovery task did
+    that in CI and the publisher kept saying "connected" after the broker died. The connection's
+    jobs end anyway, and the error that ended the connection is the one raised."""
+
+    async def swallows_once() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)  # ran on, as after a swallowed cancellation
+
+    async def connection_lost() -> None:
+        await asyncio.sleep(0.01)
+        raise aiomqtt.MqttError("Disconnected during message iteration")
+
+    async def main() -> float:
+        start = time.monotonic()
+        with pytest.raises(aiomqtt.MqttError, match="Disconnected"):
+            await asyncio.wait_for(_until_first_ends([swallows_once(), connection_lost()]), 5)
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < 1.0
