@@ -4,7 +4,7 @@
 # GPU test of what a GPU engine serves. Everything lands in $OUT/triton (default
 # recordings/triton): triton.json, triton.md, triton.png, device.txt, pytest.txt, loadtest.log.
 #   usage: OUT=/some/dir bash scripts/triton_device.sh
-#   knobs: PYTEST (1; 0 skips the GPU test), ENGINE (default optimized), STREAMS (1,2,4,8,16,32), ROW_SECONDS (2), MAX_BATCH (16)
+#   knobs: PYTEST (1; 0 skips the GPU test), LOADTEST_S (450, the load test's time limit), ENGINE (default optimized), STREAMS (1,2,4,8,16,32), ROW_SECONDS (2), MAX_BATCH (16)
 set -u -o pipefail
 OUT=${OUT:-recordings}/triton
 mkdir -p "$OUT"
@@ -44,7 +44,7 @@ echo "pytest exit code $?" | tee -a "$OUT/pytest.txt"
 grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -8
 fi
 
-timeout 450 "$PY" -m rtmon.triton.loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
+timeout "${LOADTEST_S:-450}" "$PY" -m rtmon.triton.loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
   --streams "${STREAMS:-1,2,4,8,16,32}" --seconds "${ROW_SECONDS:-2}" --warmup 1 \
   --set "serve.max_batch=${MAX_BATCH:-16}" 2>&1 | tee "$OUT/loadtest.log"
 echo "loadtest exit code ${PIPESTATUS[0]}" | tee -a "$OUT/loadtest.log"
