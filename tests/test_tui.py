@@ -329,6 +329,39 @@ async def test_v_shows_the_half_block_preview_and_reads_pictures_only_while_show
         assert len(control.called("split_screen")) == calls
 
 
+async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_converts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow machine must not starve the preview: each new picture waits for the one in flight."""
+    import rtmon.tui.widgets as widgets
+
+    real = widgets.half_block_strips
+    converted: list[int] = []
+
+    def slow(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list:
+        time.sleep(0.05)
+        converted.append(int(image_bgr[0, 0, 0]))
+        return real(image_bgr, cells_w, cells_h)
+
+    monkeypatch.setattr(widgets, "half_block_strips", slow)
+
+    class OnlyPreview(App[None]):
+        def compose(self):
+            yield PreviewWidget()
+
+    app = OnlyPreview()
+    async with app.run_test(size=(40, 12)) as pilot:
+        preview = app.query_one(PreviewWidget)
+        for i in range(60):  # a picture every 10 ms for 0.6 s, five times faster than conversion
+            preview.frame = np.full((48, 64, 3), i, np.uint8)
+            await pilot.pause(0.01)
+        assert preview._strips, "no picture was shown while pictures kept arriving"
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        assert converted[-1] == 59  # the newest picture is the one shown in the end
+
+
 async def test_preview_can_start_shown() -> None:
     app = MonitorApp(FakeControl(), show_preview=True)
     async with app.run_test(size=(80, 24)) as pilot:

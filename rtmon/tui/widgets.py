@@ -405,8 +405,10 @@ def half_block_strips(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list
 class PreviewWidget(Widget):
     """A low-resolution picture of the split screen in half-block characters, for SSH without a window.
 
-    Scaling and colouring a picture takes tens of milliseconds, so it happens in a thread worker;
-    a newer picture replaces a picture still being converted.
+    Scaling and colouring a picture takes tens of milliseconds, so it happens in a thread worker,
+    one at a time: a picture that arrives while one is being converted waits, and only the newest
+    waiting picture is converted next. (Cancelling the conversion in flight instead would starve
+    the preview whenever pictures arrive faster than a slow machine converts them.)
     """
 
     # Arrays do not compare to a single bool, so every assignment counts as a change.
@@ -415,6 +417,8 @@ class PreviewWidget(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._strips: list[Strip] = []
+        self._converting = False
+        self._stale = False
 
     def watch_frame(self, frame: np.ndarray | None) -> None:
         self._convert()
@@ -428,17 +432,21 @@ class PreviewWidget(Widget):
             self._strips = []
             self.refresh()
             return
-        self.run_worker(
-            partial(half_block_strips, frame, width, height),
-            thread=True,
-            exclusive=True,
-            group="preview",
-        )
+        if self._converting:
+            self._stale = True
+            return
+        self._converting, self._stale = True, False
+        self.run_worker(partial(half_block_strips, frame, width, height), thread=True, group="preview")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "preview" and event.state == WorkerState.SUCCESS:
+        if event.worker.group != "preview" or not event.worker.is_finished:
+            return
+        if event.state == WorkerState.SUCCESS:
             self._strips = event.worker.result
             self.refresh()
+        self._converting = False
+        if self._stale:
+            self._convert()
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
