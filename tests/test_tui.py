@@ -356,9 +356,9 @@ async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_convert
             preview.frame = np.full((48, 64, 3), i, np.uint8)
             await pilot.pause(0.01)
         assert preview._strips, "no picture was shown while pictures kept arriving"
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.2)
-        await app.workers.wait_for_complete()
+        deadline = time.monotonic() + 10  # the conversion in flight, then the newest that waited
+        while converted[-1] != 59 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
         assert converted[-1] == 59  # the newest picture is the one shown in the end
 
 
