@@ -210,6 +210,7 @@ def bench(
     mqtt: MqttOpt = None,
     prometheus: PrometheusOpt = None,
     concurrent: Annotated[float | None, typer.Option("--concurrent", metavar="SECONDS", help="instead: each engine alone, then all together, on one live feed for SECONDS per phase, at both paces (concurrent.json/.md)")] = None,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="skip the plain ultralytics script run beside the engines (the reference rows and the yardstick check)")] = False,
 ) -> None:
     """Benchmark: the same frames through each engine, each alone in its own process, in one of the field's scenarios; writes bench.json/.md/.csv and a plot."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{
@@ -245,7 +246,8 @@ def bench(
         console.print(f"report: {out_dir}/ (concurrent.md, concurrent.json)")
         return
     names = [c[0] for c in engines_]
-    run_bench(settings, model_ref, specs, names, out_dir, console, settings.bench.scenario, factory)
+    run_bench(settings, model_ref, specs, names, out_dir, console, settings.bench.scenario, factory,
+              reference=not no_reference)
     console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv and a plot)")
 
 

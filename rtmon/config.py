@@ -30,7 +30,6 @@ class SourceSettings(_Section):
     uri: list[str] = Field(["auto"], min_length=1, description="one or more of: auto | sample | camera index | "
                            "video file | image folder | URL")
     loop: bool = Field(False, description="restart a file source at its end instead of stopping")
-    buffer: int = Field(8, ge=1, le=1024, description="decoded frames kept ahead of the engines")
     pace: Literal["auto", "realtime", "max"] = Field(
         "auto", description="realtime: files play at their own rate; max: decode as fast as the engines take frames; "
         "auto: max for the sample clip, realtime otherwise (cameras and streams are always realtime)")
@@ -68,6 +67,11 @@ class EngineSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, le=3600, description="an engine with a frame in flight and no result "
                              "for this long is failed (hung)")
     load_timeout_s: float = Field(900.0, gt=0, le=86400, description="longest an engine may take to load and warm up")
+    spin_us: float = Field(500.0, ge=0, le=1_000_000, description="an engine process that answered a frame spins "
+                           "this long for the next one before it sleeps (no kernel wake-up when frames follow "
+                           "closely; 0: sleep at once)")
+    receive_spin_us: float = Field(0.0, ge=0, le=1_000_000, description="the main process spins this long for a "
+                                   "result before it sleeps (costs a core and the GIL while it spins)")
 
 
 class BenchSettings(_Section):

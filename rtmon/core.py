@@ -39,6 +39,7 @@ class Role(str, enum.Enum):
     BASELINE = "baseline"  # ultralytics predict, PyTorch FP32: the yardstick
     PEER = "peer"  # what a user would do anyway to go faster (ultralytics' own ONNX Runtime path)
     OPTIMIZED = "optimized"  # rtmon's optimized engines
+    PROBE = "probe"  # measures rtmon itself, not a detector (the `null` engine): in no headline
 
     def __str__(self) -> str:
         return self.value
@@ -62,6 +63,17 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A frame on its way to an engine runner: how many frames of its stream the runner skipped
+    before it (it took a newer one), and, for a ring preloaded with every frame (benchmarks),
+    the slot that already holds its pixels."""
+
+    frame: Frame
+    skipped: int = 0
+    slot: int | None = None
 
 
 @dataclass
@@ -96,6 +108,13 @@ class Detections:
         rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
         return cls(rows[:, :4], rows[:, 4], rows[:, 5].round().astype(np.int32))
 
+    @classmethod
+    def from_ultralytics(cls, boxes: Any) -> Detections:
+        """From an ultralytics `Results.boxes` (on whatever device it lives), with one copy to the
+        host: its rows are x1 y1 x2 y2 [track id] score class."""
+        data = boxes.data.cpu().numpy()
+        return cls(data[:, :4], data[:, -2], data[:, -1])
+
     def above(self, conf: float) -> Detections:
         """The detections scoring more than `conf`."""
         keep = self.confidence > conf
@@ -108,23 +127,41 @@ class Detections:
 
 @dataclass(frozen=True)
 class StageTimes:
-    """Milliseconds spent per stage for one frame (CUDA events on GPU engines, host clock elsewhere)."""
+    """Milliseconds spent per stage for one frame.
+
+    The engine measures the first three (CUDA events on GPU engines, the host clock elsewhere);
+    the runner adds `handover`: the time the frame spent crossing to the engine's process and its
+    boxes crossing back (see `Result.handover_ms`).
+    """
 
     preprocess: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
+    handover: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.preprocess + self.inference + self.postprocess
+        return self.preprocess + self.inference + self.postprocess + self.handover
+
+    def as_dict(self) -> dict[str, float]:
+        return {"handover": self.handover, "preprocess": self.preprocess, "inference": self.inference,
+                "postprocess": self.postprocess}
 
 
 @dataclass(frozen=True)
 class Result:
-    """What an engine returns for one frame.
+    """What an engine returns for one frame, and when each step of its journey happened.
 
-    `t_start` is when the engine took the frame (for a micro-batch: when it took the batch),
-    `t_done` when its boxes were on the host; the engine was busy in between.
+    Four instants, all `time.perf_counter()`:
+
+    - `t_handed`: the main process handed the frame over (before copying it into the ring);
+    - `t_start`: the engine's process took it (for a micro-batch: took the batch);
+    - `t_done`: the engine had the boxes on its host;
+    - `t_received`: the main process held the boxes.
+
+    An engine fills in `t_start`/`t_done`; the runner adds `t_handed`/`t_received`. Latency
+    runs from the frame's capture (in a benchmark: its hand-over) to `t_received`, where a user
+    gets the boxes; the hand-over both ways is a stage of its own.
     """
 
     engine: str
@@ -133,11 +170,27 @@ class Result:
     stages: StageTimes
     t_done: float = field(default_factory=time.perf_counter)
     t_start: float | None = None
+    t_handed: float | None = None
+    t_received: float | None = None
+
+    @property
+    def t_boxes(self) -> float:
+        """When the boxes were where the user reads them: in the main process (or, for a result
+        that has not crossed a process boundary, in the engine's)."""
+        return self.t_received if self.t_received is not None else self.t_done
 
     @property
     def latency_ms(self) -> float:
-        """End to end: the frame's capture instant to boxes on the host."""
-        return (self.t_done - self.frame.t_capture) * 1e3
+        """End to end: the frame's capture instant to its boxes in the main process."""
+        return (self.t_boxes - self.frame.t_capture) * 1e3
+
+    @property
+    def handover_ms(self) -> float:
+        """The frame's way into the engine's process plus its boxes' way back."""
+        if self.t_handed is None or self.t_received is None:
+            return 0.0
+        t_start = self.t_done if self.t_start is None else self.t_start
+        return ((t_start - self.t_handed) + (self.t_received - self.t_done)) * 1e3
 
 
 @dataclass(frozen=True)

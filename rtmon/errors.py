@@ -10,3 +10,13 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+def one_line(exc: BaseException, prefix: str = "", limit: int = 300) -> str:
+    """`exc` as one line for a status field or an `error:` message: its first non-empty line,
+    with the exception's type unless it is a UserError (whose message already says it all)."""
+    text = str(exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not isinstance(exc, UserError):
+        first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return (f"{prefix}: {first}" if prefix else first)[:limit]

@@ -1,8 +1,8 @@
 """`rtmon eval`: how accurate is each engine? mAP against ground truth, and agreement with the baseline.
 
 The frames of a labeled source (the sample clip by default) are decoded once and kept in
-memory; every engine then runs over the same frames in this process, one engine at a time,
-each closed before the next is loaded.
+memory; every engine then runs over the same frames, one engine at a time, each in its own
+process through the engine runner, each stopped before the next is loaded.
 
 Two measures per engine:
 
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +38,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtmon import engines as registry
-from rtmon.core import Detections, EngineState, Frame
+from rtmon.core import Detections, EngineState
 from rtmon.engines.parity import match_pairs
 from rtmon.errors import UserError
 from rtmon.files import write_folder
 from rtmon.models import ModelRef
 from rtmon.reporting import header
-from rtmon.runner import EngineRunner, RunnerOptions
+from rtmon.runner import EngineRunner, PoolFeed, RunnerOptions
 from rtmon.scene import check_labels_match, load_labels, video_info
 from rtmon.sources import SourceSpec, read_frames
 
@@ -138,14 +136,11 @@ def _decode(spec: SourceSpec, count: int, console: Console) -> list[np.ndarray]:
 
 def _detect(name: str, model: ModelRef, settings, images: list[np.ndarray], console: Console) -> list[Detections]:
     """One engine's detections on every frame, through the engine runner (its own process, every
-    frame in order); the engine process is stopped before this returns."""
+    frame in order, as fast as it takes them); the engine process is stopped before this returns."""
     found: dict[int, Detections] = {}
-    done = threading.Event()
 
     def keep(result, skipped: int) -> None:
         found[result.frame.index] = result.detections
-        if len(found) == len(images):
-            done.set()
 
     options = RunnerOptions.of(settings, log_dir=None)
     runner = EngineRunner([name], model, settings, options, role=registry.role(name), on_result=keep)
@@ -156,17 +151,14 @@ def _detect(name: str, model: ModelRef, settings, images: list[np.ndarray], cons
             if not runner.wait_loaded():
                 raise UserError(f"engine: {name}: {runner.metrics.error}")
             progress.update(task, description=f"{name}: detecting")
-            for index, image in enumerate(images):
-                while not runner.wait_room(1.0):
-                    if runner.metrics.state == EngineState.FAILED:
-                        raise UserError(f"engine: {name}: {runner.metrics.error}")
-                runner.send(Frame(index, image, time.perf_counter()))
-                progress.update(task, completed=len(found))
-            while not done.wait(0.2):
+            runner.follow(PoolFeed(images, 0, len(images)), ends_run=False)
+            while not runner.fed.wait(0.2):
                 if runner.metrics.state == EngineState.FAILED:
                     raise UserError(f"engine: {name}: {runner.metrics.error}")
                 progress.update(task, completed=len(found))
             progress.update(task, completed=len(found))
+            if runner.metrics.state == EngineState.FAILED:
+                raise UserError(f"engine: {name}: {runner.metrics.error}")
         finally:
             runner.stop()
     return [found[i] for i in range(len(images))]

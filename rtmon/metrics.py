@@ -9,9 +9,9 @@ Two rates, because a camera hides the difference between engines:
 
 - **delivered FPS**: results per second. At a camera's 30 fps every engine that keeps up
   delivers 30, so this alone cannot show which is faster.
-- **capacity**: frames per second of *busy* time (the time between an engine taking a frame and
-  its boxes being on the host; overlapping frames of a pipelined engine or a micro-batch count
-  once). It is the rate the engine could sustain if frames came as fast as it takes them,
+- **capacity**: frames per second of *busy* time (the time between the runner handing a frame
+  to the engine and its boxes arriving back in the main process; overlapping frames of a
+  pipelined engine or a micro-batch count once). It is the rate the engine could sustain if frames came as fast as it takes them,
   whatever the source's rate; `busy_pct` says how much of the time it was busy.
 """
 
@@ -27,6 +27,39 @@ import numpy as np
 from rtmon.core import EngineState, GpuMemory, Result, Role
 
 PERCENTILES = (50, 90, 95, 99)
+
+
+def throughput_fps(frames: int, t_begin: float, t_end: float) -> float | None:
+    """rtmon's one definition of FPS: the frames whose boxes reached the main process in the
+    stretch (t_begin, t_end], per second.
+
+    A benchmark's stretch runs from the first frame's hand-over to the last frame's boxes, so it
+    counts every frame; in a closed loop (single-stream) it is the sum of the frames' latencies
+    and FPS × mean latency = 1. A live window's stretch runs from its first result's arrival to
+    its last, counting the frames after the first."""
+    span = t_end - t_begin
+    return frames / span if frames and span > 0 else None
+
+
+def busy_seconds(t_begin: np.ndarray, t_end: np.ndarray) -> float:
+    """The length of the union of the intervals [t_begin, t_end]: frames that overlap (a
+    pipelined engine, a micro-batch) count once."""
+    if not len(t_begin):
+        return 0.0
+    order = np.argsort(t_begin, kind="stable")
+    total, until = 0.0, float("-inf")
+    for a, b in zip(t_begin[order].tolist(), t_end[order].tolist(), strict=True):
+        total += max(b - max(a, until), 0.0)
+        until = max(until, b)
+    return total
+
+
+def capacity_fps(t_begin: np.ndarray, t_end: np.ndarray) -> float | None:
+    """rtmon's one definition of capacity: frames answered per second of busy time (the engine
+    holding at least one frame, from its hand-over to its boxes in the main process): the rate
+    the engine could sustain if frames came as fast as it takes them."""
+    busy = busy_seconds(np.asarray(t_begin, np.float64), np.asarray(t_end, np.float64))
+    return len(t_begin) / busy if busy > 0 else None
 
 
 @dataclass(frozen=True)
@@ -66,7 +99,7 @@ class EngineSnapshot:
     skipped: int
     fps: float | None  # delivered, over the last few seconds
     fps_overall: float | None  # delivered, since the first result
-    latency: LatencyStats | None  # capture → boxes on the host, recent frames
+    latency: LatencyStats | None  # capture → boxes in the main process, recent frames
     stages_ms: dict[str, float]
     fps_history: tuple[float, ...]
     latency_window_ms: tuple[float, ...]
@@ -93,16 +126,20 @@ class Headline:
     p95_ratio: float | None  # baseline P95 / optimized P95 (how many times lower)
 
     def text(self) -> str:
+        """The headline's one wording (overlay, window, TUI): a ratio below 1 reads the other way."""
         if self.speedup is None:
-            return f"{self.optimized} vs {self.baseline}: measuring…"
-        p95 = f", P95 {self.p95_ratio:.1f}× lower" if self.p95_ratio else ""
-        return f"OPTIMIZED {self.speedup:.1f}× faster than BASELINE (capacity){p95}"
+            return f"{self.optimized} vs {self.baseline}: measuring..."
+        speed = (f"{self.speedup:.1f}x faster" if self.speedup >= 1 else f"{1 / self.speedup:.1f}x slower")
+        p95 = ""
+        if self.p95_ratio:
+            p95 = (f", P95 {self.p95_ratio:.1f}x lower" if self.p95_ratio >= 1 else f", P95 {1 / self.p95_ratio:.1f}x higher")
+        return f"OPTIMIZED {speed} than BASELINE (capacity){p95}"
 
 
 def headline(engines: tuple[EngineSnapshot, ...] | list[EngineSnapshot], optimized: str | None = None) -> Headline | None:
     """The baseline against `optimized` (default: the first optimized engine); None without both."""
     base = next((e for e in engines if e.role == Role.BASELINE), None)
-    opt = next((e for e in engines if e.name == optimized), None) if optimized else None
+    opt = next((e for e in engines if e.name == optimized and e.role != Role.PROBE), None) if optimized else None
     opt = opt or next((e for e in engines if e.role == Role.OPTIMIZED), None)
     if base is None or opt is None:
         return None
@@ -130,7 +167,7 @@ class _Rates:
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self.events: deque[tuple[float, float]] = deque()  # (t_done, busy seconds it added)
+        self.events: deque[tuple[float, float, float]] = deque()  # (t_begin, t_end, busy seconds it added)
         self.first_done: float | None = None
         self.last_done: float | None = None
         self.count = 0
@@ -145,30 +182,29 @@ class _Rates:
         self._busy_until = max(self._busy_until, t_done)
         self.busy_total += busy
         self.count += 1
+        self.last_done = t_done
         if self.first_done is None:
             self.first_done = t_done
-        self.last_done = t_done
-        self.events.append((t_done, busy))
-        while self.events and t_done - self.events[0][0] > self.window_s:
+        self.events.append((start, t_done, busy))
+        while self.events and t_done - self.events[0][1] > self.window_s:
             self.events.popleft()
 
     def fps(self, now: float) -> float | None:
-        """Completions per second over the window; 0 once results have stopped coming."""
-        times = [t for t, _ in self.events if now - t <= self.window_s]
-        if len(times) < 2:
+        """`throughput_fps` over the window's results; 0 once results have stopped coming."""
+        recent = [b for _, b, _ in self.events if now - b <= self.window_s]
+        if len(recent) < 2:
             return 0.0 if self.count > 1 else None
-        return (len(times) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else None
+        return throughput_fps(len(recent) - 1, recent[0], recent[-1])
 
     def fps_overall(self) -> float | None:
         if self.first_done is None or self.last_done is None or self.count < 2:
             return None
-        span = self.last_done - self.first_done
-        return (self.count - 1) / span if span > 0 else None
+        return throughput_fps(self.count - 1, self.first_done, self.last_done)
 
     def capacity(self) -> float | None:
-        recent = list(self.events)
-        busy = sum(b for _, b in recent)
-        return len(recent) / busy if recent and busy > 0 else None
+        """`capacity_fps` over the window (its busy time, accumulated as results came)."""
+        busy = sum(b for _, _, b in self.events)
+        return len(self.events) / busy if self.events and busy > 0 else None
 
     def capacity_overall(self) -> float | None:
         return self.count / self.busy_total if self.busy_total > 0 else None
@@ -176,7 +212,7 @@ class _Rates:
     def busy_pct(self, now: float) -> float | None:
         if not self.events:
             return None
-        busy = sum(b for t, b in self.events if now - t <= self.window_s)
+        busy = sum(b for _, t, b in self.events if now - t <= self.window_s)
         return min(100.0, 100.0 * busy / self.window_s)
 
 
@@ -199,7 +235,7 @@ class EngineMetrics:
         self.processed = 0
         self.skipped = 0
         self._latencies: deque[float] = deque(maxlen=self.window)
-        self._stage_sums = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self._stage_sums = {"handover": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         self._rates = _Rates(self.fps_window_s)
         self._fps_history: deque[float] = deque(maxlen=self.history_len)
         self._last_history_t = 0.0
@@ -219,14 +255,15 @@ class EngineMetrics:
             self._latencies.append(latency)
             for stage in self._stage_sums:
                 self._stage_sums[stage] += getattr(result.stages, stage)
-            t = result.t_done
-            self._rates.add(result.t_start, t)
+            t = result.t_boxes
+            t_begin = result.t_handed if result.t_handed is not None else result.t_start
+            self._rates.add(t_begin, t)
             if t - self._last_history_t >= 0.5:
                 self._last_history_t = t
                 self._fps_history.append(self._rates.fps(t) or 0.0)
             self._class_counts = result.detections.class_counts()
             rates, lat, dropped = self._stream(result.frame.stream)
-            rates.add(result.t_start, t)
+            rates.add(t_begin, t)
             lat.append(latency)
             dropped[0] += skipped
 

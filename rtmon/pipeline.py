@@ -146,10 +146,12 @@ class Pipeline:
         """Start the engine processes (they load side by side: each measures its own memory)
         and have each follow the feed; with `wait`, return once all are loaded or failed."""
         slot_bytes = self._slot_bytes()
+        shapes = {tuple(item[1].shape) for item in self._opened if item}
+        shape = next(iter(shapes)) if len(shapes) == 1 else None  # several sizes: plans are made as they come
         for runner in self.runners:
-            runner.start(slot_bytes)
+            runner.start(slot_bytes, frame_shape=shape)
             streams = self.engine_streams.get(runner.name)
-            runner.follow(self.bus.subscribe(runner.name, "latest", streams=streams))
+            runner.follow(self.bus.subscribe(runner.name, streams=streams))
         if wait:
             for runner in self.runners:
                 runner.wait_loaded()

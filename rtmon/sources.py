@@ -2,13 +2,9 @@
 
 `open_source()` checks the source up front (a missing file, a corrupt video or a camera that
 does not open is a one-line `UserError` before anything starts). `FrameReader` decodes ahead
-in its own thread and publishes timestamped frames on a `FrameBus`, where each consumer
-subscribes with its own policy:
-
-- `every`: the consumer sees every frame through a bounded queue; a full queue holds the reader
-  back (benchmarks, recording);
-- `latest`: a busy consumer skips to the newest frame when it is free, and the frames it
-  skipped are counted (live engines).
+in its own thread and publishes timestamped frames on a `FrameBus`. Each consumer (an engine
+runner) takes the newest frame of each of its streams when it is free, and the frames it
+skipped are counted: a slow engine never holds back the feed or another engine.
 
 A camera or stream that fails mid-run is reopened with exponential back-off; a file ends, or
 loops with `loop=True`.
@@ -18,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -29,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtmon.core import Frame
+from rtmon.core import Frame, Handed
 from rtmon.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -163,65 +158,40 @@ def open_capture(spec: SourceSpec) -> tuple[_Capture, np.ndarray]:
 
 
 class Subscription:
-    """One consumer's view of the bus: some of its streams, with one policy (module docstring)."""
+    """One consumer's view of the bus: the newest frame of each of its streams.
 
-    def __init__(self, bus: FrameBus, name: str, policy: str, capacity: int, streams: frozenset[int] | None) -> None:
-        if policy not in ("latest", "every"):
-            raise ValueError(f"policy must be 'latest' or 'every', not {policy!r}")
-        self.bus, self.name, self.policy, self.streams = bus, name, policy, streams
-        self._queue: queue.Queue[Frame | int] = queue.Queue(maxsize=capacity)  # every: frames, or an ended stream
-        self._last: dict[int, int] = {}  # latest: the newest index taken, per stream
+    A busy consumer skips to the newest frame when it is free; the frames it skipped are
+    counted. This is the `Feed` an engine runner pulls from (`rtmon.runner.feed`).
+    """
+
+    def __init__(self, bus: FrameBus, name: str, streams: frozenset[int] | None) -> None:
+        self.bus, self.name, self.streams = bus, name, streams
+        self._last: dict[int, int] = {}  # the newest index taken, per stream
         self._forgotten: set[int] = set()  # streams whose next frame counts no skipped frames
-        self._ended: set[int] = set()
 
     def wants(self, stream: int) -> bool:
         return self.streams is None or stream in self.streams
 
-    def take(self, max_frames: int = 1, timeout: float | None = None) -> list[tuple[Frame, int]]:
-        """Up to `max_frames` frames and how many frames of their stream were skipped before
-        each; [] at the end of every stream this consumer follows.
+    def take(self, room: int, now: float = 0.0) -> list[Handed] | None:
+        """The newest frame of each stream that has one newer than last taken, oldest capture
+        first, at most `room`, with the frames skipped before each; [] when none is new yet;
+        None once every stream this consumer follows has ended."""
+        return self.bus._take_latest(self, room)
 
-        `latest`: the newest frame of each stream that has a newer one than last taken, oldest
-        capture first. `every`: the next frames in publication order. Raises `queue.Empty` after
-        `timeout` seconds without a frame.
-        """
-        if self.policy == "every":
-            return self._take_every(max_frames, timeout)
-        return self.bus._take_latest(self, max_frames, timeout)
-
-    def _take_every(self, max_frames: int, timeout: float | None) -> list[tuple[Frame, int]]:
-        out: list[tuple[Frame, int]] = []
-        while len(out) < max_frames:
-            if self.ended:
-                break
-            try:
-                item = self._queue.get(timeout=timeout) if not out else self._queue.get_nowait()
-            except queue.Empty:
-                if out:
-                    break
-                raise
-            if isinstance(item, int):
-                self._ended.add(item)
-            else:
-                out.append((item, 0))
-        return out
-
-    @property
-    def ended(self) -> bool:
-        """True once every stream this consumer follows has ended (and, for `every`, was drained)."""
-        streams = self.bus.streams if self.streams is None else self.streams
-        ended = self._ended if self.policy == "every" else self.bus.ended_streams
-        return bool(streams) and streams <= ended and (self.policy == "latest" or self._queue.empty())
-
-    def get(self, timeout: float | None = None) -> tuple[Frame | None, int]:
-        """One frame and the frames skipped before it; (None, 0) at the end."""
-        taken = self.take(1, timeout)
-        return taken[0] if taken else (None, 0)
+    def wait(self, timeout: float) -> None:
+        """Until a new frame is published for this consumer (or its streams end), or `timeout`."""
+        self.bus._wait_newer(self, timeout)
 
     def forget(self) -> None:
         """Take the newest frames next without counting those in between as skipped (a consumer
         that was turned off skipped nothing)."""
         self._forgotten = set(self._last)
+
+    @property
+    def ended(self) -> bool:
+        """True once every stream this consumer follows has ended."""
+        streams = self.bus.streams if self.streams is None else self.streams
+        return bool(streams) and streams <= self.bus.ended_streams
 
     def close(self) -> None:
         self.bus.unsubscribe(self)
@@ -242,9 +212,8 @@ class FrameBus:
         with self._cond:
             self.streams = self.streams | {stream}
 
-    def subscribe(self, name: str, policy: str = "latest", capacity: int = 8,
-                  streams: set[int] | None = None) -> Subscription:
-        sub = Subscription(self, name, policy, capacity, None if streams is None else frozenset(streams))
+    def subscribe(self, name: str, streams: set[int] | None = None) -> Subscription:
+        sub = Subscription(self, name, None if streams is None else frozenset(streams))
         with self._cond:
             self._subs.append(sub)
         return sub
@@ -255,33 +224,18 @@ class FrameBus:
                 self._subs.remove(sub)
             self._cond.notify_all()
 
-    def publish(self, frame: Frame, stop: threading.Event) -> None:
+    def publish(self, frame: Frame) -> None:
         with self._cond:
             self.streams = self.streams | {frame.stream}
             self._latest[frame.stream] = frame
             self._taken[frame.stream] = False
             self._cond.notify_all()
-            every = [s for s in self._subs if s.policy == "every" and s.wants(frame.stream)]
-        for sub in every:
-            while not stop.is_set():
-                try:
-                    sub._queue.put(frame, timeout=0.1)
-                    break
-                except queue.Full:
-                    if sub not in self._subs:  # unsubscribed while we waited
-                        break
 
     def end(self, stream: int = 0) -> None:
         with self._cond:
             self.streams = self.streams | {stream}
             self.ended_streams.add(stream)
             self._cond.notify_all()
-            every = [s for s in self._subs if s.policy == "every" and s.wants(stream)]
-        for sub in every:
-            try:
-                sub._queue.put(stream, timeout=1.0)
-            except queue.Full:
-                log.debug("consumer %s did not drain its queue at end of stream", sub.name)
 
     def newest(self, stream: int = 0) -> Frame | None:
         """The stream's newest frame (for the picture), or None before the first one."""
@@ -289,30 +243,33 @@ class FrameBus:
             return self._latest.get(stream)
 
     def wait_demand(self, stream: int, timeout: float) -> None:
-        """At max pace: wait until a `latest` consumer took the stream's newest frame (or
-        `timeout`), so the source runs at the pace of its fastest consumer, never faster."""
+        """At max pace: wait until a consumer took the stream's newest frame (or `timeout`), so
+        the source runs at the pace of its fastest consumer, never faster."""
         with self._cond:
-            if not any(sub.policy == "latest" and sub.wants(stream) for sub in self._subs):
+            if not any(sub.wants(stream) for sub in self._subs):
                 return
             self._cond.wait_for(lambda: self._taken.get(stream, True), timeout)
 
-    def _take_latest(self, sub: Subscription, max_frames: int, timeout: float | None) -> list[tuple[Frame, int]]:
-        def newer() -> list[Frame]:
-            return [f for s, f in self._latest.items() if sub.wants(s) and f.index > sub._last.get(s, -1)]
+    def _newer(self, sub: Subscription) -> list[Frame]:
+        return [f for s, f in self._latest.items() if sub.wants(s) and f.index > sub._last.get(s, -1)]
 
+    def _wait_newer(self, sub: Subscription, timeout: float) -> None:
         with self._cond:
-            if not self._cond.wait_for(lambda: newer() or sub.ended, timeout):
-                raise queue.Empty
-            frames = sorted(newer(), key=lambda f: f.t_capture)[:max_frames]
+            self._cond.wait_for(lambda: self._newer(sub) or sub.ended, timeout)
+
+    def _take_latest(self, sub: Subscription, room: int) -> list[Handed] | None:
+        with self._cond:
+            frames = sorted(self._newer(sub), key=lambda f: f.t_capture)[:room]
+            if not frames:
+                return None if sub.ended else []
             out = []
             for f in frames:
                 last = None if f.stream in sub._forgotten else sub._last.get(f.stream)
                 sub._forgotten.discard(f.stream)
-                out.append((f, max(f.index - last - 1, 0) if last is not None else 0))
+                out.append(Handed(f, max(f.index - last - 1, 0) if last is not None else 0))
                 sub._last[f.stream] = f.index
                 self._taken[f.stream] = True
-            if out:
-                self._cond.notify_all()
+            self._cond.notify_all()
             return out
 
 
@@ -460,7 +417,7 @@ class FrameReader(threading.Thread):
                 if len(arrivals) > 1 and arrivals[-1] > arrivals[0]:
                     self.status.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
                 self.status.height, self.status.width = image.shape[:2]
-                self.bus.publish(Frame(index, image, now, self.stream), self._halt)
+                self.bus.publish(Frame(index, image, now, self.stream))
                 index += 1
                 self.status.frames = index
                 if self.max_frames and index >= self.max_frames:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from rtmon.errors import UserError
+from rtmon.processes import die_with_parent
 
 if TYPE_CHECKING:
     from rtmon.snapshot import MonitorControl, MonitorSnapshot
@@ -288,25 +289,15 @@ class WindowView:
             clock.tick(self.refresh_hz)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """End this process when the monitor's process ends, however it ends."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        # Sent when the thread that started us exits: the monitor starts the window from its main thread.
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # it died before the line above took effect
-        os._exit(0)
-
-
 def _display_name() -> str:
     return os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY") or "(default)"
 
 
 def window_process(conn, buffer_name: str, title: str, parent_pid: int) -> None:
     """The window process's main: open the window, say whether it opened, then serve until closed."""
-    _die_with_parent(parent_pid)
+    # SIGTERM, sent when the thread that started us exits: the monitor starts the window from its
+    # main thread; the window also checks its parent every frame.
+    die_with_parent(parent_pid, signal.SIGTERM, poll_s=None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the monitor's; it then closes us
     # SDL and pygame talk on stdout/stderr, which would scribble over the terminal UI; what the
     # user must know travels over the pipe instead.

@@ -1,6 +1,8 @@
 """Engines for tests of the runner: built in the engine process from their name.
 
-    fast | slow | echo | fail-load | raise-after-N | exit-after-N | segv-after-N | hang-after-N
+    fast | slow | echo | sleep-after-MS | fail-load | raise-after-N | exit-after-N | segv-after-N | hang-after-N
+
+`sleep-after-MS` sleeps MS milliseconds per frame (a known engine time).
 
 `echo` reports what it saw: one box whose confidence is the frame's mean pixel / 255, whose class
 is the frame's stream, and whose x1 says whether the image was a view of shared memory (1) or a
@@ -16,16 +18,24 @@ import time
 import numpy as np
 
 from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
+from rtmon.engines.base import SyncEngine
 
 
-class FakeEngine:
+class FakeEngine(SyncEngine):
     def __init__(self, name: str) -> None:
         self.info = EngineInfo(name, "fake", "fp32", "cpu", 640)
         self.class_names = {0: "thing"}
         kind, _, n = name.partition("-after-")
         self.kind, self.after = kind, int(n) if n else None
-        self.delay = {"slow": 0.2, "fast": 0.002}.get(kind, 0.005)
+        self.delay = {"slow": 0.2, "fast": 0.002, "sleep": float(n or 0) / 1e3}.get(kind, 0.005)
+        if kind == "sleep":
+            self.after = None
         self.calls = 0
+
+    def prepare(self, pipelined: bool, batch_sizes, frame_shape=None) -> None:
+        """Say what the run asked for, in the engine's notes (the runner reports them)."""
+        notes = (f"pipelined={pipelined}", f"plans={','.join(map(str, batch_sizes))}", f"frame_shape={frame_shape}")
+        self.info = EngineInfo(self.info.name, "fake", "fp32", "cpu", 640, notes)
 
     def load(self) -> None:
         if self.kind == "fail-load":

@@ -17,11 +17,10 @@ from rtmon.engines.parity import match_detections, max_confidence_gap
 from rtmon.engines.prepost import (
     Letterbox,
     Thresholds,
-    detections_from_candidates,
+    detections_from_fixed,
+    fixed_shape_nms,
     postprocess,
-    postprocess_batch,
     preprocess_torch,
-    top_candidates,
 )
 from rtmon.engines.tensorrt import INSTALL_HINT, PlanKey, resolve_shape
 from rtmon.errors import UserError
@@ -139,24 +138,6 @@ def _random_head(batch: int, seed: int = 0) -> torch.Tensor:
     return pred
 
 
-@pytest.mark.parametrize("max_det", [300, 20])
-def test_batched_postprocess_equals_per_image_postprocess(max_det):
-    pred = _random_head(3)
-    boxes = [Letterbox.fit(1280, 720, 640), Letterbox.fit(640, 480, 640), Letterbox.fit(500, 900, 640)]
-    th = Thresholds(0.25, 0.7, max_det)
-    for want, got in zip((postprocess(pred[i], boxes[i], th) for i in range(3)),
-                         postprocess_batch(pred, boxes, th), strict=True):
-        assert len(want) == len(got) > 0
-        np.testing.assert_allclose(got.xyxy, want.xyxy, atol=1e-4)
-        np.testing.assert_array_equal(got.class_id, want.class_id)
-
-
-def test_batched_postprocess_ignores_padding_rows():
-    pred = _random_head(4)
-    box = Letterbox.fit(1280, 720, 640)
-    assert len(postprocess_batch(pred, [box, box])) == 2
-
-
 def _dets(rows) -> Detections:
     return Detections.from_array(np.array(rows, np.float32))
 
@@ -179,27 +160,35 @@ def test_match_detections_is_one_to_one():
 
 
 @pytest.mark.parametrize("max_det", [300, 20])
-def test_top_candidates_then_host_nms_equals_postprocess(max_det):
+def test_the_graphs_fixed_shape_nms_equals_postprocess(max_det):
     pred = _random_head(2, seed=3)
     pred[:, 4:] *= 0.3  # about 800 of 3000 anchors pass 0.25: fewer than k, many overlapping
     box = Letterbox.fit(1280, 720, 640)
     th = Thresholds(0.25, 0.7, max_det)
-    rows = top_candidates(pred, 1024).numpy()
+    rows = fixed_shape_nms(pred, box, th, k=1024, rounds=64).numpy()
     for i in range(2):
-        want, got = postprocess(pred[i], box, th), detections_from_candidates(rows[i], box, th, pred.shape[-1])
-        assert len(want) == len(got) > 0
+        want, got = postprocess(pred[i], box, th), detections_from_fixed(rows[i])
+        assert got is not None and len(want) == len(got) > 0
         np.testing.assert_allclose(got.xyxy, want.xyxy, atol=1e-4)
         np.testing.assert_allclose(got.confidence, want.confidence)
         np.testing.assert_array_equal(got.class_id, want.class_id)
 
 
 def test_candidates_that_all_pass_the_threshold_ask_for_the_full_nms():
-    pred = _random_head(1)
+    pred = _random_head(1)[:, :, :300]
     pred[:, 4:] = 0.9  # every anchor passes: the 16 best rows cannot be the whole story
-    rows = top_candidates(pred, 16).numpy()[0]
-    assert detections_from_candidates(rows, Letterbox.fit(640, 640, 640), Thresholds(), pred.shape[-1]) is None
-    every = top_candidates(pred, 10_000).numpy()[0]  # k ≥ anchors: nothing was cut off
-    assert detections_from_candidates(every, Letterbox.fit(640, 640, 640), Thresholds(), pred.shape[-1]) is not None
+    box = Letterbox.fit(640, 640, 640)
+    assert detections_from_fixed(fixed_shape_nms(pred, box, Thresholds(), k=16).numpy()[0]) is None
+    every = fixed_shape_nms(pred, box, Thresholds(), k=10_000, rounds=300).numpy()[0]  # k ≥ anchors: nothing cut off
+    assert detections_from_fixed(every) is not None
+
+
+def test_letterbox_batch_one_image_at_a_time_equals_the_batched_letterbox():
+    from rtmon.engines.gpu_common import letterbox_batch
+
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (3, 72, 128, 3), dtype=torch.uint8, generator=g)
+    torch.testing.assert_close(letterbox_batch(images, 64, torch.float32), preprocess_torch(images, 64, torch.float32)[0])
 
 
 def test_batched_letterbox_equals_per_image_letterbox():

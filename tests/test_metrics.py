@@ -1,25 +1,65 @@
+"""How rtmon computes its figures, on synthetic timestamps whose answers are known: one FPS, one
+capacity, percentiles, the live window, the headline, and the benchmarks' stability and MLPerf
+early-stopping rules."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rtmon.core import Detections, Frame, Result, StageTimes
-from rtmon.metrics import EngineMetrics, LatencyStats
+from rtmon.bench.harness import Measured, early_stopping_estimate, stability
+from rtmon.core import Detections, Frame, Result, Role, StageTimes
+from rtmon.metrics import (
+    EngineMetrics,
+    EngineSnapshot,
+    LatencyStats,
+    busy_seconds,
+    capacity_fps,
+    headline,
+    throughput_fps,
+)
 
 
-def _result(t_capture: float, t_done: float, stages=(1.0, 2.0, 3.0), n_boxes: int = 2) -> Result:
+def _result(t_capture: float, t_done: float, stages=(1.0, 2.0, 3.0), n_boxes: int = 2,
+            t_handed: float | None = None) -> Result:
     frame = Frame(0, np.zeros((2, 2, 3), np.uint8), t_capture)
     det = Detections(np.zeros((n_boxes, 4)), np.ones(n_boxes), np.arange(n_boxes) % 2)
-    return Result("e", frame, det, StageTimes(*stages), t_done)
+    handed = t_capture if t_handed is None else t_handed
+    return Result("e", frame, det, StageTimes(*stages), t_done, handed, handed, t_done)
 
 
-def test_percentiles_match_numpy_on_known_data():
-    values = np.random.default_rng(0).lognormal(1.0, 0.5, 5000)
-    stats = LatencyStats.of(values)
-    assert stats.mean == pytest.approx(values.mean())
-    for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
-        assert getattr(stats, name) == pytest.approx(np.percentile(values, q))
+def test_percentiles_on_known_values():
+    stats = LatencyStats.of(np.arange(1, 101, dtype=float))  # 1 … 100 ms
+    assert stats.mean == 50.5 and stats.max == 100 and stats.count == 100
+    # Linear interpolation between the closest ranks: q/100 × 99 positions past the first value.
+    assert (stats.p50, stats.p90, stats.p95, stats.p99) == pytest.approx((50.5, 90.1, 95.05, 99.01))
+    assert LatencyStats.of([7.0]).p99 == 7.0
     assert LatencyStats.of(np.array([])) is None
+
+
+def test_throughput_counts_the_frames_answered_in_the_stretch():
+    assert throughput_fps(100, 10.0, 12.0) == 50.0
+    assert throughput_fps(0, 10.0, 12.0) is None and throughput_fps(5, 3.0, 3.0) is None
+
+
+def test_capacity_counts_overlapping_busy_time_once():
+    # Three frames busy [0, 2], [1, 3] (overlapping) and [5, 6]: 4 busy seconds.
+    begin, end = np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0])
+    assert busy_seconds(begin, end) == 4.0
+    assert capacity_fps(begin, end) == 0.75
+    assert busy_seconds(np.array([1.0, 0.0]), np.array([1.5, 4.0])) == 4.0  # one inside another, any order
+    assert capacity_fps(np.array([]), np.array([])) is None
+
+
+def test_closed_loop_fps_times_mean_latency_is_one():
+    """Back to back frames (each handed over when the last boxes arrived): FPS × mean = 1."""
+    lat = np.array([0.010, 0.012, 0.008, 0.011])
+    t_handed = np.concatenate(([0.0], np.cumsum(lat)[:-1]))
+    t_received = t_handed + lat
+    m = Measured(lat * 1e3, t_handed, t_handed, t_handed, t_received, t_received, np.zeros(4, int), np.zeros(4, int),
+                 np.zeros((4, 4)))
+    assert m.fps * m.latency_ms.mean() / 1e3 == pytest.approx(1.0)
+    assert m.capacity_fps == pytest.approx(m.fps)  # always busy
 
 
 def test_record_accumulates_latency_stages_fps_and_skips():
@@ -33,7 +73,9 @@ def test_record_accumulates_latency_stages_fps_and_skips():
     assert snap.fps_overall == pytest.approx(100.0)
     assert snap.fps == pytest.approx(100.0)
     assert snap.latency.mean == pytest.approx(5.0)
-    assert snap.stages_ms == pytest.approx({"preprocess": 1.0, "inference": 2.0, "postprocess": 3.0})
+    assert snap.capacity_fps == pytest.approx(1 / 0.005)  # busy 5 ms per frame
+    assert snap.busy_pct == pytest.approx(25.25)  # all 101 frames × 5 ms inside the 2 s window
+    assert snap.stages_ms == pytest.approx({"handover": 0.0, "preprocess": 1.0, "inference": 2.0, "postprocess": 3.0})
     assert snap.class_counts == {0: 1, 1: 1}
 
 
@@ -51,3 +93,50 @@ def test_memory_is_bounded_in_live_mode():
         m.record(_result(i * 0.001, i * 0.001 + 0.002))
     assert len(m.latencies()) == 100
     assert len(m.snapshot().fps_history) <= m.history_len
+
+
+def _snap(name: str, role: Role, capacity: float | None, p95: float | None) -> EngineSnapshot:
+    lat = None if p95 is None else LatencyStats(p95, p95, p95, p95)
+    from rtmon.core import EngineState
+
+    return EngineSnapshot(name, EngineState.RUNNING, "", 10, 0, None, None, lat, {}, (), (), {}, role=role,
+                          capacity_fps=capacity)
+
+
+def test_headline_is_the_ratio_of_the_figures_on_screen_and_says_slower_below_one():
+    base, opt = _snap("torch-fp32", Role.BASELINE, 100.0, 20.0), _snap("fast", Role.OPTIMIZED, 450.0, 4.0)
+    h = headline([base, opt])
+    assert (h.speedup, h.p95_ratio) == (4.5, 5.0)
+    assert "4.5" in h.text() and "faster" in h.text()
+    slow = headline([base, _snap("slow", Role.OPTIMIZED, 80.0, 25.0)])
+    assert slow.speedup == 0.8 and "slower" in slow.text() and "faster" not in slow.text()
+    probe = headline([base, _snap("null", Role.PROBE, 1e5, 0.02)])
+    assert probe is None  # the null engine measures rtmon, it is in no headline
+
+
+def test_stability_needs_three_windows_within_ten_percent():
+    def run(fps_per_window: list[float]) -> Measured:
+        t, ends = 0.0, []
+        for fps in fps_per_window:
+            n = int(fps)
+            ends.extend(t + (np.arange(n) + 0.5) / n)
+            t += 1.0
+        ends = np.array(ends)
+        starts = ends - 0.001
+        return Measured(np.full(len(ends), 1.0), starts, starts, starts, ends, ends, np.zeros(len(ends), int),
+                        np.zeros(len(ends), int), np.zeros((len(ends), 4)))
+
+    assert stability(run([100, 100, 100, 100, 100]), 1.0).stable
+    wobbly = stability(run([100, 100, 100, 130, 100]), 1.0)
+    assert not wobbly.stable and wobbly.spread_pct == pytest.approx(30.0, abs=1.0)
+
+
+def test_early_stopping_discards_the_slowest_frames_by_mlperfs_binomial_rule():
+    assert early_stopping_estimate(np.ones(63)) is None  # loadgen's minimum is 64 queries
+    lat = np.arange(1, 1001, dtype=float)  # 1 … 1000 ms
+    est = early_stopping_estimate(lat, 0.90, 0.99)
+    # With 1000 frames, t = the largest count with P[Binomial(1000, 0.1) ≤ t] ≤ 1%: 78 (that
+    # probability is 0.0097 at 78 and 0.0131 at 79, summed exactly); the estimate is the slowest
+    # frame left once the 78 slowest are discarded.
+    assert est["discarded"] == 78 and est["estimate_ms"] == 922.0
+    assert est["estimate_ms"] >= np.percentile(lat, 90)

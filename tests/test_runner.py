@@ -1,10 +1,10 @@
-"""The engine runner: frames through shared memory under both policies, typed messages, and no
-process left behind, even after `kill -9` of the main process."""
+"""The engine runner: frames through shared memory, results back as records, latency where the
+boxes arrive, the plans a run asks for, and no process left behind, even after `kill -9` of the
+main process."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -16,30 +16,50 @@ import numpy as np
 import psutil
 import pytest
 
+from rtmon.bench.scenarios import options_for
 from rtmon.config import load_settings
 from rtmon.core import EngineState, Frame
 from rtmon.models import ModelRef
-from rtmon.runner import EngineRunner, FrameMsg, FrameRing, RunnerOptions
+from rtmon.runner import EngineRunner, FrameRing, PoolFeed, RunnerOptions
+from rtmon.runner.mailbox import REQUEST, RESULT, Mailbox
 from rtmon.sources import FrameBus
 from tests.fake_engines import make
 
 MODEL = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {0: "thing"})
 
 
-def _runner(name: str, results: list, **options) -> EngineRunner:
+def _runner(name: str, results: list, factory=make, **options) -> EngineRunner:
     settings = load_settings(None, {})
-    opts = RunnerOptions.of(settings, factory=make, **options)
+    opts = RunnerOptions.of(settings, factory=factory, **options)
     return EngineRunner([name], MODEL, settings, opts, on_result=lambda r, skipped: results.append((r, skipped)))
 
 
+def _images(n: int, stream: int = 0) -> list[np.ndarray]:
+    return [np.full((48, 64, 3), (i * 9 + stream * 50) % 256, np.uint8) for i in range(n)]
+
+
 def _frames(n: int, stream: int = 0) -> list[Frame]:
-    return [Frame(i, np.full((48, 64, 3), (i * 9 + stream * 50) % 256, np.uint8), time.perf_counter(), stream)
-            for i in range(n)]
+    return [Frame(i, image, time.perf_counter(), stream) for i, image in enumerate(_images(n, stream))]
 
 
-def test_a_frame_message_carries_no_pixels():
-    msg = FrameMsg(ticket=1, slot=0, shape=(720, 1280, 3), index=5, stream=0, t_capture=1.0)
-    assert len(pickle.dumps(msg)) < 300  # a 1280×720 frame is 2.7 MB: it goes through the ring
+def test_a_hand_over_is_a_small_fixed_size_record_not_a_pickle():
+    assert REQUEST.itemsize <= 128 and RESULT.itemsize <= 64  # a 1280×720 frame is 2.7 MB: it goes through the ring
+    box = Mailbox.create(requests=4, results=2, max_det=300)
+    try:
+        other = Mailbox.attach(box.spec)
+        box.put_frame(7, 1, (720, 1280, 3), 5, 2, 1.5, 2.5)
+        (_, record) = other.requests.take(1.0)
+        assert record[:8] == (0, 7, 1, 5, 2, 720, 1280, 3) and record[8:10] == (1.5, 2.5)
+        other.requests.release()
+        rows = np.array([[1, 2, 3, 4, 0.9, 1]], np.float32)
+        other.put_result(7, 3.0, 4.0, (0.1, 0.2, 0.3), rows)
+        record, got = box.take_result(1.0)
+        assert record == (7, 3.0, 4.0, pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3), 1)
+        np.testing.assert_array_equal(got, rows)
+        assert box.take_result(0.0) is None
+        other.close()
+    finally:
+        box.close()
 
 
 def test_the_ring_is_shared_memory_seen_by_another_attachment():
@@ -56,25 +76,41 @@ def test_the_ring_is_shared_memory_seen_by_another_attachment():
         ring.close()
 
 
-@pytest.mark.parametrize("policy", ["every", "latest"])
-def test_frames_reach_the_engine_process_through_shared_memory(policy):
+def test_every_frame_of_a_feed_reaches_the_engine_process_through_shared_memory_in_order():
+    results: list = []
+    runner = _runner("echo", results)
+    images = _images(40)
+    runner.start(64 * 48 * 3)
+    try:
+        assert runner.wait_loaded(30)
+        runner.follow(PoolFeed(images, 0, len(images)))
+        deadline = time.time() + 20
+        while runner.metrics.state != EngineState.ENDED and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert runner.metrics.state == EngineState.ENDED
+    assert [r.frame.index for r, _ in results] == list(range(40))  # every frame, in order
+    for r, skipped in results:
+        det = r.detections
+        assert skipped == 0
+        assert det.xyxy[0, 0] == 1.0  # the engine read a view of the shared ring, not a copy
+        assert det.confidence[0] == pytest.approx(images[r.frame.index].mean() / 255, abs=1e-6)
+
+
+def test_a_live_feed_gives_the_newest_frame_and_counts_the_skipped():
     results: list = []
     runner = _runner("echo", results)
     bus = FrameBus()
     bus.add_stream(0)
-    sub = bus.subscribe("echo", policy, capacity=64)
     runner.start(64 * 48 * 3)
     try:
         assert runner.wait_loaded(30)
-        runner.follow(sub)
+        runner.follow(bus.subscribe("echo"))
         frames = _frames(40)
-        import threading
-
-        stop = threading.Event()
         for f in frames:
-            bus.publish(f, stop)
-            if policy == "latest":
-                time.sleep(0.001)
+            bus.publish(f)
+            time.sleep(0.001)
         bus.end(0)
         deadline = time.time() + 20
         while runner.metrics.state != EngineState.ENDED and time.time() < deadline:
@@ -83,16 +119,10 @@ def test_frames_reach_the_engine_process_through_shared_memory(policy):
         runner.stop()
     assert runner.metrics.state == EngineState.ENDED
     seen = [r.frame.index for r, _ in results]
+    assert seen == sorted(seen) and seen[-1] == 39 and len(seen) < 40  # newest first, some skipped
+    assert sum(skipped for _, skipped in results) + len(seen) == 40
     for r, _ in results:
-        det = r.detections
-        assert det.xyxy[0, 0] == 1.0  # the engine read a view of the shared ring, not a copy
-        assert det.confidence[0] == pytest.approx(frames[r.frame.index].image.mean() / 255, abs=1e-6)
-    if policy == "every":
-        assert seen == list(range(40))  # every frame, in order
-        assert all(skipped == 0 for _, skipped in results)
-    else:
-        assert seen == sorted(seen) and seen[-1] == 39 and len(seen) < 40  # newest first, some skipped
-        assert sum(skipped for _, skipped in results) + len(seen) == 40
+        assert r.detections.confidence[0] == pytest.approx(frames[r.frame.index].image.mean() / 255, abs=1e-6)
 
 
 def test_micro_batches_across_streams_stay_in_order_per_stream():
@@ -114,6 +144,70 @@ def test_micro_batches_across_streams_stay_in_order_per_stream():
     for stream in range(3):
         assert [r.frame.index for r, _ in results if r.frame.stream == stream] == list(range(10))
         assert all(r.detections.class_id[0] == r.frame.stream for r, _ in results)
+
+
+def test_latency_runs_from_the_hand_over_to_the_boxes_in_the_main_process_and_counts_the_hand_over():
+    """An engine that sleeps a known 20 ms: every frame's latency is at least that plus its
+    hand-over, and is exactly the engine's time plus the hand-over (the instants add up)."""
+    results: list = []
+    runner = _runner("sleep-after-20", results, depth=1, pipelined=False)
+    images = _images(8)
+    runner.start(0, preload=images)
+    try:
+        assert runner.wait_loaded(30)
+        runner.follow(PoolFeed(images, 0, 8, preloaded=True), ends_run=False)
+        assert runner.fed.wait(20)
+    finally:
+        runner.stop()
+    assert len(results) == 8
+    for r, _ in results:
+        engine_ms = (r.t_done - r.t_start) * 1e3
+        assert r.t_handed <= r.t_start <= r.t_done <= r.t_received
+        assert r.stages.handover > 0
+        assert r.latency_ms >= 20.0 + r.stages.handover
+        assert r.latency_ms == pytest.approx(engine_ms + r.stages.handover, abs=1e-6)
+
+
+def test_closed_loop_fps_times_mean_latency_is_one_on_a_do_nothing_engine():
+    """Single-stream: the next frame goes the instant the last boxes arrive, so the run is the
+    sum of the latencies and FPS × mean latency = 1 — on the `null` engine, whose latency is
+    nothing but the hand-over."""
+    from rtmon.bench.harness import Collector
+
+    collector = Collector()
+    settings = load_settings(None, {})
+    runner = EngineRunner(["null"], MODEL, settings, options_for(settings, "single-stream"), on_result=collector)
+    images = _images(4)
+    runner.start(0, preload=images)
+    try:
+        assert runner.wait_loaded(60), runner.metrics.error
+        runner.follow(PoolFeed(images, 0, 2000, preloaded=True), ends_run=False)
+        assert runner.fed.wait(60)
+    finally:
+        runner.stop()
+    measured = collector.since(100)
+    assert measured.frames == 1900
+    assert measured.fps * measured.latency_ms.mean() / 1e3 == pytest.approx(1.0, abs=0.03)
+    assert (measured.stages[:, 0] > 0).all()  # every frame's hand-over is measured
+
+
+@pytest.mark.parametrize(("scenario", "max_batch", "sizes", "plans"), [
+    ("single-stream", 1, None, "1"),
+    ("offline", 32, (1, 4, 16), "1,4,16"),
+    ("multi-stream", 8, None, "1,2,4,8"),
+])
+def test_an_engine_prepares_plans_only_for_the_sizes_its_scenario_uses(scenario, max_batch, sizes, plans):
+    settings = load_settings(None, {})
+    options = options_for(settings, scenario, max_batch, sizes)
+    runner = EngineRunner(["fast"], MODEL, settings, RunnerOptions(**{**options.__dict__, "factory": make}))
+    runner.start(0, preload=_images(2))
+    try:
+        assert runner.wait_loaded(30)
+        assert f"plans={plans}" in runner.info.notes
+        assert "frame_shape=(48, 64, 3)" in runner.info.notes
+        assert f"pipelined={scenario != 'single-stream'}" in runner.info.notes
+    finally:
+        runner.stop()
 
 
 SCRIPT = textwrap.dedent("""

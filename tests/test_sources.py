@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import contextlib
 import itertools
-import queue
-import threading
 import time
 from pathlib import Path
 
@@ -77,16 +74,30 @@ def _run_reader(spec, bus, **kw) -> FrameReader:
     return reader
 
 
-def test_every_policy_sees_every_frame_in_order(tmp_path, clip):
+def take_next(sub, timeout: float = 5.0):
+    """The next frame a consumer gets as soon as one is there, and the frames skipped before it;
+    (None, 0) at the end of its streams or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = sub.take(1)
+        if got is None:
+            return None, 0
+        if got:
+            return got[0].frame, got[0].skipped
+        sub.wait(max(deadline - time.monotonic(), 0.0))
+    return None, 0
+
+
+def test_at_max_pace_a_consumer_sees_every_frame_in_order(tmp_path, clip):
     bus = FrameBus()
-    sub = bus.subscribe("bench", "every", capacity=2)  # small buffer: the reader must wait
-    _run_reader(resolve_source(str(clip), tmp_path), bus)
+    sub = bus.subscribe("bench")
+    _run_reader(resolve_source(str(clip), tmp_path), bus, pace="max")
     seen = []
     while True:
-        frame, skipped = sub.get(timeout=5)
+        frame, skipped = take_next(sub)
         if frame is None:
             break
-        assert skipped == 0
+        assert skipped == 0  # the reader waits for its consumer
         seen.append(frame.index)
         time.sleep(0.01)
     assert seen == list(range(12))
@@ -94,28 +105,26 @@ def test_every_policy_sees_every_frame_in_order(tmp_path, clip):
 
 def test_latest_policy_skips_and_counts(tmp_path):
     bus = FrameBus()
-    sub = bus.subscribe("slow", "latest")
-    stop = threading.Event()
+    sub = bus.subscribe("slow")
     for i in range(5):
-        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()), stop)
-    frame, skipped = sub.get(timeout=1)
-    assert frame.index == 4 and skipped == 0  # first frame: nothing to count as skipped yet
+        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()))
+    (got,) = sub.take(1)
+    assert got.frame.index == 4 and got.skipped == 0  # first frame: nothing to count as skipped yet
     for i in range(5, 9):
-        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()), stop)
-    frame, skipped = sub.get(timeout=1)
-    assert frame.index == 8 and skipped == 3
-    with pytest.raises(queue.Empty):
-        sub.get(timeout=0.05)
+        bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter()))
+    (got,) = sub.take(1)
+    assert got.frame.index == 8 and got.skipped == 3
+    assert sub.take(1) == []  # nothing new yet
     bus.end()
-    assert sub.get(timeout=1) == (None, 0)
+    assert sub.take(1) is None  # ended
 
 
 def test_loop_restarts_the_file_and_frames_carry_timestamps(tmp_path, clip):
     bus = FrameBus()
-    sub = bus.subscribe("x", "every", capacity=64)
-    reader = _run_reader(resolve_source(str(clip), tmp_path), bus, loop=True, max_frames=30)
+    sub = bus.subscribe("x")
+    reader = _run_reader(resolve_source(str(clip), tmp_path), bus, loop=True, max_frames=30, pace="max")
     frames = []
-    while (item := sub.get(timeout=5)[0]) is not None:
+    while (item := take_next(sub)[0]) is not None:
         frames.append(item)
     reader.join(5)
     assert [f.index for f in frames] == list(range(30))
@@ -126,11 +135,11 @@ def test_loop_restarts_the_file_and_frames_carry_timestamps(tmp_path, clip):
 def test_realtime_pacing_follows_the_file_rate(tmp_path):
     clip = _write_clip(tmp_path / "c.mp4", frames=15)
     bus = FrameBus()
-    sub = bus.subscribe("x", "every", capacity=64)
+    sub = bus.subscribe("x")
     t0 = time.perf_counter()
     _run_reader(resolve_source(str(clip), tmp_path), bus, pace="realtime")
     n = 0
-    while sub.get(timeout=5)[0] is not None:
+    while take_next(sub)[0] is not None:
         n += 1
     assert n == 15 and time.perf_counter() - t0 >= 14 / 30 * 0.9
 
@@ -141,14 +150,13 @@ def test_stream_that_fails_is_reopened_with_backoff(tmp_path, clip, monkeypatch)
 
     spec = sources.SourceSpec("rtsp://cam", "stream", str(clip), "rtsp://cam")
     bus = FrameBus()
-    sub = bus.subscribe("x", "latest")
+    sub = bus.subscribe("x")
     reader = _run_reader(spec, bus)
     states = set()
     deadline = time.time() + 5
     while time.time() < deadline and reader.status.frames < 20:
         states.add(reader.status.state)
-        with contextlib.suppress(queue.Empty):
-            sub.get(timeout=0.05)
+        take_next(sub, 0.05)
     reader.stop()
     reader.join(3)
     assert "reconnecting" in states
@@ -159,14 +167,14 @@ def test_max_pace_runs_at_the_pace_of_the_fastest_consumer(tmp_path, clip):
     """At max pace the reader publishes the next frame once a `latest` consumer took the newest,
     and replays a looping file from memory after the first pass."""
     bus = FrameBus()
-    sub = bus.subscribe("engine", "latest")
+    sub = bus.subscribe("engine")
     reader = _run_reader(resolve_source(str(clip), tmp_path), bus, pace="max", loop=True, cache_mb=64, max_frames=60)
     taken = []
     while len(taken) < 60:
-        got = sub.take(1, timeout=5)
-        if not got:
+        frame, skipped = take_next(sub)
+        if frame is None:
             break
-        taken.append(got[0])
+        taken.append((frame, skipped))
         time.sleep(0.002)
     reader.join(5)
     indices = [f.index for f, _ in taken]
@@ -177,18 +185,17 @@ def test_max_pace_runs_at_the_pace_of_the_fastest_consumer(tmp_path, clip):
 
 def test_latest_takes_the_newest_frame_of_each_stream(tmp_path):
     bus = FrameBus()
-    stop = threading.Event()
-    sub = bus.subscribe("all", "latest")
-    only_1 = bus.subscribe("one", "latest", streams={1})
+    sub = bus.subscribe("all")
+    only_1 = bus.subscribe("one", streams={1})
     for i in range(3):
         for stream in (0, 1, 2):
-            bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter(), stream), stop)
-    got = sub.take(10, timeout=1)
-    assert [(f.stream, f.index) for f, _ in got] == [(0, 2), (1, 2), (2, 2)]
-    assert [(f.stream, f.index) for f, _ in only_1.take(10, timeout=1)] == [(1, 2)]
+            bus.publish(Frame(i, np.zeros((1, 1, 3), np.uint8), time.perf_counter(), stream))
+    got = sub.take(10)
+    assert [(h.frame.stream, h.frame.index) for h in got] == [(0, 2), (1, 2), (2, 2)]
+    assert [(h.frame.stream, h.frame.index) for h in only_1.take(10)] == [(1, 2)]
     for stream in (0, 1, 2):
         bus.end(stream)
-    assert sub.take(10, timeout=1) == [] and sub.ended
+    assert sub.take(10) is None and sub.ended
 
 
 def test_a_reopen_while_paused_stays_paused(tmp_path, clip):
@@ -197,12 +204,11 @@ def test_a_reopen_while_paused_stays_paused(tmp_path, clip):
 
     spec = sources.SourceSpec("rtsp://cam", "stream", str(clip), "rtsp://cam")
     bus = FrameBus()
-    sub = bus.subscribe("x", "latest")
+    sub = bus.subscribe("x")
     reader = _run_reader(spec, bus)
     deadline = time.time() + 5
     while reader.status.state != "reconnecting" and time.time() < deadline:
-        with contextlib.suppress(queue.Empty):
-            sub.get(timeout=0.02)
+        take_next(sub, 0.02)
     reader.pause(True)
     deadline = time.time() + 5
     while reader.status.reconnects < 1 and time.time() < deadline:

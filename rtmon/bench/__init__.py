@@ -20,6 +20,7 @@ from rich.table import Table
 
 from rtmon import engines as registry
 from rtmon import gpu
+from rtmon.bench import reference as plain
 from rtmon.bench import report as reports
 from rtmon.bench import scenarios
 from rtmon.bench.harness import Collector, EngineUnderTest, decode_pool
@@ -33,9 +34,10 @@ from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.sources import SourceSpec
 
 SCENARIOS = ("single-stream", "offline", "multi-stream")
+REFERENCE_SCENARIOS = ("single-stream", "offline")  # where a plain predict loop is the same measurement
 POLICIES = {
-    "single-stream": "each engine alone in its own process; frame N+1 handed over when frame N's boxes are on the "
-                     "host; latency = handed over → boxes on the host",
+    "single-stream": "each engine alone in its own process; frame N+1 handed over the instant frame N's boxes are "
+                     "back in the main process; latency = handed over → boxes in the main process",
     "offline": "each engine alone in its own process; all frames available up front, taken as fast as the engine "
                "takes them (its pipelining), in micro-batches of each size",
     "multi-stream": "each engine alone in its own process; N cameras on a fixed schedule, newest frame per camera, "
@@ -87,11 +89,12 @@ class BenchStatus:
 
 def _progress(console: Console) -> Progress:
     columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=console, transient=False)
+    # Two refreshes a second: the bar's drawing shares the GIL with the thread that receives results.
+    return Progress(*columns, console=console, transient=False, refresh_per_second=2)
 
 
 def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[str], out: Path, console: Console,
-              scenario: str, publisher_factory=None) -> dict:
+              scenario: str, publisher_factory=None, reference: bool = True) -> dict:
     """Measure each engine alone in `scenario`; write the report into `out`; return bench.json."""
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario: unknown scenario '{scenario}' (known: {', '.join(SCENARIOS)})")
@@ -104,11 +107,21 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
     publisher = publisher_factory(status.snapshot, model.class_names) if publisher_factory else None
     if publisher:
         publisher.start()
-    entries = []
+    entries: list[dict] = []
+    refs: list[dict] = []
+    with_reference = reference and scenario in REFERENCE_SCENARIOS
     try:
         with console.status("decoding the frames every engine will see …"):
             pool = decode_pool(specs, min(b.pool, max(b.frames + b.warmup, 1)))
-        with _progress(console) as progress:
+        with tempfile.TemporaryDirectory(prefix="rtmon-bench-") as tmp, _progress(console) as progress:
+            if with_reference:
+                frames_file = plain.save_frames(pool, Path(tmp))
+                for ref in plain.references(model, settings):
+                    task = progress.add_task(f"reference: {ref.name}", total=None)
+                    refs.append(plain.run(ref, frames_file, settings, b.frames, b.warmup, b.min_duration_s,
+                                          max(b.max_duration_s, b.min_duration_s)))
+                    progress.update(task, description=f"reference for {ref.for_engine}: {refs[-1]['fps']:.1f} FPS",
+                                    completed=1, total=1)
             for name in names:
                 task = progress.add_task(f"{name}: loading", total=None)
 
@@ -117,8 +130,8 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
                     status.update(name, "measuring", int(done))
 
                 status.update(name, "loading")
-                eut = EngineUnderTest.start(name, model, run_settings, scenarios.options_for(run_settings, scenario, max_batch),
-                                            pool)
+                options = scenarios.options_for(run_settings, scenario, max_batch, tuple(batches))
+                eut = EngineUnderTest.start(name, model, run_settings, options, pool)
                 try:
                     entry = _measure(eut, scenario, settings, batches, report_progress)
                 finally:
@@ -134,6 +147,14 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
             publisher.stop()
     report = {**header(model, specs), "scenario": scenario, "policy": POLICIES[scenario],
               "frames": b.frames, "warmup": b.warmup, "engines": entries}
+    if with_reference:
+        report["reference"] = refs
+        report["yardstick"] = plain.yardstick(entries, refs, scenario)
+    else:
+        report["reference"] = []
+        report["yardstick"] = {"pass": None, "baseline_vs_reference": None, "checks": [],
+                               "rule": "not checked: " + ("--no-reference" if scenario in REFERENCE_SCENARIOS else
+                                                          "the yardstick is checked in single-stream and offline")}
     if scenario == "multi-stream":
         report["camera_fps"] = b.camera_fps
         report["decoding"] = decoding_capacity(specs[0], b.camera_fps, max(e["max_streams"] for e in entries))
@@ -143,8 +164,11 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
         e["torch_peak_mib"] = mem.get("allocator_peak_mib")
     if scenario != "multi-stream":
         reports.add_speedups(report)
+    warned = reports.warnings(report)
     write_folder(out, reports.bench_files(report))
     console.print(summary_table(report))
+    for line in warned:
+        console.print(f"[bold yellow]warning:[/] {line}")
     return report
 
 
@@ -296,12 +320,12 @@ def _phase_figures(measured, metrics, snap: EngineSnapshot) -> dict:
     """One engine's figures over one phase: delivered FPS, capacity (frames per busy second),
     busy share, latency percentiles from capture, frames skipped, its process's GPU memory."""
     lat = LatencyStats.of(measured.latency_ms)
-    span = float(measured.t_done.max() - measured.t_done.min()) if measured.frames > 1 else 0.0
-    capacity = metrics.capacity_overall()
+    span = measured.wall_s
+    capacity = measured.capacity_fps
     busy_s = measured.frames / capacity if capacity else None
     return {
         "frames": measured.frames,
-        "fps": (measured.frames - 1) / span if span else None,
+        "fps": measured.fps,
         "capacity_fps": capacity,
         "busy_pct": 100.0 * min(1.0, busy_s / span) if busy_s and span else None,
         "p50_ms": lat.p50 if lat else None,

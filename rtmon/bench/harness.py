@@ -1,10 +1,12 @@
 """What every benchmark scenario shares: decoded frames preloaded into an engine runner's ring,
-the results collected as arrays, measurement windows and their stability, MLPerf's early-stopping
-percentile estimate, and a report's header.
+feeds that hand them over, the results collected as arrays, measurement windows and their
+stability, and MLPerf's early-stopping percentile estimate.
 
 Engines are driven by the same `EngineRunner` as the live view, each alone in its own process;
 frames are decoded once, before anything is timed, and preloaded into the runner's shared-memory
-ring, so handing a frame over costs a small message and no copy.
+ring, so handing a frame over costs a request record and no copy. Latency runs from the hand-over
+to the boxes in the main process (`rtmon.core.Result`); FPS and capacity are
+`rtmon.metrics.throughput_fps` and `capacity_fps`, the definitions every report uses.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rtmon import engines as registry
-from rtmon.core import Frame, GpuMemory, Result
+from rtmon.core import EngineState, GpuMemory, Result
+from rtmon.errors import UserError
+from rtmon.metrics import capacity_fps, throughput_fps
 from rtmon.models import ModelRef
-from rtmon.runner import EngineRunner, RunnerOptions
+from rtmon.runner import EngineRunner, PoolFeed, RunnerOptions
 from rtmon.sources import SourceSpec, read_frames
 
 STABLE_WITHIN = 0.10  # perf_analyzer's rule: three consecutive windows within 10%
 STABLE_WINDOWS = 3
 EARLY_STOPPING_CONFIDENCE = 0.99  # MLPerf loadgen's
 EARLY_STOPPING_MIN_QUERIES = 64
+STAGES = ("handover", "preprocess", "inference", "postprocess")
 
 
 def decode_pool(specs: list[SourceSpec], count: int) -> list[np.ndarray]:
@@ -40,39 +46,32 @@ def decode_pool(specs: list[SourceSpec], count: int) -> list[np.ndarray]:
 
 
 class Collector:
-    """Every result of a runner, as arrays; `wait_for(n)` blocks until n results came back."""
+    """Every result of a runner, as rows of one growing array (recording one costs a row write;
+    `since()` is a slice); `wait_for(n)` blocks until n results came back."""
+
+    COLUMNS = 12
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.count = 0
-        self.latency_ms: list[float] = []
-        self.t_start: list[float] = []
-        self.t_done: list[float] = []
-        self.stream: list[int] = []
-        self.index: list[int] = []
-        self.skipped: list[int] = []
-        self.stages: list[tuple[float, float, float]] = []
-        self.detections: list[int] = []
+        self._rows = np.zeros((4096, self.COLUMNS))
         self.results: dict[int, Result] = {}
         self.keep_results = False
 
     def __call__(self, result: Result, skipped: int) -> None:
+        s = result.stages
+        row = (result.latency_ms, result.frame.t_capture, result.t_handed, result.t_start, result.t_done,
+               result.t_boxes, result.frame.stream, skipped, s.handover, s.preprocess, s.inference, s.postprocess)
         with self._cond:
-            self.latency_ms.append(result.latency_ms)
-            self.t_start.append(result.t_start if result.t_start is not None else result.t_done)
-            self.t_done.append(result.t_done)
-            self.stream.append(result.frame.stream)
-            self.index.append(result.frame.index)
-            self.skipped.append(skipped)
-            s = result.stages
-            self.stages.append((s.preprocess, s.inference, s.postprocess))
-            self.detections.append(len(result.detections))
+            if self.count == len(self._rows):
+                self._rows = np.concatenate((self._rows, np.zeros_like(self._rows)))
+            self._rows[self.count] = row
             if self.keep_results:
                 self.results[result.frame.index] = result
             self.count += 1
             self._cond.notify_all()
 
-    def wait_for(self, n: int, timeout: float, failed=lambda: False) -> bool:
+    def wait_for(self, n: int, timeout: float, failed: Callable[[], bool] = lambda: False) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
             while self.count < n:
@@ -84,24 +83,24 @@ class Collector:
 
     def since(self, start: int) -> Measured:
         with self._cond:
-            sl = slice(start, self.count)
-            return Measured(
-                np.asarray(self.latency_ms[sl]), np.asarray(self.t_start[sl]), np.asarray(self.t_done[sl]),
-                np.asarray(self.stream[sl], dtype=int), np.asarray(self.skipped[sl], dtype=int),
-                np.asarray(self.stages[sl]).reshape(-1, 3),
-            )
+            a = self._rows[start : self.count].copy()
+        return Measured(a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5], a[:, 6].astype(int), a[:, 7].astype(int),
+                        a[:, 8:12])
 
 
 @dataclass
 class Measured:
-    """Per-frame figures of one measured stretch."""
+    """Per-frame figures of one measured stretch (instants in `time.perf_counter()` seconds)."""
 
-    latency_ms: np.ndarray
-    t_start: np.ndarray
-    t_done: np.ndarray
+    latency_ms: np.ndarray  # capture (in a benchmark: hand-over) → boxes in the main process
+    t_capture: np.ndarray
+    t_handed: np.ndarray
+    t_start: np.ndarray  # the engine took it
+    t_done: np.ndarray  # the engine had its boxes
+    t_received: np.ndarray  # the main process had its boxes
     stream: np.ndarray
     skipped: np.ndarray
-    stages: np.ndarray
+    stages: np.ndarray  # (n, 4) ms: handover, preprocess, inference, postprocess
 
     @property
     def frames(self) -> int:
@@ -109,17 +108,22 @@ class Measured:
 
     @property
     def wall_s(self) -> float:
-        return float(self.t_done.max() - self.t_start.min()) if self.frames else 0.0
+        """From the first hand-over to the last boxes."""
+        return float(self.t_received.max() - self.t_handed.min()) if self.frames else 0.0
 
     @property
     def fps(self) -> float | None:
-        return self.frames / self.wall_s if self.wall_s > 0 else None
+        if not self.frames:
+            return None
+        return throughput_fps(self.frames, float(self.t_handed.min()), float(self.t_received.max()))
+
+    @property
+    def capacity_fps(self) -> float | None:
+        return capacity_fps(self.t_handed, self.t_received) if self.frames else None
 
     def stage_means(self) -> dict[str, float]:
-        if not self.frames:
-            return {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-        pre, inf, post = self.stages.mean(axis=0)
-        return {"preprocess": float(pre), "inference": float(inf), "postprocess": float(post)}
+        means = self.stages.mean(axis=0) if self.frames else np.zeros(len(STAGES))
+        return {name: float(v) for name, v in zip(STAGES, means, strict=True)}
 
 
 @dataclass
@@ -137,17 +141,17 @@ class Stability:
 
 
 def windows(measured: Measured, window_s: float) -> list[dict]:
-    """The run cut into consecutive windows of `window_s` seconds (by completion time)."""
+    """The run cut into consecutive windows of `window_s` seconds (by the boxes' arrival)."""
     if not measured.frames:
         return []
-    t0 = measured.t_start.min()
-    edges = np.arange(t0, measured.t_done.max() + window_s, window_s)
+    t0 = measured.t_handed.min()
+    edges = np.arange(t0, measured.t_received.max() + window_s, window_s)
     out = []
     for a, b in itertools.pairwise(edges):
-        inside = (measured.t_done >= a) & (measured.t_done < b)
+        inside = (measured.t_received >= a) & (measured.t_received < b)
         n = int(inside.sum())
         if n:
-            out.append({"t_s": round(float(a - t0), 3), "frames": n, "fps": n / window_s,
+            out.append({"t_s": round(float(a - t0), 3), "frames": n, "fps": throughput_fps(n, a, b),
                         "mean_ms": float(measured.latency_ms[inside].mean())})
     # The last window is usually partial: its FPS would read low.
     return out[:-1] if len(out) > 1 else out
@@ -217,19 +221,31 @@ class EngineUnderTest:
         runner.start(0, preload=pool)
         return cls(runner, collector, pool)
 
-    def hand_over(self, n: int, index: int, t_capture: float | None = None, stream: int = 0) -> bool:
-        """Send pool frame `n % len(pool)` as frame `index`, stamped captured now (or at
-        `t_capture`); waits for room first."""
-        while not self.runner.wait_room(1.0):
-            if not self.runner.accepting and self.runner.metrics.state.value != "loading":
-                return False
-        slot = n % len(self.pool)
-        frame = Frame(index, self.pool[slot], time.perf_counter() if t_capture is None else t_capture, stream)
-        return self.runner.send(frame, slot=slot)
+    def require_loaded(self) -> None:
+        if not self.runner.wait_loaded():
+            raise UserError(f"engine: {self.runner.name}: {self.runner.metrics.error or 'did not load'}")
+
+    def feed(self, first_index: int, count: int | None = None) -> PoolFeed:
+        return PoolFeed(self.pool, first_index, count, preloaded=True)
+
+    def play(self, feed, watch: Callable[[float], None] | None = None, every_s: float = 0.25) -> None:
+        """Run `feed` through the engine; return once every frame it handed over is answered (a
+        UserError when the engine fails meanwhile). `watch(elapsed_s)` is called every `every_s`
+        from this thread meanwhile (progress, stopping rules), never from the hand-over's."""
+        runner = self.runner
+        t0 = time.perf_counter()
+        runner.follow(feed, ends_run=False)
+        while not runner.fed.wait(every_s):
+            if runner.metrics.state not in (EngineState.RUNNING, EngineState.OFF):
+                break
+            if watch is not None:
+                watch(time.perf_counter() - t0)
+        if not runner.fed.is_set():
+            raise UserError(f"engine: {runner.name}: {runner.metrics.error or 'stopped answering'}")
 
     @property
     def failed(self) -> bool:
-        return self.runner.metrics.state.value == "failed"
+        return self.runner.metrics.state == EngineState.FAILED
 
     @property
     def memory(self) -> GpuMemory:

@@ -28,11 +28,40 @@ def _lat(e: dict, key: str) -> float | None:
     return lat.get(key)
 
 
+def reference_for(report: dict, engine: str) -> dict | None:
+    """The plain-script row that is `engine`'s yardstick, if the report has one."""
+    return next((r for r in report.get("reference") or [] if r["for"] == engine), None)
+
+
 def add_speedups(report: dict) -> None:
-    """speedup_vs_baseline (FPS ratio) and, for the best optimized engine, the headline."""
+    """Per engine, its FPS against the baseline's and against the plain ultralytics script's
+    (the baseline's reference): every speed-up is given against both."""
     base = next((e for e in report["engines"] if e["name"] == BASELINE), None)
+    plain = reference_for(report, BASELINE)
     for e in report["engines"]:
-        e["speedup_vs_baseline"] = e["fps"] / base["fps"] if base and base.get("fps") and e.get("fps") else None
+        fps = e.get("fps")
+        e["speedup_vs_baseline"] = fps / base["fps"] if base and base.get("fps") and fps else None
+        e["speedup_vs_reference"] = fps / plain["fps"] if plain and plain.get("fps") and fps else None
+
+
+def warnings(report: dict) -> list[str]:
+    """What makes a report's figures suspect, one line each (console, bench.md, bench.json)."""
+    out = []
+    yard = report.get("yardstick") or {}
+    for check in yard.get("checks", []):
+        if not check["pass"]:
+            out.append(f"yardstick: {check['engine']} is not ultralytics as users run it: FPS {check['fps_ratio']:.3f}× "
+                       f"and P50 {_fmt(check['p50_ratio'], '.3f')}× the plain script's (allowed: within 3%)")
+    if yard.get("checks") and yard.get("baseline_vs_reference") is None:
+        out.append("yardstick: the baseline was not measured, so the speed-ups have no yardstick")
+    if report.get("scenario") == "single-stream":
+        for e in report["engines"]:
+            fl = e.get("fps_x_latency") or {}
+            if fl.get("value") is not None and not fl.get("ok"):
+                out.append(f"{e['name']}: FPS × mean latency = {fl['value']:.3f}, not within 3% of 1: time between "
+                           "frames is lost outside the latency")
+    report["warnings"] = out
+    return out
 
 
 def best_optimized(report: dict) -> dict | None:
@@ -41,35 +70,70 @@ def best_optimized(report: dict) -> dict | None:
 
 
 def comparison_table(report: dict) -> list[str]:
-    """The brief's table: baseline vs the best optimized engine (and the peer, when measured)."""
+    """The brief's table: the plain script, the baseline, the peer (when measured) and the best
+    optimized engine; the optimized engine's improvement against the baseline, the plain
+    ultralytics script and the peer."""
     base = next((e for e in report["engines"] if e["name"] == BASELINE), None)
     best = best_optimized(report)
     peer = next((e for e in report["engines"] if e.get("role") == Role.PEER.value), None)
     if not base or not best:
         return []
-    cols = [("baseline", base), *([("peer", peer)] if peer else []), ("optimized", best)]
-    head = " | ".join(f"{role} (`{e['name']}`)" for role, e in cols)
-    lines = [f"| | {head} | improvement vs baseline |" + (" improvement vs peer |" if peer else ""),
-             "|---|" + "---:|" * (len(cols) + 1 + bool(peer))]
-
-    def row(label: str, values: list[str], vs_base: str, vs_peer: str = "") -> None:
-        lines.append(f"| {label} | " + " | ".join(values) + f" | {vs_base} |" + (f" {vs_peer} |" if peer else ""))
+    plain = reference_for(report, BASELINE)
+    cols = [*([("plain ultralytics script", plain)] if plain else []), ("baseline", base),
+            *([("peer", peer)] if peer else []), ("optimized", best)]
+    against = [("baseline", base), *([("plain script", plain)] if plain else []), *([("peer", peer)] if peer else [])]
+    head = " | ".join(f"{role}" + (f" (`{e['name']}`)" if "name" in e and role != "plain ultralytics script" else "")
+                      for role, e in cols)
+    lines = [f"| | {head} | " + " | ".join(f"optimized vs {who}" for who, _ in against) + " |",
+             "|---|" + "---:|" * (len(cols) + len(against))]
 
     def ratio(a: float | None, b: float | None, word: str) -> str:
-        return "n/a" if not a or not b else f"{a / b:.2f}× {word}".strip()
+        """a / b as "N× faster" (word "") or "N× lower"; below 1 it says the opposite, as a
+        reader would: "1.35× slower", "1.35× higher"."""
+        if not a or not b:
+            return "n/a"
+        r = a / b
+        if r >= 1:
+            return f"{r:.2f}× {word or 'faster'}"
+        return f"{1 / r:.2f}× {'higher' if word else 'slower'}"
 
-    row("FPS", [_fmt(e["fps"]) for _, e in cols], ratio(best["fps"], base["fps"], ""),
-        ratio(best["fps"], peer["fps"], "") if peer else "")
-    for key, label in (("p95", "P95 latency"), ("p99", "P99 latency")):
-        values = [_fmt(_lat(e, key), ".2f", " ms") for _, e in cols]
-        row(label, values, ratio(_lat(base, key), _lat(best, key), "lower"),
-            ratio(_lat(peer, key), _lat(best, key), "lower") if peer else "")
-    mem = [e.get("gpu_mem_mib") for _, e in cols]
-    bm, om = base.get("gpu_mem_mib"), best.get("gpu_mem_mib")
-    change = "n/a" if bm is None or om is None else f"{(om - bm) / bm * 100:+.0f}%"
-    pm = peer.get("gpu_mem_mib") if peer else None
-    peer_change = "n/a" if pm is None or om is None else f"{(om - pm) / pm * 100:+.0f}%"
-    row("GPU memory (NVML, process)", [fmt_mib(m) for m in mem], change, peer_change if peer else "")
+    lines.append("| FPS | " + " | ".join(_fmt(e.get("fps")) for _, e in cols) + " | "
+                 + " | ".join(ratio(best["fps"], e.get("fps"), "") for _, e in against) + " |")
+    for key, label in (("p50", "P50 latency"), ("p95", "P95 latency"), ("p99", "P99 latency")):
+        lines.append(f"| {label} | " + " | ".join(_fmt(_lat(e, key), ".2f", " ms") for _, e in cols) + " | "
+                     + " | ".join(ratio(_lat(e, key), _lat(best, key), "lower") for _, e in against) + " |")
+    om = best.get("gpu_mem_mib")
+
+    def change(other: dict) -> str:
+        m = other.get("gpu_mem_mib")
+        return "n/a" if m is None or om is None else f"{(om - m) / m * 100:+.0f}%"
+
+    lines.append("| GPU memory (NVML, process) | " + " | ".join(fmt_mib(e.get("gpu_mem_mib")) for _, e in cols) + " | "
+                 + " | ".join("n/a" if who == "plain script" else change(e) for who, e in against) + " |")
+    return lines
+
+
+def reference_markdown(report: dict) -> list[str]:
+    refs = report.get("reference") or []
+    yard = report.get("yardstick") or {}
+    if not refs:
+        return ["## Yardstick", "", f"Not checked in this report: {yard.get('rule', 'no reference run')}.", ""]
+    lines = ["## Yardstick: ultralytics as users run it", "",
+             "`rtmon/bench/plain_predict.py`, a plain subprocess with no rtmon code on its timed path, timed "
+             "`predict` one frame at a time on the same decoded frames. "
+             f"Rule: {yard.get('rule', '')}.", "",
+             "| reference | yardstick of | FPS | mean | P50 | P95 | P99 | frames | call |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in refs:
+        lat = r.get("latency_ms") or {}
+        lines.append(f"| {r['name']} | `{r['for']}` | {_fmt(r['fps'])} | {_fmt(lat.get('mean'), '.2f')} | "
+                     f"{_fmt(lat.get('p50'), '.2f')} | {_fmt(lat.get('p95'), '.2f')} | {_fmt(lat.get('p99'), '.2f')} | "
+                     f"{r['frames']} | `{r['call']}` |")
+    lines += ["", "| engine | reference | FPS ratio | P50 ratio | check |", "|---|---|---:|---:|---|"]
+    for c in yard.get("checks", []):
+        lines.append(f"| `{c['engine']}` | {c['reference']} | {c['fps_ratio']:.3f} | {_fmt(c['p50_ratio'], '.3f')} | "
+                     f"{'PASS' if c['pass'] else '**FAIL**'} |")
+    lines += ["", f"Yardstick check: **{'PASS' if yard.get('pass') else 'FAIL'}**.", ""]
     return lines
 
 
@@ -86,12 +150,14 @@ def memory_table(report: dict) -> list[str]:
 
 def single_stream_markdown(report: dict) -> list[str]:
     lines = ["## Single-stream", "",
-             "Frame N+1 is handed over when frame N's boxes are on the host (MLPerf SingleStream). Latency = "
-             "frame handed over → boxes on the host. VALID: ≥ 1,024 frames over at least the minimum duration; "
-             "stable: the last three windows' FPS and mean latency within 10% (perf_analyzer's rule).", "",
-             "| engine | role | FPS | mean | std | P50 | P90 | P95 | P99 | max | early-stop P90 | frames | valid | stable "
-             "| optimizations | timing cost |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
+             "Frame N+1 is handed over the instant frame N's boxes are back in the main process (MLPerf "
+             "SingleStream). Latency = frame handed over (before it is copied into the engine's ring) → its boxes in "
+             "the main process, so FPS × mean latency is 1 when no time is lost between frames (checked: within 3%). "
+             "VALID: ≥ 1,024 frames over at least the minimum duration; stable: the last three windows' FPS and "
+             "mean latency within 10% (perf_analyzer's rule).", "",
+             "| engine | role | FPS | mean | std | P50 | P90 | P95 | P99 | max | early-stop P90 | FPS × mean | frames "
+             "| valid | stable | optimizations | timing cost |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
     for e in report["engines"]:
         lat = e.get("latency_ms") or {}
         es = (e.get("early_stopping_p90") or {}).get("estimate_ms")
@@ -100,14 +166,29 @@ def single_stream_markdown(report: dict) -> list[str]:
         stable = "stable" if e.get("stable") else f"unstable (spread {_fmt(stab.get('spread_pct'), '.0f', '%')})"
         cost = e.get("timing_cost") or {}
         cost_text = _fmt(cost.get("cost_ms"), ".3f", " ms") if "cost_ms" in cost else "n/a"
+        fl = e.get("fps_x_latency") or {}
+        fl_text = "n/a" if fl.get("value") is None else f"{fl['value']:.3f}" + ("" if fl.get("ok") else " ✗")
         lines.append(
-            f"| {e['name']} | {e['role']} | {_fmt(e['fps'])} | {_fmt(lat.get('mean'), '.2f')} | {_fmt(lat.get('std'), '.2f')} "
-            f"| {_fmt(lat.get('p50'), '.2f')} | {_fmt(lat.get('p90'), '.2f')} | {_fmt(lat.get('p95'), '.2f')} "
-            f"| {_fmt(lat.get('p99'), '.2f')} | {_fmt(lat.get('max'), '.2f')} | {_fmt(es, '.2f')} | {e['frames']} "
+            f"| {e['name']} | {e['role']} | {_fmt(e['fps'])} | {_fmt(lat.get('mean'), '.3f')} | {_fmt(lat.get('std'), '.3f')} "
+            f"| {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | {_fmt(lat.get('p95'), '.3f')} "
+            f"| {_fmt(lat.get('p99'), '.3f')} | {_fmt(lat.get('max'), '.2f')} | {_fmt(es, '.3f')} | {fl_text} | {e['frames']} "
             f"| {valid} | {stable} | {', '.join(e.get('optimizations', [])) or '—'} | {cost_text} |")
     lines += ["", "Latencies in ms. Warm-up excluded: " + ", ".join(
         f"{e['name']} {e['warmup']['frames']} frames ({e['warmup']['s']:.1f} s)" for e in report["engines"]) + ".",
-        "", "![latency CDF](latency_cdf.png)", ""]
+        "", *stages_table(report), "", "![latency CDF](latency_cdf.png)", ""]
+    return lines
+
+
+def stages_table(report: dict) -> list[str]:
+    """Where each engine's frame time goes, in ms per frame: the hand-over both ways (the runner)
+    and the engine's own stages."""
+    lines = ["Where a frame's time goes (mean ms per frame; the hand-over is the frame's way into the engine's "
+             "process and its boxes' way back, and, with frames in flight, the time it waited for the engine):", "",
+             "| engine | hand-over | preprocess | inference | postprocess |", "|---|---:|---:|---:|---:|"]
+    for e in report["engines"]:
+        st = e.get("stages_ms") or {}
+        lines.append(f"| {e['name']} | {_fmt(st.get('handover'), '.3f')} | {_fmt(st.get('preprocess'), '.3f')} | "
+                     f"{_fmt(st.get('inference'), '.3f')} | {_fmt(st.get('postprocess'), '.3f')} |")
     return lines
 
 
@@ -164,9 +245,12 @@ def markdown(report: dict) -> str:
     scenario = report["scenario"]
     lines = header_markdown(report, f"rtmon bench ({scenario})")
     lines += [f"- method: {report['policy']}", ""]
+    for warning in report.get("warnings") or []:
+        lines += [f"> **Warning** — {warning}", ""]
     table = comparison_table(report) if scenario != "multi-stream" else []
     if table:
         lines += [f"## Baseline vs optimized ({scenario})", "", *table, ""]
+    lines += reference_markdown(report)
     body = {"single-stream": single_stream_markdown, "offline": offline_markdown,
             "multi-stream": multi_stream_markdown}[scenario](report)
     lines += body
@@ -182,13 +266,15 @@ def write_csv(report: dict, path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["scenario", "engine", "role", "backend", "precision", "batch", "fps", "mean_ms", "p50_ms", "p90_ms",
-                    "p95_ms", "p99_ms", "gpu_mem_mib", "context_mib", "engine_mib", "speedup_vs_baseline"])
+                    "p95_ms", "p99_ms", "handover_ms", "gpu_mem_mib", "context_mib", "engine_mib", "speedup_vs_baseline",
+                    "speedup_vs_reference"])
         for e in report["engines"]:
             lat = e.get("latency_ms") or {}
             m = e.get("gpu_mem") or {}
             w.writerow([report["scenario"], e["name"], e.get("role"), e.get("backend"), e.get("precision"), e.get("batch"),
                         e.get("fps"), lat.get("mean"), lat.get("p50"), lat.get("p90"), lat.get("p95"), lat.get("p99"),
-                        m.get("process_mib"), m.get("context_mib"), m.get("engine_mib"), e.get("speedup_vs_baseline")])
+                        (e.get("stages_ms") or {}).get("handover"), m.get("process_mib"), m.get("context_mib"),
+                        m.get("engine_mib"), e.get("speedup_vs_baseline"), e.get("speedup_vs_reference")])
 
 
 def _plt():
@@ -217,7 +303,7 @@ def plot_latency_cdf(report: dict, path: Path) -> None:
         ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), color=color,
                 label=f"{e['name']} ({e['role']}): P99 {np.percentile(lat, 99):.2f} ms")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per frame, handed over → boxes on the host (ms, log scale)")
+    ax.set_xlabel("latency per frame, handed over → boxes in the main process (ms, log scale)")
     ax.set_ylabel("fraction of frames")
     ax.set_title("Single-stream latency CDF")
     ax.grid(alpha=0.3, which="both")

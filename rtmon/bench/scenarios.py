@@ -1,21 +1,23 @@
-"""The benchmark scenarios, as the field defines them (MLPerf Inference, Triton's perf_analyzer).
+"""The field's benchmark scenarios (after MLPerf Inference and Triton's perf_analyzer):
 
-- **single-stream**: frame N+1 is handed over when frame N's boxes are on the host — what a
-  live camera user feels. Latency statistics, MLPerf's early-stopping P90, VALID when at least
-  `MIN_QUERIES` frames over at least `min_duration` seconds.
-- **offline**: every frame available up front; frames per second, with the engine's pipelining
-  and a micro-batch sweep — what a user with a folder of videos wants.
+- **single-stream** (latency): frame N+1 is handed over when frame N's boxes are back in the
+  main process. Latency = hand-over → boxes in the main process; VALID needs ≥ 1,024 frames over
+  at least the minimum duration (MLPerf's rules, shortened); stable when the last three windows'
+  FPS and mean latency agree within 10% (perf_analyzer's rule). Because the next frame is handed
+  over the instant the last boxes arrive, FPS × mean latency = 1, which the report checks.
+- **offline** (throughput): every frame is available up front; frames/s and batch latency
+  per micro-batch size.
 - **multi-stream** (capacity): N cameras, each delivering a frame every 1/fps seconds on a fixed
   schedule; the largest N the engine serves with P99 (from the scheduled arrival) within one
   frame period and at most 0.1% of frames dropped.
 
 Each engine runs alone in its own process through `rtmon.runner`, on frames decoded before any
-timing starts. Warm-up is excluded and its length reported.
+timing starts, handed over by a feed (`rtmon.bench.harness.PoolFeed`, or `CameraFeed` here).
+Warm-up is excluded and its length reported.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,17 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtmon import gpu
 from rtmon.bench.harness import EngineUnderTest, Measured, early_stopping_estimate, stability
-from rtmon.core import Frame
+from rtmon.core import Frame, Handed
 from rtmon.errors import UserError
 from rtmon.metrics import LatencyStats
 from rtmon.runner import RunnerOptions
-from rtmon.sources import FrameBus
 
 MIN_QUERIES = 1024  # MLPerf SingleStream's minimum query count
 STRICT_MIN_DURATION_S = 60.0
 OFFLINE_BATCH_DELAY_MS = 50.0  # frames are all there: a batch fills long before this
 MAX_DROP_PCT = 0.1
+FPS_LATENCY_WITHIN = 0.03  # single-stream: FPS × mean latency within 3% of 1
 
 Progress = Callable[[str, float, float], None]  # (what, done, total)
 
@@ -43,7 +46,7 @@ def _engine_facts(eut: EngineUnderTest) -> dict:
     return {
         "name": r.name, "role": r.role.value, "backend": r.info.backend, "precision": r.info.precision,
         "device": r.info.device, "notes": list(r.info.notes), "load_s": r.load_s,
-        "lanes": r.lanes, "max_batch": r._engine_max_batch,
+        "lanes": r.lanes, "max_batch": r.engine_max_batch,
     }
 
 
@@ -55,8 +58,12 @@ def _optimizations(eut: EngineUnderTest, pipelined: bool, batch: int) -> list[st
         used.append("CUDA graph")
     if "inductor" in backend or "compile" in backend:
         used.append("Inductor kernels")
+    if "gpu nms" in backend:
+        used.append("GPU NMS")
     if eut.runner.info.precision == "fp16":
         used.append("FP16")
+    if eut.runner.info.precision == "int8":
+        used.append("INT8")
     if pipelined and eut.runner.lanes > 1:
         used.append(f"pipelining ({eut.runner.lanes} in flight)")
     if batch > 1:
@@ -64,63 +71,62 @@ def _optimizations(eut: EngineUnderTest, pipelined: bool, batch: int) -> list[st
     return used
 
 
-def _require_loaded(eut: EngineUnderTest) -> None:
-    if not eut.runner.wait_loaded():
-        error = eut.runner.metrics.error or "did not load"
-        eut.stop()
-        raise UserError(f"engine: {eut.runner.name}: {error}")
+def _closed_loop(eut: EngineUnderTest, first_index: int, count: int | None = None,
+                 done: Callable[[int, float], bool] | None = None, progress: Progress | None = None,
+                 total: float = 0) -> None:
+    """Frames one at a time, each handed over the instant the previous one's boxes are back (the
+    runner's depth is 1), until `count` frames or `done(frames answered, elapsed_s)`."""
+    feed = eut.feed(first_index, count)
+    start = eut.collector.count
 
+    def watch(elapsed: float) -> None:
+        n = eut.collector.count - start
+        if done is not None and done(n, elapsed):
+            feed.stop()
+        if progress:
+            progress(eut.runner.name, n, total or count or 0)
 
-def _run_sequential(eut: EngineUnderTest, count: int, first_index: int, until: Callable[[int, float], bool] | None = None,
-                    progress: Progress | None = None, total: float = 0) -> int:
-    """Hand frames over one at a time, each when the previous one's boxes are back."""
-    col = eut.collector
-    t0 = time.perf_counter()
-    n = 0
-    while True:
-        if until is None and n >= count:
-            break
-        if until is not None and until(n, time.perf_counter() - t0):
-            break
-        want = col.count + 1
-        if not eut.hand_over(first_index + n, first_index + n) or not col.wait_for(
-                want, eut.runner.options.timeout_s + 1, lambda: eut.failed):
-            raise UserError(f"engine: {eut.runner.name}: {eut.runner.metrics.error or 'stopped answering'}")
-        n += 1
-        if progress and n % 16 == 0:
-            progress(eut.runner.name, n, total or count)
-    return n
+    eut.play(feed, watch)
 
 
 def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: float, max_duration: float,
                   window_s: float, timing_probe: int, progress: Progress | None = None) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json."""
-    _require_loaded(eut)
+    eut.require_loaded()
     t_warm = time.perf_counter()
-    _run_sequential(eut, warmup, -warmup)
+    if warmup:
+        _closed_loop(eut, -warmup, warmup)
     warmup_s = time.perf_counter() - t_warm
     start = eut.collector.count
 
     def done(n: int, elapsed: float) -> bool:
         if n < frames or elapsed < min_duration:
             return False
-        if elapsed >= max_duration:
-            return True
-        return n % 64 == 0 and stability(eut.collector.since(start), window_s).stable
+        return elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
 
-    _run_sequential(eut, frames, 0, done, progress, frames)
+    _closed_loop(eut, 0, None, done, progress, frames)
     measured = eut.collector.since(start)
-    memory = eut.memory
-    entry = {**_engine_facts(eut), **_latency_entry(measured, window_s), "warmup": {"frames": warmup, "s": warmup_s},
+    entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": {"frames": warmup, "s": warmup_s},
              "optimizations": _optimizations(eut, False, 1), "mode": "single", "batch": 1}
     entry["validity"] = _validity(measured, min_duration)
     entry["valid"] = not entry["validity"]
-    entry["gpu_mem"] = memory.as_dict()
+    entry["fps_x_latency"] = fps_times_latency(entry)
+    entry["gpu_mem"] = eut.memory.as_dict()
     entry["timing_cost"] = _timing_cost(eut, measured, timing_probe) if timing_probe else None
     return entry
 
 
-def _latency_entry(measured: Measured, window_s: float) -> dict:
+def fps_times_latency(entry: dict) -> dict:
+    """FPS × mean latency, which is 1 when the single-stream stopwatch loses no time between
+    frames; `ok` when within 3%."""
+    lat = entry.get("latency_ms") or {}
+    if not entry.get("fps") or lat.get("mean") is None:
+        return {"value": None, "ok": False}
+    value = entry["fps"] * lat["mean"] / 1e3
+    return {"value": float(value), "ok": bool(abs(value - 1.0) <= FPS_LATENCY_WITHIN)}
+
+
+def latency_entry(measured: Measured, window_s: float) -> dict:
     lat = LatencyStats.of(measured.latency_ms)
     stab = stability(measured, window_s)
     return {
@@ -155,7 +161,7 @@ def _timing_cost(eut: EngineUnderTest, timed: Measured, frames: int) -> dict:
     eut.runner.control(stage_times=False)
     start = eut.collector.count
     try:
-        _run_sequential(eut, frames, 10_000_000)
+        _closed_loop(eut, 10_000_000, frames)
     finally:
         eut.runner.control(stage_times=True)
     untimed = eut.collector.since(start)
@@ -171,30 +177,27 @@ def _timing_cost(eut: EngineUnderTest, timed: Measured, frames: int) -> dict:
 def offline(eut: EngineUnderTest, batches: list[int], frames: int, warmup_batches: int,
             progress: Progress | None = None) -> dict:
     """Frames/s and batch latency per micro-batch size (every frame available up front)."""
-    _require_loaded(eut)
+    eut.require_loaded()
     runner = eut.runner
     sweep = []
     index = 0
     for batch in batches:
-        if batch > runner._engine_max_batch:
+        if batch > runner.engine_max_batch:
             sweep.append({"batch": batch, "fps": None, "latency_ms": None,
-                          "note": f"the engine takes at most {runner._engine_max_batch} frame(s) at once"})
+                          "note": f"the engine takes at most {runner.engine_max_batch} frame(s) at once"})
             continue
         runner.control(max_batch=batch)
-        for _ in range(warmup_batches * batch):
-            eut.hand_over(index, index)
-            index += 1
-        runner.drain(runner.options.timeout_s)
+        eut.play(eut.feed(index, warmup_batches * batch * max(runner.lanes, 1)))
+        index += warmup_batches * batch * max(runner.lanes, 1)
         start = eut.collector.count
         count = max(frames, batch * 16)
-        for n in range(count):
-            if not eut.hand_over(index, index):
-                raise UserError(f"engine: {runner.name}: {runner.metrics.error or 'stopped answering'}")
-            index += 1
-            if progress and n % 64 == 0:
-                progress(f"{runner.name} batch {batch}", n, count)
-        if not eut.collector.wait_for(start + count, runner.options.timeout_s * 4, lambda: eut.failed):
-            raise UserError(f"engine: {runner.name}: {runner.metrics.error or 'stopped answering'}")
+
+        def watch(_elapsed: float, start=start, count=count, batch=batch) -> None:
+            if progress:
+                progress(f"{runner.name} batch {batch}", eut.collector.count - start, count)
+
+        eut.play(eut.feed(index, count), watch)
+        index += count
         measured = eut.collector.since(start)
         batch_ms = _batch_latencies(measured)
         sweep.append({"batch": batch, "fps": measured.fps, "frames": measured.frames,
@@ -207,15 +210,16 @@ def offline(eut: EngineUnderTest, batches: list[int], frames: int, warmup_batche
     return {**_engine_facts(eut), "fps": best["fps"], "batch": best["batch"], "sweep": sweep,
             "latency_ms": best["latency_ms"], "stages_ms": best["stages_ms"], "mode": "offline",
             "optimizations": _optimizations(eut, True, best["batch"]), "gpu_mem": eut.memory.as_dict(),
-            "latency_note": "batch latency: the engine's busy time per micro-batch (taken → boxes on the host)"}
+            "latency_note": "batch latency: from the micro-batch's engine start to its boxes in the main process"}
 
 
 def _batch_latencies(measured: Measured) -> LatencyStats | None:
-    """One latency per micro-batch: from the engine taking it to its boxes being on the host."""
+    """One latency per micro-batch: from the engine taking it to its boxes in the main process."""
     if not measured.frames:
         return None
-    pairs = np.unique(np.stack([measured.t_start, measured.t_done], axis=1), axis=0)
-    return LatencyStats.of((pairs[:, 1] - pairs[:, 0]) * 1e3)
+    starts = np.unique(measured.t_start)
+    ends = np.array([measured.t_received[measured.t_start == s].max() for s in starts])
+    return LatencyStats.of((ends - starts) * 1e3)
 
 
 # ---- multi-stream capacity --------------------------------------------------------------------------
@@ -230,74 +234,81 @@ class Trial:
     dropped: int
     fps: float | None
     passed: bool
+    gpu_busy_pct: float | None = None  # NVML: share of the trial a kernel was running
+    handover_ms: float | None = None  # mean per frame (waiting for the engine included)
+    engine_ms: float | None = None  # mean per micro-batch in the engine's process
 
     def as_dict(self) -> dict:
         return {"streams": self.streams, "p99_ms": self.p99_ms, "drop_pct": self.drop_pct, "delivered": self.delivered,
-                "dropped": self.dropped, "fps": self.fps, "passed": self.passed}
+                "dropped": self.dropped, "fps": self.fps, "passed": self.passed, "gpu_busy_pct": self.gpu_busy_pct,
+                "handover_ms": self.handover_ms, "engine_ms": self.engine_ms}
 
 
-def _schedule(streams: int, camera_fps: float, seconds: float) -> list[tuple[float, int, int]]:
-    """(offset s, stream, frame index) for every frame of every camera, fixed in advance; cameras
-    start evenly spread over one frame period (real cameras are not in phase)."""
-    period = 1.0 / camera_fps
-    frames = int(seconds * camera_fps)
-    events = [((k + s / streams) * period, s, k) for s in range(streams) for k in range(frames)]
-    events.sort()
-    return events
+class CameraFeed:
+    """`streams` cameras, each delivering frame k at t0 + (k + s/streams) / fps (phases spread
+    over one period: real cameras are not in phase), for `frames` frames each. The runner takes
+    each camera's newest frame that is due; older due frames it never took are dropped."""
+
+    def __init__(self, pool: list[np.ndarray], streams: int, camera_fps: float, frames: int, t0: float) -> None:
+        self.pool, self.streams, self.frames, self.t0 = pool, streams, frames, t0
+        self.period = 1.0 / camera_fps
+        self.phase = np.arange(streams) / streams * self.period
+        self.next_k = np.zeros(streams, np.int64)  # per camera: the oldest frame neither taken nor dropped
+        self._stop = threading.Event()
+
+    def _due(self, now: float) -> np.ndarray:
+        """Per camera, the newest frame due by `now` (-1: none yet)."""
+        k = np.floor((now - self.t0 - self.phase) / self.period).astype(np.int64)
+        return np.minimum(k, self.frames - 1)
+
+    def take(self, room: int, now: float) -> list[Handed] | None:
+        due = self._due(now)
+        ready = np.flatnonzero(due >= self.next_k)
+        if not len(ready):
+            return None if (self.next_k >= self.frames).all() else []
+        arrival = self.t0 + self.phase[ready] + due[ready] * self.period
+        ready = ready[np.argsort(arrival, kind="stable")][:room]
+        out = []
+        for s in ready.tolist():
+            k = int(due[s])
+            slot = (s * 7919 + k) % len(self.pool)
+            out.append(Handed(Frame(k, self.pool[slot], self.t0 + self.phase[s] + k * self.period, s),
+                              k - int(self.next_k[s]), slot))
+            self.next_k[s] = k + 1
+        return out
+
+    def wait(self, timeout: float) -> None:
+        """Until the next frame of any camera is due."""
+        pending = self.next_k < self.frames
+        if not pending.any():
+            self._stop.wait(timeout)
+            return
+        now = time.perf_counter()
+        upcoming = np.maximum(self.next_k, self._due(now) + 1)[pending]
+        t_next = float((self.t0 + self.phase[pending] + upcoming * self.period).min())
+        self._stop.wait(min(max(t_next - now, 0.0), timeout))
+
+    def forget(self) -> None:
+        """Never turned off."""
 
 
 def capacity_trial(eut: EngineUnderTest, streams: int, camera_fps: float, seconds: float, warmup_s: float) -> Trial:
     """N cameras on the engine for `seconds` (after `warmup_s`): P99 from the scheduled arrival
     and the share of frames dropped (a camera's frame never taken before its next one came)."""
-    runner = eut.runner
-    bus = FrameBus()
-    for s in range(streams):
-        bus.add_stream(s)
-    sub = bus.subscribe(runner.name, "latest")
     start_count = eut.collector.count
-    pool = len(eut.pool)
-    slot_of: dict[tuple[int, int], int] = {}
-    stop = threading.Event()
     t0 = time.perf_counter() + 0.05
-    total = warmup_s + seconds
+    feed = CameraFeed(eut.pool, streams, camera_fps, int((warmup_s + seconds) * camera_fps), t0)
+    utilization: list[float] = []
 
-    def publish() -> None:
-        for offset, s, k in _schedule(streams, camera_fps, total):
-            due = t0 + offset
-            delay = due - time.perf_counter()
-            if delay > 0 and stop.wait(delay):
-                return
-            slot = (s * 7919 + k) % pool
-            slot_of[(s, k)] = slot
-            bus.publish(Frame(k, eut.pool[slot], due, s), stop)
-        for s in range(streams):
-            bus.end(s)
+    def watch(elapsed: float) -> None:
+        if elapsed > warmup_s:
+            sample = gpu.sample()
+            if sample is not None and sample.utilization_pct is not None:
+                utilization.append(sample.utilization_pct)
 
-    publisher = threading.Thread(target=publish, name="rtmon-cameras", daemon=True)
-    publisher.start()
-    try:
-        while True:
-            if not runner.wait_room(0.2):
-                if eut.failed:
-                    raise UserError(f"engine: {runner.name}: {runner.metrics.error}")
-                continue
-            try:
-                taken = sub.take(max(runner.depth - runner.in_flight, 1), timeout=0.5)
-            except queue.Empty:
-                if not publisher.is_alive():
-                    break
-                continue
-            if not taken:
-                break
-            for frame, skipped in taken:
-                runner.send(frame, skipped, slot=slot_of[(frame.stream, frame.index)])
-    finally:
-        stop.set()
-        publisher.join(5)
-        runner.drain(runner.options.timeout_s)
+    eut.play(feed, watch, every_s=0.5)
     measured = eut.collector.since(start_count)
-    scheduled_at = measured.t_done - measured.latency_ms / 1e3
-    keep = scheduled_at >= t0 + warmup_s  # frames scheduled after the warm-up
+    keep = measured.t_capture >= t0 + warmup_s  # frames scheduled after the warm-up
     lat = measured.latency_ms[keep]
     delivered = int(keep.sum())
     dropped = int(measured.skipped[keep].sum())
@@ -306,13 +317,17 @@ def capacity_trial(eut: EngineUnderTest, streams: int, camera_fps: float, second
     p99 = float(np.percentile(lat, 99)) if len(lat) else None
     fps = delivered / seconds if seconds else None
     passed = p99 is not None and p99 <= 1000.0 / camera_fps and drop_pct <= MAX_DROP_PCT
-    return Trial(streams, p99, drop_pct, delivered, dropped, fps, passed)
+    engine_s = np.unique(np.stack([measured.t_start[keep], measured.t_done[keep]], axis=1), axis=0) if delivered else None
+    return Trial(streams, p99, drop_pct, delivered, dropped, fps, passed,
+                 float(np.mean(utilization)) if utilization else None,
+                 float(measured.stages[keep, 0].mean()) if delivered else None,
+                 float((engine_s[:, 1] - engine_s[:, 0]).mean() * 1e3) if engine_s is not None else None)
 
 
 def capacity_search(eut: EngineUnderTest, camera_fps: float, seconds: float, warmup_s: float, max_streams: int,
                     progress: Progress | None = None) -> dict:
     """The largest number of cameras that passes: double until a trial fails, then bisect."""
-    _require_loaded(eut)
+    eut.require_loaded()
     trials: dict[int, Trial] = {}
 
     def run(n: int) -> Trial:
@@ -341,15 +356,15 @@ def capacity_search(eut: EngineUnderTest, camera_fps: float, seconds: float, war
     curve = [trials[k].as_dict() for k in sorted(trials)]
     return {**_engine_facts(eut), "max_streams": good, "curve": curve, "camera_fps": camera_fps,
             "trial_s": seconds, "warmup_s": warmup_s, "gpu_mem": eut.memory.as_dict(),
-            "optimizations": _optimizations(eut, True, eut.runner._engine_max_batch),
+            "optimizations": _optimizations(eut, True, eut.runner.engine_max_batch),
             "limit_reached": bad is None and good >= max_streams}
 
 
-def options_for(settings, scenario: str, max_batch: int = 1) -> RunnerOptions:
+def options_for(settings, scenario: str, max_batch: int = 1, sizes: tuple[int, ...] | None = None) -> RunnerOptions:
     """How each scenario drives an engine."""
     if scenario == "single-stream":
         return RunnerOptions.of(settings, depth=1, pipelined=False, max_batch=1, max_delay_ms=0.0)
     if scenario == "offline":
-        return RunnerOptions.of(settings, pipelined=True, max_batch=max_batch, max_delay_ms=OFFLINE_BATCH_DELAY_MS,
-                                queued_batches=1)
+        return RunnerOptions.of(settings, pipelined=True, max_batch=max_batch, sizes=sizes,
+                                max_delay_ms=OFFLINE_BATCH_DELAY_MS, queued_batches=1)
     return RunnerOptions.of(settings, pipelined=True, max_batch=max_batch, queued_batches=1)

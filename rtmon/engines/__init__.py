@@ -161,6 +161,13 @@ SPECS: dict[str, EngineSpec] = {
             install="pip install 'rtmon[tensorrt]'  (TensorRT 10 fetches NVIDIA's libraries at install, so it needs internet)",
         ),
         EngineSpec(
+            "null",
+            "null",
+            "NullEngine",
+            "does nothing: no model, no boxes; measures what handing a frame to an engine process and its boxes "
+            "back costs",
+        ),
+        EngineSpec(
             "triton",
             "triton",
             "TritonEngine",
@@ -182,7 +189,7 @@ ALIASES = {"baseline": "torch-fp32"}
 OPTIMIZED_ORDER = ["torch-graph-compiled", "torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
 
 
-ROLES = {"torch-fp32": Role.BASELINE, "ultralytics-ort": Role.PEER}
+ROLES = {"torch-fp32": Role.BASELINE, "ultralytics-ort": Role.PEER, "null": Role.PROBE}
 
 
 def role(name: str) -> Role:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 
 from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
-from rtmon.engines.base import warmup_frames
+from rtmon.engines.base import SyncEngine, warmup_frames
 from rtmon.models import ModelRef, load_yolo
 
 
-class UltralyticsEngine:
+class UltralyticsEngine(SyncEngine):
     def __init__(self, name: str, model: ModelRef, settings, device: str | None = None) -> None:
         self.model_ref = model
         self._m = settings.model
@@ -51,11 +51,9 @@ class UltralyticsEngine:
             verbose=False,
         )
         done = time.perf_counter()
-        boxes = res.boxes
-        detections = Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
         speed = res.speed
         stages = StageTimes(speed["preprocess"], speed["inference"], speed["postprocess"])
-        return Result(self.info.name, frame, detections, stages, done)
+        return Result(self.info.name, frame, Detections.from_ultralytics(res.boxes), stages, done)
 
     def close(self) -> None:
         self._yolo = None

@@ -1,39 +1,48 @@
-"""What every GPU engine shares: frame upload, GPU pre/post-processing in CUDA graphs, timing,
-batching and pipelining.
+"""What every GPU engine shares: frame upload, letterbox and NMS on the GPU inside CUDA graphs,
+plans for the micro-batch sizes a run uses, timing, and pipelining.
 
 A GPU engine only says how to run the network on a device tensor (`_build(batch)` returns a
 callable `x -> raw head output`), or, if the network can be recorded inside a torch CUDA graph,
 gives its plain forward (`_capturable_forward`). `GpuEngine` does the rest of a frame's journey:
 
-    host frame ─pinned─▶ device uint8 ─letterbox─▶ network ─top-k candidates─▶ (k, 6) rows ─▶ host NMS
-                 upload stream        └──────────── CUDA graph(s), compute stream ──────────┘
+    host frame ─DMA─▶ device uint8 ─letterbox─▶ network ─NMS (fixed shapes)─▶ boxes ─copy─▶ host
+                upload stream    └────────────── one CUDA graph, compute stream ──────────────┘
 
-Everything between the uploaded uint8 frame and the candidate rows is replayed from CUDA graphs
-over static buffers: one graph when the network is a torch module, otherwise a letterbox graph,
-the runtime's own graph (ONNX Runtime, TensorRT) and a candidate graph. Only k rows (x1 y1 x2 y2
-score class, best first) leave the device; class-aware NMS on those few rows runs on the host.
-If more than k candidates pass the confidence threshold, the frame falls back to the full
-device NMS on the graph's static head output, so results never depend on k.
+When the network is a torch module the whole frame — letterbox, network, candidate selection,
+class-aware NMS, rescaling and the copy of at most `max_det` boxes to pinned host memory — is
+one graph replay (`rtmon.engines.prepost.fixed_shape_nms`). A runtime with its own CUDA graph
+(ONNX Runtime, TensorRT) runs between a letterbox graph and an NMS graph. A frame whose NMS
+cannot be decided with fixed shapes (more candidates than `CANDIDATES`, or an unusually long
+chain of suppressions) is flagged by the graph and redone with the shared device NMS, so the
+boxes never depend on those limits.
 
-Frames already on the device (NVDEC, see `rtmon/nvdec.py`) are copied device to device. Frames in
-host memory the runner has page-locked for the GPU (its shared-memory ring, see
-`register_host_memory`) are uploaded straight from there, without a staging copy.
-Work runs on the engine's own streams, never the legacy default stream: CUDA graphs cannot be
-captured on it, and ONNX Runtime and TensorRT are told to use the same stream.
+Plans. A plan is everything one micro-batch of one size needs in flight: static buffers and the
+graph(s). The engine builds plans only for the sizes the run uses (`prepare`), before the first
+frame. Graph memory comes from pools: at batch 1 each lane has its own pool and stream, so two
+frames in flight overlap on the GPU (a batch-1 graph leaves most of it idle); from batch 2 up
+one micro-batch fills the GPU, so every larger plan replays on one stream, one after another,
+and they all share one pool — the memory of the largest, not the sum. NVML's figure before and
+after each plan is in the engine's notes.
+
+Frames already on the device (NVDEC) are copied device to device. Frames in host memory the
+runner has page-locked for the GPU (its shared-memory ring, `register_host_memory`) are uploaded
+straight from there, without a staging copy. Work runs on the engine's own streams, never the
+legacy default stream: CUDA graphs cannot be captured on it, and ONNX Runtime and TensorRT are
+told to use the same stream.
 
 The runner drives an engine through `submit(frames)` (queue the work, return at once) and
-`collect(ticket)` (wait for that work's boxes), so it can keep `lanes` frames or micro-batches in
-flight: the host uploads one while the GPU runs the other. A micro-batch of n frames runs on the
-plan for the smallest captured batch size ≥ n (1, 2, 4, … `engine.max_batch`): static shapes.
+`collect(ticket)` (wait for that work's boxes), keeping `lanes` micro-batches in flight: the
+host uploads one while the GPU runs the other. A micro-batch of n frames runs on the plan for
+the smallest prepared size ≥ n: static shapes.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +53,22 @@ from rtmon.engines.base import Network, warmup_frames
 from rtmon.engines.prepost import (
     Letterbox,
     Thresholds,
-    detections_from_candidates,
+    detections_from_fixed,
+    fixed_shape_nms,
     postprocess,
     preprocess_torch,
-    top_candidates,
 )
 from rtmon.errors import UserError
 from rtmon.models import ModelRef
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
-# Rows of candidates that leave the device per image. Any k gives the same boxes (more
-# candidates than k over the threshold fall back to full device NMS); k only sets how rarely
-# that slower path is taken. A trained yolo11n has tens to a few hundred candidates over 0.25.
-CANDIDATES = 1024
+# Candidates per image the graph's NMS considers. Any k gives the same boxes (an image with more
+# candidates over the threshold is redone on the shared device NMS); k sets how rarely that
+# happens and the size of the IoU matrix (k × k per image). The demo detector has at most 114
+# candidates over 0.25 on the sample clip (measured on the CPU, 2026-12-01); COCO models on busy
+# street scenes a few hundred.
+CANDIDATES = 512
 # Frames (or micro-batches) in flight: the host prepares frame N+1 while the GPU runs frame N.
 LANES = 2
 # cuBLAS keeps a workspace per stream, 32 MiB each by default on Hopper, and every captured graph
@@ -65,12 +76,7 @@ LANES = 2
 # workspace keeps the engine's memory near the baseline's. Read by PyTorch at the first GEMM of
 # the process, so it is set before loading (each engine has its own process).
 CUBLAS_WORKSPACE = ":1024:2"
-
-
-def batch_sizes(max_batch: int) -> list[int]:
-    """The micro-batch sizes that get a captured plan (or a served runner): powers of two below
-    `max_batch`, and it. A batch of n runs on the smallest that holds it."""
-    return [*(1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch), max_batch]
+DEFAULT_FRAME = (720, 1280, 3)  # the frame shape plans are built for when the run does not say
 
 
 def require_cuda(engine: str) -> torch.device:
@@ -80,43 +86,50 @@ def require_cuda(engine: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def capture(fn: Callable[[], object], warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, object]:
-    """`fn()` recorded as a CUDA graph on a fresh side stream; returns (graph, its static outputs).
-
-    The warm-up runs let cuDNN pick its algorithms before they are frozen in the graph. Each
-    capture gets its own stream, so cuBLAS workspaces (keyed by stream) are never shared by
-    graphs that may replay concurrently.
-    """
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+def capture(fn: Callable[[], object], stream: torch.cuda.Stream, pool=None, warmup: int = 3
+            ) -> tuple[torch.cuda.CUDAGraph, object]:
+    """`fn()` recorded as a CUDA graph on `stream`, its memory from `pool` (a graph pool handle
+    shared by graphs that never run at the same time; None: a pool of its own); returns (graph,
+    its static outputs). The warm-up runs let cuDNN pick its algorithms before they are frozen."""
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()
-    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=side):
+    with torch.cuda.graph(graph, stream=stream, pool=pool):
         out = fn()
     return graph, out
 
 
+def letterbox_batch(src: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, W, 3) uint8 BGR frames → (B, 3, S, S) network input, one image at a time so the
+    full-resolution float intermediates of one image are all the memory it needs."""
+    out = torch.empty(src.shape[0], 3, size, size, dtype=dtype, device=src.device)
+    for i in range(src.shape[0]):
+        out[i : i + 1] = preprocess_torch(src[i], size, dtype)[0]
+    return out
+
+
 @dataclass
 class Plan:
-    """Everything one frame (or one micro-batch) needs in flight, for one source size.
+    """Everything one micro-batch of one size needs in flight, for one source size.
 
-    `src` is the static uint8 input of the graph(s), `rows` their static candidate output and
-    `pred` the static raw head output (kept for the overflow fallback). A plan is reused only
-    after its previous frame has been finished, so its buffers are never overwritten in flight.
+    `src` is the static uint8 input of the graph(s), `pred` the static raw head output (kept for
+    the fallback NMS) and `out_host` the pinned (B, max_det + 1, 6) boxes the graph copies back.
+    A plan is reused only after its previous micro-batch has been finished.
     """
 
+    lane: int
     stream: torch.cuda.Stream
     box: Letterbox
     src: torch.Tensor  # (B, H, W, 3) uint8, device
-    src_host: torch.Tensor  # the same, pinned
     pred: torch.Tensor  # (B, 4+nc, N), device
-    rows: torch.Tensor  # (B, k, 6) float32, device
-    rows_host: torch.Tensor  # the same, pinned
-    launch: Callable[[list[torch.cuda.Event] | None], None]  # replays the graphs (recording the stage events)
-    events: list[torch.cuda.Event]  # upload begin/end, letterbox end, network end, candidates end, copied
+    out_host: torch.Tensor  # (B, max_det + 1, 6) float32, pinned
+    launch: Callable[[], None]  # replays the graph(s), the copy back included
+    events: list[torch.cuda.Event]  # upload begin, uploaded, compute begin, boxes on the host
+    added_mib: float | None = None  # NVML: what building this plan added to the process
+    src_host: torch.Tensor | None = field(default=None, repr=False)  # pinned staging, made when needed
 
     @property
     def batch(self) -> int:
@@ -129,42 +142,68 @@ class GpuEngine:
 
     backend = "gpu"
     precision = "fp16"
-    # Pipelined engines keep LANES frames in flight when frames wait; False for ladder rungs
-    # that show one frame at a time.
+    # Pipelined engines keep LANES micro-batches in flight when frames wait; False for ladder
+    # rungs that show one frame at a time.
     pipelined = True
+    uses_plans = True  # False for the ladder rungs that keep pre/post-processing on the CPU
 
     def __init__(self, name: str, model: ModelRef, settings, pipelined: bool | None = None) -> None:
         self.model_ref = model
         self.class_names = dict(model.class_names)
         self._imgsz = settings.model.imgsz
-        self.max_batch = settings.engine.max_batch
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         self._engines_dir = Path(settings.paths.engines_dir)
         self._thresholds = Thresholds.of(settings.model)
         if pipelined is not None:
             self.pipelined = pipelined
+        self._sizes: tuple[int, ...] = (1,)
+        self._frame_shape: tuple[int, ...] = DEFAULT_FRAME
         self._runners: dict[int, Runner] = {}
         self._plans: dict[tuple[int, int, int, int], Plan] = {}
         self._notes: list[str] = []
         self._device: torch.device | None = None
-        self._stream: torch.cuda.Stream | None = None
+        self._stream: torch.cuda.Stream | None = None  # runtimes' stream, and every plan of batch > 1
         self._upload_stream: torch.cuda.Stream | None = None
         self._lane_streams: list[torch.cuda.Stream] = []
+        self._lane_pools: list = []
+        self._shared_pool = None
         self._copier: ThreadPoolExecutor | None = None
         self._next_lane = 0
         self._registered: list[tuple[int, int]] = []  # page-locked host ranges (address, size)
         self._memory_steps: list[tuple[str, float | None]] = []
         self.stage_times = settings.engine.stage_times  # CUDA events per stage, or only the frame's end
-        self.overflows = 0  # frames that took the full-NMS fallback
+        self.overflows = 0  # frames the graph's NMS could not decide (redone on the device NMS)
         self.info = EngineInfo(name, self.backend, self.precision, "cuda", self._imgsz)
 
+    # --- the Engine protocol: capabilities -------------------------------------------------------
     @property
     def lanes(self) -> int:
-        """Frames (or micro-batches) this engine usefully keeps in flight."""
+        """Micro-batches this engine usefully keeps in flight."""
         return LANES if self.pipelined else 1
 
-    def batch_sizes(self) -> list[int]:
-        return batch_sizes(self.max_batch)
+    @property
+    def max_batch(self) -> int:
+        return max(self._sizes)
+
+    def prepare(self, pipelined: bool, batch_sizes: Sequence[int], frame_shape: tuple[int, ...] | None = None) -> None:
+        """Plans for exactly these micro-batch sizes (and frames of `frame_shape`), built at load."""
+        self.pipelined = self.pipelined and pipelined
+        self._sizes = tuple(sorted({int(b) for b in batch_sizes if b >= 1})) or (1,)
+        if frame_shape:
+            self._frame_shape = tuple(frame_shape)
+
+    def set_stage_timing(self, on: bool) -> None:
+        self.stage_times = on
+
+    def register_host_memory(self, address: int, size: int) -> bool:
+        """Page-lock `size` bytes at `address` (the runner's frame ring) so frames there upload
+        with one DMA and no staging copy; False (and the staging path) if the driver refuses."""
+        code = torch.cuda.cudart().cudaHostRegister(address, size, 0)
+        if int(code) != 0:
+            self.note(f"frame ring not page-locked (cudaHostRegister returned {int(code)}); frames are staged")
+            return False
+        self._registered.append((address, size))
+        return True
 
     # --- what a backend provides -------------------------------------------------------------
     @property
@@ -188,64 +227,54 @@ class GpuEngine:
         """A fact worth reporting about this run (compile time, a rebuilt cache)."""
         self._notes.append(text)
 
-    # --- the Engine protocol ---------------------------------------------------------------------
+    # --- loading --------------------------------------------------------------------------------
     def load(self) -> None:
         self._device = require_cuda(self.info.name)
         self._measure("CUDA context")
         self._stream = torch.cuda.Stream(self._device)
         self._upload_stream = torch.cuda.Stream(self._device)
-        # Lanes replay concurrently on their own streams only when the whole frame is one torch
-        # graph; a runtime with its own static buffers (one session) keeps one stream.
-        concurrent = self._capturable_forward() is not None
-        self._lane_streams = [self._stream] + [
-            torch.cuda.Stream(self._device) if concurrent else self._stream for _ in range(LANES - 1)
-        ]
         self._copier = ThreadPoolExecutor(4, thread_name_prefix="rtmon-upload")
-        frames = warmup_frames()
-        for frame in frames:
-            self.infer(frame)
-        self._measure("first frames (graphs captured, cuDNN/cuBLAS kernels loaded, workspaces)")
-        if self.lanes > 1:
-            for _ in range(2):  # both lanes, back to back
-                tickets = [self.submit([f]) for f in frames[: self.lanes]]
+        if self._capturable_forward() is not None:
+            # Batch-1 plans: a stream and a pool per lane, so two frames in flight overlap.
+            self._lane_streams = [torch.cuda.Stream(self._device) for _ in range(self.lanes)]
+            self._lane_pools = [torch.cuda.graph_pool_handle() for _ in range(self.lanes)]
+        else:
+            # One runtime session per batch size, with its own static buffers: one stream for all.
+            self._lane_streams = [self._stream] * self.lanes
+            self._lane_pools = [None] * self.lanes
+        self._shared_pool = torch.cuda.graph_pool_handle()
+        h, w = self._frame_shape[:2]
+        for size in self._sizes:
+            frames = warmup_frames((w, h), count=size)
+            for lane in range(self.lanes if self.uses_plans else 0):
+                self._plan(lane, size, self._frame_shape)
+            for _ in range(2):  # every lane, back to back
+                tickets = [self.submit(frames) for _ in range(self.lanes)]
                 for ticket in tickets:
                     self.collect(ticket)
-            self._measure("second lane")
-        for size in self.batch_sizes()[1:]:
-            for _ in range(self.lanes):
-                tickets = [self.submit(warmup_frames(count=size)) for _ in range(self.lanes)]
-                for ticket in tickets:
-                    self.collect(ticket)
-        if self.max_batch > 1:
-            self._measure(f"batch plans {self.batch_sizes()[1:]}")
-        torch.cuda.empty_cache()  # the warm-up runs' blocks; the graphs keep their own pools
+        torch.cuda.empty_cache()  # the warm-up runs' blocks; the graphs keep their pools
         self._measure("after emptying the allocator's cache")
+        if self._plans:
+            plans = ", ".join(f"batch {p.batch} lane {p.lane} +{_mib(p.added_mib)}" for p in self._plans.values())
+            self.note(f"plans built (NVML before → after each): {plans}")
         self.note("GPU memory while loading (NVML, this process): "
                   + ", ".join(f"{step} {_mib(mib)}" for step, mib in self._memory_steps))
+        self.note("stages: preprocess = the frame's upload; inference = the graph(s): letterbox, network, NMS, "
+                  "boxes copied back; postprocess = boxes to Detections on the host")
         self.info = EngineInfo(
             self.info.name, self.backend, self.precision, torch.cuda.get_device_name(self._device),
             self._imgsz, tuple(self._notes),
         )
 
     def _measure(self, step: str) -> None:
+        self._memory_steps.append((step, self._process_mib()))
+
+    def _process_mib(self) -> float | None:
+        """This process's GPU memory (NVML), once the device is idle."""
         from rtmon import gpu
 
         torch.cuda.synchronize(self._device)
-        self._memory_steps.append((step, gpu.process_memory_mib()))
-
-    def register_host_memory(self, address: int, size: int) -> bool:
-        """Page-lock `size` bytes at `address` (the runner's frame ring) so frames there upload
-        with one DMA and no staging copy; False (and the staging path) if the driver refuses."""
-        code = torch.cuda.cudart().cudaHostRegister(address, size, 0)
-        if int(code) != 0:
-            self.note(f"frame ring not page-locked (cudaHostRegister returned {int(code)}); frames are staged")
-            return False
-        self._registered.append((address, size))
-        return True
-
-    def _registered_image(self, image: np.ndarray) -> bool:
-        address = image.ctypes.data
-        return any(start <= address and address + image.nbytes <= start + size for start, size in self._registered)
+        return gpu.process_memory_mib()
 
     def runner(self, batch: int) -> Runner:
         """The network alone on a device tensor (built once per batch size, on the engine stream)."""
@@ -259,6 +288,8 @@ class GpuEngine:
         the smallest built size that holds it (powers of two up to `max_batch`), the rows past n
         left as the last batch wrote them and ignored. Fixed sizes keep the runtimes' CUDA
         graphs and plans; a few sizes keep padding cheap without a graph per size."""
+        from rtmon.runner import batch_sizes
+
         sizes = batch_sizes(max_batch)
         inputs = {}
         for size in sizes:
@@ -275,25 +306,22 @@ class GpuEngine:
 
         return Network(run, np.dtype(np.float16 if self.input_dtype == torch.float16 else np.float32), max_batch)
 
+    # --- the Engine protocol: frames ------------------------------------------------------------
     def infer(self, frame: Frame) -> Result:
         (result,) = self.collect(self.submit([frame]))
         return result
-
-    def infer_batch(self, frames: list[Frame]) -> list[Result]:
-        """Frames → results in one graph replay (a micro-batch); stage times are per frame."""
-        return self.collect(self.submit(frames))
 
     def submit(self, frames: list[Frame]) -> tuple[Plan | None, list[Frame], list[Result]]:
         """Queue `frames` (one micro-batch) on the next lane and return at once; `collect` the
         ticket for the results. The runner keeps at most `lanes` tickets open and collects them
         in order, so a lane's plan is never overwritten while its frames are in flight."""
         if len(frames) > self.max_batch:
-            raise ValueError(f"{self.info.name}: a batch of {len(frames)} frames; engine.max_batch is {self.max_batch}")
+            raise ValueError(f"{self.info.name}: a batch of {len(frames)} frames; the largest prepared is {self.max_batch}")
         if len({tuple(f.image.shape) for f in frames}) > 1:
             # Streams of different sizes cannot share one static input: one frame at a time.
             return None, frames, [self.infer(f) for f in frames]
         lane, self._next_lane = self._next_lane, (self._next_lane + 1) % self.lanes
-        size = next(b for b in self.batch_sizes() if b >= len(frames))
+        size = next(b for b in self._sizes if b >= len(frames))
         plan = self._plan(lane, size, frames[0].image.shape)
         self._launch(plan, frames)
         return plan, frames, []
@@ -311,7 +339,7 @@ class GpuEngine:
         if self._copier is not None:
             self._copier.shutdown()
             self._copier = None
-        self._lane_streams = []
+        self._lane_streams, self._lane_pools, self._shared_pool = [], [], None
         self._stream = self._upload_stream = None
         for address, _ in self._registered:
             torch.cuda.cudart().cudaHostUnregister(address)
@@ -319,15 +347,17 @@ class GpuEngine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    # --- one frame's journey ---------------------------------------------------------------------
+    # --- one micro-batch's journey ---------------------------------------------------------------
     def _launch(self, plan: Plan, frames: list[Frame]) -> None:
-        """Queue upload, graphs and the copy of the candidate rows; returns without waiting."""
-        begin, uploaded = plan.events[0], plan.events[1]
+        """Queue the upload and the graph(s), the copy of the boxes included; returns at once."""
+        begin, uploaded, compute, done = plan.events
         up = self._upload_stream
-        # Host frames are staged into the plan's pinned buffer, unless they already lie in
-        # page-locked memory (the runner's ring), whence they are uploaded directly.
+        # Host frames are staged into a pinned buffer, unless they already lie in page-locked
+        # memory (the runner's ring), whence they are uploaded directly.
         staged = [i for i, f in enumerate(frames) if not _on_device(f.image) and not self._registered_image(f.image)]
         if staged:
+            if plan.src_host is None:
+                plan.src_host = torch.empty(plan.src.shape, dtype=torch.uint8, pin_memory=True)
             images = [np.asarray(frames[i].image) for i in staged]
             targets = [plan.src_host[i].numpy() for i in staged]
             if len(staged) > 1:  # NumPy copies without the GIL: spread a batch over threads
@@ -339,108 +369,98 @@ class GpuEngine:
                 begin.record()
             if any(_on_device(f.image) for f in frames):
                 up.wait_stream(torch.cuda.current_stream())  # device frames were made on the caller's stream
-            if len(staged) == len(frames):
-                plan.src[: len(frames)].copy_(plan.src_host[: len(frames)], non_blocking=True)
-            else:
-                for i, f in enumerate(frames):
-                    if i in staged:
-                        plan.src[i].copy_(plan.src_host[i], non_blocking=True)
-                    elif _on_device(f.image):
-                        plan.src[i].copy_(f.image)
-                        f.image.record_stream(up)
-                    else:
-                        plan.src[i].copy_(torch.from_numpy(f.image), non_blocking=True)
+            for i, f in enumerate(frames):
+                if i in staged:
+                    plan.src[i].copy_(plan.src_host[i], non_blocking=True)
+                elif _on_device(f.image):
+                    plan.src[i].copy_(f.image)
+                    f.image.record_stream(up)
+                else:
+                    plan.src[i].copy_(torch.from_numpy(f.image), non_blocking=True)
             uploaded.record()
         with torch.cuda.stream(plan.stream):
             plan.stream.wait_event(uploaded)
-            plan.launch(plan.events if self.stage_times else None)
-            plan.rows_host.copy_(plan.rows, non_blocking=True)
-            plan.events[-1].record()
+            if self.stage_times:
+                compute.record()
+            plan.launch()
+            done.record()
 
     def _finish(self, plan: Plan, frames: list[Frame]) -> list[Result]:
-        """Wait for the plan's rows, then NMS on the host; the fallback when rows overflowed."""
-        ev = plan.events
-        ev[-1].synchronize()
+        """Wait for the plan's boxes; redo on the device NMS any image the graph could not decide."""
+        begin, uploaded, compute, done = plan.events
+        done.synchronize()
         t0 = time.perf_counter()
-        rows = plan.rows_host.numpy()
+        rows = plan.out_host.numpy()
         detections = []
         for i in range(len(frames)):
-            found = detections_from_candidates(rows[i], plan.box, self._thresholds, plan.pred.shape[-1])
+            found = detections_from_fixed(rows[i])
             if found is None:
                 self.overflows += 1
                 with torch.cuda.stream(plan.stream):
                     found = postprocess(plan.pred[i], plan.box, self._thresholds)
             detections.append(found)
-        done = time.perf_counter()
+        t_done = time.perf_counter()
         n = len(frames)
-        host_ms = (done - t0) * 1e3
+        host_ms = (t_done - t0) * 1e3
         if self.stage_times:
-            stages = StageTimes(
-                (ev[0].elapsed_time(ev[1]) + ev[2].elapsed_time(ev[3])) / n,
-                ev[3].elapsed_time(ev[4]) / n,
-                (ev[4].elapsed_time(ev[6]) + host_ms) / n,
-            )
+            stages = StageTimes(begin.elapsed_time(uploaded) / n, compute.elapsed_time(done) / n, host_ms / n)
         else:
             stages = StageTimes(0.0, 0.0, host_ms / n)  # untimed: only the host's own work is known
-        return [Result(self.info.name, f, d, stages, done) for f, d in zip(frames, detections, strict=True)]
+        return [Result(self.info.name, f, d, stages, t_done) for f, d in zip(frames, detections, strict=True)]
 
-    # --- building the graphs -------------------------------------------------------------------
+    def _registered_image(self, image: np.ndarray) -> bool:
+        address = image.ctypes.data
+        return any(start <= address and address + image.nbytes <= start + size for start, size in self._registered)
+
+    # --- building the plans ----------------------------------------------------------------------
     def _plan(self, lane: int, batch: int, shape: tuple[int, ...]) -> Plan:
         h, w = int(shape[0]), int(shape[1])
         key = (lane, batch, h, w)
         if key not in self._plans:
-            with torch.cuda.stream(self._lane_streams[lane]):
-                self._plans[key] = self._make_plan(batch, h, w)
+            before = self._process_mib()
+            plan = self._make_plan(lane, batch, h, w)
+            after = self._process_mib()
+            plan.added_mib = None if before is None or after is None else after - before
+            self._plans[key] = plan
         return self._plans[key]
 
-    def _make_plan(self, batch: int, h: int, w: int) -> Plan:
-        device = self._device
+    def _make_plan(self, lane: int, batch: int, h: int, w: int) -> Plan:
+        device, th = self._device, self._thresholds
         box = Letterbox.fit(w, h, self._imgsz)
         src = torch.full((batch, h, w, 3), 114, dtype=torch.uint8, device=device)
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(7)]
-        # events: 0 upload begin, 1 uploaded (upload stream); 2 compute begin, 3 letterboxed,
-        # 4 network done (= candidates begin), 5 candidates done, 6 rows copied (compute stream)
-
-        def letterbox() -> torch.Tensor:
-            return preprocess_torch(src, self._imgsz, self.input_dtype)[0]
-
+        out_host = torch.zeros((batch, th.max_det + 1, 6), dtype=torch.float32, pin_memory=True)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         forward = self._capturable_forward()
+        if batch == 1 and forward is not None:
+            stream, pool = self._lane_streams[lane], self._lane_pools[lane]
+        else:
+            stream, pool = self._stream, self._shared_pool
+
+        def boxes_back(pred: torch.Tensor) -> None:
+            out_host.copy_(fixed_shape_nms(pred, box, th, CANDIDATES), non_blocking=True)
+
         if forward is not None:
-            def whole() -> tuple[torch.Tensor, torch.Tensor]:
-                pred = forward(letterbox())
-                return pred, top_candidates(pred, CANDIDATES)
+            def whole() -> torch.Tensor:
+                pred = forward(letterbox_batch(src, self._imgsz, self.input_dtype))
+                boxes_back(pred)
+                return pred
 
-            graph, (pred, rows) = capture(whole)
-
-            def launch(ev: list[torch.cuda.Event] | None) -> None:
-                if ev:
-                    ev[2].record()
-                    ev[3].record()  # the letterbox is inside the one graph: counted as inference
-                graph.replay()
-                if ev:
-                    ev[4].record()
-                    ev[5].record()
+            graph, pred = capture(whole, stream, pool)
+            launch = graph.replay
         else:
             run = self.runner(batch)
-            letterbox_graph, x = capture(letterbox)
-            pred = run(x).clone()
-            candidates_graph, rows = capture(lambda: top_candidates(pred, CANDIDATES))
+            pre_graph, x = capture(lambda: letterbox_batch(src, self._imgsz, self.input_dtype), stream, pool)
+            with torch.cuda.stream(stream):
+                pred = run(x).clone()
+            post_graph, _ = capture(lambda: boxes_back(pred), stream, pool)
 
-            def launch(ev: list[torch.cuda.Event] | None) -> None:
-                marks = ev[2:6] if ev else [None] * 4
-                for mark, step in zip(marks, (letterbox_graph.replay, lambda: pred.copy_(run(x)),
-                                               candidates_graph.replay, None), strict=True):
-                    if mark is not None:
-                        mark.record()
-                    if step is not None:
-                        step()
+            def launch() -> None:
+                pre_graph.replay()
+                pred.copy_(run(x))
+                post_graph.replay()
 
-        torch.cuda.current_stream().synchronize()
-        return Plan(
-            stream=torch.cuda.current_stream(), box=box, src=src,
-            src_host=torch.empty(src.shape, dtype=torch.uint8, pin_memory=True), pred=pred, rows=rows,
-            rows_host=torch.empty(rows.shape, dtype=torch.float32, pin_memory=True), launch=launch, events=events,
-        )
+        stream.synchronize()
+        return Plan(lane, stream, box, src, pred, out_host, launch, events)
 
 
 def _mib(value: float | None) -> str:
@@ -449,4 +469,3 @@ def _mib(value: float | None) -> str:
 
 def _on_device(image: object) -> bool:
     return isinstance(image, torch.Tensor) and image.is_cuda
-

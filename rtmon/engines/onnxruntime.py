@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from rtmon.core import EngineInfo, Frame, Result
-from rtmon.engines.base import Network, Stopwatch, warmup_frames
+from rtmon.engines.base import Network, Stopwatch, SyncEngine, warmup_frames
 from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, export_onnx
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(SyncEngine):
     def __init__(self, name: str, model: ModelRef, settings, provider: str = "cpu") -> None:
         self.model_ref = model
         self.class_names = dict(model.class_names)

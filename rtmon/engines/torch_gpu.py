@@ -119,7 +119,7 @@ class TorchGpuEngine(GpuEngine):
             return lambda x: head_output(net(self._layout(x)))
         if self._mode in ("graph", "graph-compiled"):
             static_in = self._input_like(batch)
-            graph, static_out = capture(lambda: self._forward_for_graph(static_in))
+            graph, static_out = capture(lambda: self._forward_for_graph(static_in), torch.cuda.current_stream())
             return replay_with(graph, static_in, static_out)
         return self._compiled(net, batch)
 
@@ -160,6 +160,7 @@ class TorchCpuPrePostEngine(TorchGpuEngine):
     that show what the network alone gains before pre/post-processing moves to the GPU."""
 
     pipelined = False
+    uses_plans = False
 
     def infer(self, frame: Frame) -> Result:
         with torch.cuda.stream(self._stream):

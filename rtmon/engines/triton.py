@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rtmon.core import EngineInfo, Frame, Result
-from rtmon.engines.base import Stopwatch, warmup_frames
+from rtmon.engines.base import Stopwatch, SyncEngine, warmup_frames
 from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
 from rtmon.errors import UserError
 from rtmon.models import ModelRef
@@ -208,7 +208,7 @@ class SharedMemoryTransport:
         self._regions = []
 
 
-class TritonEngine:
+class TritonEngine(SyncEngine):
     """The `triton` engine: rtmon's letterbox, the network on the server, rtmon's NMS."""
 
     def __init__(self, name: str, model: ModelRef, settings) -> None:

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
-from rtmon.engines.base import warmup_frames
+from rtmon.engines.base import SyncEngine, warmup_frames
 from rtmon.errors import UserError
 from rtmon.models import ModelRef, export_onnx, load_yolo
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-class UltralyticsOrtEngine:
+class UltralyticsOrtEngine(SyncEngine):
     def __init__(self, name: str, model: ModelRef, settings) -> None:
         self.model_ref = model
         self._m = settings.model
@@ -50,10 +50,8 @@ class UltralyticsOrtEngine:
             rect=False, half=True, device=0, verbose=False,
         )
         done = time.perf_counter()
-        boxes = res.boxes
-        detections = Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
         speed = res.speed
-        return Result(self.info.name, frame, detections,
+        return Result(self.info.name, frame, Detections.from_ultralytics(res.boxes),
                       StageTimes(speed["preprocess"], speed["inference"], speed["postprocess"]), done)
 
     def close(self) -> None:

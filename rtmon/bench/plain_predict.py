@@ -1,0 +1,50 @@
+"""ultralytics as a user runs it, and nothing else: the yardstick's yardstick.
+
+`rtmon bench` runs this file as a plain subprocess (`python plain_predict.py JOB.json`) with no
+rtmon code on the timed path: it imports only ultralytics and NumPy, loads the frames rtmon
+decoded (a .npy file of the same decoded frames every engine sees), warms up, then times
+`model.predict(frame, ...)` one frame at a time, exactly as a user's loop would, until it has
+`frames` frames and `min_duration_s` seconds. It prints one JSON line: per-frame latencies (ms),
+the wall time from the first call to the last return, and the versions it ran.
+
+Keep it that way: no import of rtmon, no threads, no tricks; it must be what a user would write.
+"""
+
+import json
+import sys
+import time
+
+
+def main(job_path: str) -> None:
+    with open(job_path) as fh:
+        job = json.load(fh)
+    import numpy as np
+    import ultralytics
+    from ultralytics import YOLO
+
+    frames = np.load(job["frames_file"])  # (n, H, W, 3) BGR uint8, in memory
+    frames = [np.ascontiguousarray(f) for f in frames]
+    model = YOLO(job["model"], task="detect")
+    kwargs = dict(imgsz=job["imgsz"], conf=job["conf"], iou=job["iou"], max_det=job["max_det"], rect=False,
+                  verbose=False)
+    kwargs.update(job.get("predict", {}))
+    for i in range(job["warmup"]):
+        model.predict(frames[i % len(frames)], **kwargs)
+    latencies = []
+    t_first = time.perf_counter()
+    i = 0
+    while i < job["frames"] or time.perf_counter() - t_first < job["min_duration_s"]:
+        t0 = time.perf_counter()
+        model.predict(frames[i % len(frames)], **kwargs)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        i += 1
+        if time.perf_counter() - t_first > job["max_duration_s"]:
+            break
+    wall = time.perf_counter() - t_first
+    device = str(model.predictor.device) if model.predictor is not None else ""
+    print(json.dumps({"latencies_ms": latencies, "wall_s": wall, "ultralytics": ultralytics.__version__,
+                      "device": device, "python": sys.version.split()[0]}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

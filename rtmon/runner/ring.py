@@ -1,0 +1,67 @@
+"""Frames in shared memory: a ring of slots the main process writes and an engine process reads.
+
+The main process creates the ring; the engine process attaches by name and sees each slot as a
+NumPy array over the shared bytes (no copy). A slot holds one BGR image of any shape that fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from multiprocessing import shared_memory
+
+import numpy as np
+
+
+class FrameRing:
+    """`slots` frame buffers of `slot_bytes` each in one shared-memory block."""
+
+    def __init__(self, slots: int, slot_bytes: int, name: str | None = None) -> None:
+        self.slots, self.slot_bytes = slots, slot_bytes
+        self.owner = name is None
+        size = max(slots * slot_bytes, 1)
+        self.shm = shared_memory.SharedMemory(create=True, size=size) if self.owner else attach(name)
+        self.name = self.shm.name
+        self._buf = np.ndarray((self.shm.size,), np.uint8, self.shm.buf)
+
+    def view(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        start = slot * self.slot_bytes
+        return self._buf[start : start + n].reshape(shape)
+
+    def write(self, slot: int, image: np.ndarray) -> tuple[int, ...]:
+        if image.nbytes > self.slot_bytes:
+            raise ValueError(f"a {image.shape} frame does not fit a {self.slot_bytes}-byte slot")
+        np.copyto(self.view(slot, image.shape), image)
+        return tuple(image.shape)
+
+    @property
+    def address(self) -> int:
+        """Where the block starts in this process (to page-lock it for the GPU)."""
+        return self._buf.ctypes.data
+
+    def close(self) -> None:
+        self._buf = None  # release the exported buffer before closing the mapping
+        with contextlib.suppress(BufferError, OSError):
+            self.shm.close()
+        if self.owner:
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()
+
+
+def attach(name: str) -> shared_memory.SharedMemory:
+    """Attach without registering with the resource tracker: the creator owns (and unlinks) it."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python ≥ 3.13
+    except TypeError:
+        from multiprocessing import resource_tracker
+
+        register = resource_tracker.register
+        resource_tracker.register = lambda *args, **kwargs: None
+        try:
+            return shared_memory.SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
+
+
+def slot_bytes_for(width: int, height: int) -> int:
+    return int(width) * int(height) * 3
