@@ -241,21 +241,28 @@ class TensorRtxEngine(GpuEngine):
         return EngineKey(self.model_ref.sha256, self.precision, self._imgsz, batch, self._trt.__version__)
 
     def _build(self, batch: int) -> Runner:
+        engine, path = self.engine(batch)
+        context = self._context(engine, path)
+        return bind_tensors(self._trt, engine, context, batch, self._imgsz, self._device, self.info.name)
+
+    def engine(self, batch: int):
+        """The deserialized engine for `batch` and its file: the one kept in engines/trt-rtx when
+        TensorRT-RTX can run it here, else one built now (with a notice saying why)."""
         key = self.key(batch)
         path = key.engine_path(self._engines_dir, self.model_ref.path.stem)
         engine = self.cached_engine(path)
+        if engine is not None:
+            return engine, path
+        onnx_file = onnx_for(self.model_ref, self._engines_dir, self._imgsz, key.precision, batch)
+        built = build_engine(self._trt, onnx_file, path, key.targets, f"engine: {self.info.name}")
+        self.note(f"built {path.name} ahead of time in {built.seconds:.1f} s")
+        blob = path.read_bytes()
+        why = self.unusable_reason(blob)
+        engine = None if why else self._runtime.deserialize_cuda_engine(blob)
         if engine is None:
-            onnx_file = onnx_for(self.model_ref, self._engines_dir, self._imgsz, key.precision, batch)
-            built = build_engine(self._trt, onnx_file, path, key.targets, f"engine: {self.info.name}")
-            self.note(f"built {path.name} ahead of time in {built.seconds:.1f} s")
-            blob = path.read_bytes()
-            why = self.unusable_reason(blob)
-            engine = None if why else self._runtime.deserialize_cuda_engine(blob)
-            if engine is None:
-                raise UserError(f"engine: {self.info.name}: TensorRT-RTX cannot load the engine it just built "
-                                f"({why or '; '.join(self._messages[-2:]) or path})")  # fmt: skip
-        context = self._context(engine, path)
-        return bind_tensors(self._trt, engine, context, batch, self._imgsz, self._device, self.info.name)
+            raise UserError(f"engine: {self.info.name}: TensorRT-RTX cannot load the engine it just built "
+                            f"({why or '; '.join(self._messages[-2:]) or path})")  # fmt: skip
+        return engine, path
 
     def unusable_reason(self, blob: bytes) -> str | None:
         """Why TensorRT-RTX would not run this serialized engine on this GPU (it reads the header
