@@ -280,6 +280,16 @@ def test_every_target_is_one_tensorrt_rtx_knows(trt):
     assert all(hasattr(trt.ComputeCapability, name) for name in TARGETS)
 
 
+@needs_trt_rtx
+def test_the_doctors_probe_builds_ahead_of_time_and_reports_the_runtimes_answer():
+    from rtmon import readiness
+
+    facts = readiness.run_probe("tensorrt-rtx")  # in its own process, as `rtmon doctor` runs it
+    assert facts["version"] == import_tensorrt_rtx().__version__ and "build_error" not in facts
+    if not torch.cuda.is_available():  # built, and the runtime cannot say yes without a GPU
+        assert facts["validity"] == "INVALID" and "max_error" not in facts
+
+
 # --- rtmon export --tensorrt-rtx -----------------------------------------------------------------
 
 
