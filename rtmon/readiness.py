@@ -131,7 +131,7 @@ def tensorrt_fit(name: str, cc: Cc | None) -> tuple[str | None, str]:
     """Which TensorRT suits this GPU, and why: `tensorrt-rtx` for GeForce/RTX and workstation
     cards it runs on, `tensorrt` (10/11) for datacenter GPUs and the rest; None without a GPU."""
     if cc is None:
-        return None, "no NVIDIA GPU: neither TensorRT runs here (`rtmon export --tensorrt-rtx` builds engines for RTX cards anyway)"
+        return None, "none, there is no NVIDIA GPU (`rtmon export --tensorrt-rtx` still builds engines for RTX cards here)"
     where = f"{name}, compute capability {cc[0]}.{cc[1]}"
     if DATACENTER_GPU.search(name):
         return "tensorrt", f"TensorRT 10/11: {where} is a datacenter GPU (TensorRT-RTX is for GeForce/RTX cards)"
