@@ -19,7 +19,6 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_rtmon
 from onnx import TensorProto, helper
 
 from rtmon import engines as registry
@@ -38,6 +37,7 @@ from rtmon.engines.tensorrt_rtx import (
 )
 from rtmon.errors import UserError
 from rtmon.models import resolve_model
+from tests.cli_helpers import assert_one_line_error, run_rtmon
 
 installed = importlib.util.find_spec("tensorrt_rtx") is not None
 needs_trt_rtx = pytest.mark.skipif(not installed and not os.environ.get("CI"),

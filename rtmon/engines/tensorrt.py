@@ -36,7 +36,8 @@ INSTALL_HINT = (
 )
 
 
-def _slug(text: str) -> str:
+def file_slug(text: str) -> str:
+    """`NVIDIA GeForce RTX 5070` → `nvidia-geforce-rtx-5070`: a GPU name or version in a cache file's name."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
@@ -55,7 +56,7 @@ class PlanKey:
     @property
     def device_part(self) -> str:
         major, minor = self.compute_capability
-        return f"{_slug(self.gpu)}-sm{major}{minor}-trt{_slug(self.trt_version)}"
+        return f"{file_slug(self.gpu)}-sm{major}{minor}-trt{file_slug(self.trt_version)}"
 
     def plan_path(self, engines_dir: Path, stem: str) -> Path:
         name = f"{stem}-{self.model_hash[:12]}-{self.imgsz}-{self.precision}-b{self.batch}-{self.device_part}.plan"

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from rtmon.engines.gpu_common import GpuEngine, Runner
-from rtmon.engines.tensorrt import _slug, bind_tensors
+from rtmon.engines.tensorrt import bind_tensors, file_slug
 from rtmon.errors import UserError
 from rtmon.files import atomic_path
 from rtmon.models import ModelRef, export_onnx, export_onnx_fp16_io, resolve_model
@@ -89,7 +89,7 @@ class EngineKey:
     def file_name(self, stem: str) -> str:
         targets = ".".join(t.lower() for t in self.targets) or "default"
         return (f"{stem}-{self.model_hash[:12]}-{self.imgsz}-{self.precision}-b{self.batch}"
-                f"-rtx{_slug(self.trt_rtx_version)}-{targets}.engine")  # fmt: skip
+                f"-rtx{file_slug(self.trt_rtx_version)}-{targets}.engine")  # fmt: skip
 
     def engine_path(self, engines_dir: Path, stem: str) -> Path:
         return Path(engines_dir) / "trt-rtx" / self.file_name(stem)
@@ -98,7 +98,7 @@ class EngineKey:
 def runtime_cache_path(engine_path: Path, gpu: str, cc: tuple[int, int]) -> Path:
     """Where the runtime cache of `engine_path` on this GPU is kept: its kernels are compiled for
     one GPU model (TensorRT-RTX also checks driver and version when it reads the cache back)."""
-    return engine_path.with_name(f"{engine_path.stem}-{_slug(gpu)}-sm{cc[0]}{cc[1]}.rtcache")
+    return engine_path.with_name(f"{engine_path.stem}-{file_slug(gpu)}-sm{cc[0]}{cc[1]}.rtcache")
 
 
 def declared_targets(blob: bytes) -> tuple[str, ...] | None:
@@ -236,6 +236,7 @@ class TensorRtxEngine(GpuEngine):
         self._runtime = self._trt.Runtime(collecting_logger(self._trt, self._messages))
         super().load()
         self._save_runtime_caches()
+        self.info = replace(self.info, notes=tuple(self._notes))  # with the runtime cache's note
 
     def key(self, batch: int) -> EngineKey:
         return EngineKey(self.model_ref.sha256, self.precision, self._imgsz, batch, self._trt.__version__)
@@ -274,7 +275,7 @@ class TensorRtxEngine(GpuEngine):
         if validity == self._trt.EngineValidity.INVALID:
             return f"TensorRT-RTX says it is not valid here ({', '.join(invalid_reasons(self._trt, bits)) or 'no reason given'})"
         if validity == self._trt.EngineValidity.SUBOPTIMAL:
-            self.note("TensorRT-RTX says the cached engine may run slower here than one built for this GPU")
+            self.note("TensorRT-RTX says this engine may run slower here than one built for this GPU (suboptimal)")
         return None
 
     def cached_engine(self, path: Path):
