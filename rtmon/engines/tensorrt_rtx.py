@@ -23,8 +23,9 @@ corrupt engine is rebuilt with a notice. On a GPU TensorRT-RTX does not run on (
 compute capability 9.0 datacenter GPU), `load` fails at once with one line, before building
 anything, and `optimized` goes on to the next engine.
 
-Verified: the ahead-of-time build, on a CPU (tests/test_tensorrt_rtx.py, in CI), and the
-refusal on an H200. Not verified: running the engine, which needs an RTX GPU.
+Verified: the ahead-of-time build, on a CPU (tests/test_tensorrt_rtx.py, in CI). Seen when
+TensorRT-RTX was first tried here: an H200 refuses its engines ("Supported compute capabilities:
+8.0 8.6 8.9 12.0 12.1 >12.0"). Not verified: running the engine, which needs an RTX GPU.
 """
 
 from __future__ import annotations
