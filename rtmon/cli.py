@@ -353,11 +353,15 @@ def serve(
 @app.command()
 def export(
     ctx: typer.Context,
-    triton: Annotated[Path, typer.Option("--triton", metavar="DIR", help="write a Triton model repository (config.pbtxt + ONNX) into DIR")],
+    triton: Annotated[Path | None, typer.Option("--triton", metavar="DIR", help="write a Triton model repository (config.pbtxt + ONNX) into DIR")] = None,
+    tensorrt_rtx: Annotated[Path | None, typer.Option("--tensorrt-rtx", metavar="FILE", help="build a TensorRT-RTX engine for RTX cards ahead of time into FILE (no GPU needed)")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     model: ModelOpt = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="input size (default model.imgsz, 640)")] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp16 or fp32")] = "fp16",
+    batch: Annotated[int | None, typer.Option("--batch", help="--tensorrt-rtx: the engine's batch size (default 1)")] = None,
+    targets: Annotated[str | None, typer.Option("--targets", help="--tensorrt-rtx: compute capabilities to build for, e.g. sm86,sm89,sm120 (default: TensorRT-RTX's default set)")] = None,
     model_name: Annotated[str | None, typer.Option("--model-name", help="the model's name in the repository (default rtmon)")] = None,
     max_batch: Annotated[int | None, typer.Option("--max-batch", help="max_batch_size of the dynamic batcher (default 16)")] = None,
     queue_delay_us: Annotated[int | None, typer.Option("--queue-delay-us", help="dynamic batcher queue delay, µs (default 100)")] = None,
@@ -366,16 +370,45 @@ def export(
     cpu: Annotated[bool, typer.Option("--cpu", help="CPU instances instead of GPU ones")] = False,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="add ONNX Runtime's TensorRT accelerator")] = False,
 ) -> None:
-    """Export the model for a stock tritonserver: a model repository with config.pbtxt and the ONNX file (pre/post-processing stays in rtmon)."""
+    """Export the model: a Triton model repository with config.pbtxt and the ONNX file (pre/post-processing stays in rtmon), or a TensorRT-RTX engine built ahead of time for RTX cards."""
+    if (triton is None) == (tensorrt_rtx is None):
+        raise UserError("export: give one of --triton DIR or --tensorrt-rtx FILE")
+    if triton is not None and (batch is not None or targets is not None):
+        raise UserError("export: --batch and --targets go with --tensorrt-rtx")
     settings = _parent_settings(ctx, config=config, sets=sets, **{
-        "model.name": model, "triton.model": model_name, "serve.max_batch": max_batch, "serve.queue_delay_us": queue_delay_us,
+        "model.name": model, "model.imgsz": imgsz, "triton.model": model_name, "serve.max_batch": max_batch,
+        "serve.queue_delay_us": queue_delay_us,
     })
+    if tensorrt_rtx is not None:
+        _export_tensorrt_rtx(settings, tensorrt_rtx, precision, batch or 1, targets or "")
+        return
     from rtmon.triton.repository import RepositoryOptions, export_repository, parse_gpus
 
     options = RepositoryOptions(precision, instances, parse_gpus(gpus or ""), cpu, tensorrt)
     folder = export_repository(settings, triton, options)
     console.print(f"model repository: {folder.parent}/ (model '{folder.name}': config.pbtxt, 1/model.onnx); "
                   f"serve it with: tritonserver --model-repository {folder.parent}", soft_wrap=True)
+
+
+def _export_tensorrt_rtx(settings: Settings, out: Path, precision: str, batch: int, targets: str) -> None:
+    from dataclasses import replace
+
+    from rtmon.engines.tensorrt_rtx import export_engine, parse_targets
+
+    with err_console.status(f"building the TensorRT-RTX engine ({precision}, batch {batch}) …"):
+        built, key, model = export_engine(settings, out, precision, batch, parse_targets(targets))
+    (spec_in,), (spec_out,) = built.inputs, built.outputs
+    console.print(
+        f"engine: {built.path} ({built.size / 1e6:.1f} MB), built ahead of time in {built.seconds:.1f} s by TensorRT-RTX "
+        f"{key.trt_rtx_version} for {' '.join(built.targets or ('(targets unknown)',))}; "
+        f"{spec_in.name} {'×'.join(map(str, spec_in.shape))} {spec_in.dtype} → "
+        f"{spec_out.name} {'×'.join(map(str, spec_out.shape))} {spec_out.dtype}; {model.label}",
+        soft_wrap=True, highlight=False,
+    )
+    name = replace(key, targets=()).file_name(model.path.stem)  # the name the trt-rtx engine looks for
+    fewer = " (for fewer targets than the default set: checked against the GPU before use)" if key.targets else ""
+    console.print(f"on the RTX machine (TensorRT-RTX {key.trt_rtx_version}) rtmon's trt-rtx engine uses it as "
+                  f"engines/trt-rtx/{name}{fewer}", soft_wrap=True, highlight=False)
 
 
 @app.command()

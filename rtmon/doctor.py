@@ -18,7 +18,8 @@ from rtmon import engines as registry
 
 SCHEMA = 1
 PACKAGES = ("torch", "torchvision", "triton", "ultralytics", "onnxruntime", "onnxruntime-gpu", "tensorrt",
-            "pynvvideocodec", "opencv-python-headless", "av", "textual", "aiomqtt", "prometheus-client", "nvidia-ml-py")
+            "tensorrt-rtx-cu13", "pynvvideocodec", "opencv-python-headless", "av", "textual", "aiomqtt",
+            "prometheus-client", "nvidia-ml-py")
 _STYLE = {readiness.OK: "green", readiness.FAIL: "bold red", readiness.MISSING: "yellow", readiness.SKIP: "dim"}
 
 
@@ -33,7 +34,7 @@ def _runtime_checks(spec: registry.EngineSpec) -> tuple[str, ...]:
     """The readiness checks an engine's runtime depends on (GPU engines all use PyTorch for
     their pre- and post-processing; the baseline runs on the GPU when there is one)."""
     needs = {"baseline": ("torch",), "torch_gpu": ("torch",), "ort_cuda": ("torch", "onnxruntime"),
-             "tensorrt": ("torch", "tensorrt")}.get(spec.module, ())  # fmt: skip
+             "tensorrt": ("torch", "tensorrt"), "tensorrt_rtx": ("torch", "tensorrt-rtx")}.get(spec.module, ())  # fmt: skip
     if spec.kwargs.get("mode") in {"compile", "graph-compiled"}:
         needs += ("triton",)
     if spec.kwargs.get("provider") == "tensorrt":
@@ -57,6 +58,20 @@ def _engines(checks: list[readiness.Check]) -> tuple[list[dict[str, Any]], str |
     return rows, optimized
 
 
+_STATE = {readiness.OK: "installed and runs here", readiness.FAIL: "installed but does not run here",
+          readiness.MISSING: "not installed", readiness.SKIP: "not checked"}
+
+
+def _tensorrt_fit(info: gpu.GpuInfo | None, checks: list[readiness.Check]) -> dict[str, Any]:
+    """Which TensorRT suits this GPU (TensorRT-RTX for GeForce/RTX cards, TensorRT 10/11 for
+    datacenter GPUs), and whether it is installed and runs here (its readiness line)."""
+    cc = readiness.parse_cc(info.compute_capability) if info else None
+    runtime, why = readiness.tensorrt_fit(info.name if info else "", cc)
+    check = next((c for c in checks if c.name == runtime), None)
+    state = "" if check is None else _STATE[check.status] + (f": {check.fix}" if check.status == readiness.MISSING and check.fix else "")
+    return {"runtime": runtime, "detail": why, "status": None if check is None else check.status, "state": state}
+
+
 def collect(progress=lambda name: None) -> dict[str, Any]:
     """Everything the doctor knows, in the `--json` shape."""
     info = gpu.info()
@@ -75,6 +90,7 @@ def collect(progress=lambda name: None) -> dict[str, Any]:
         },
         "packages": {dist: _version(dist) for dist in PACKAGES},
         "checks": [c.to_dict() for c in checks],
+        "tensorrt_fit": _tensorrt_fit(info, checks),
         "ready": readiness.ready(checks),
         "engines": engines,
         "optimized": optimized,
@@ -101,6 +117,9 @@ def report(console: Console) -> int:
                       f"{gpu.fmt_mib(info['memory_total_mib'])}, compute capability {info['compute_capability']}")
     else:
         console.print(f"GPU: n/a — {gpu.unavailable_reason()}")
+    fit = data["tensorrt_fit"]
+    console.print(f"TensorRT for this GPU: {escape(fit['detail'])}" + (f" — {escape(fit['state'])}" if fit["state"] else ""),
+                  highlight=False)
 
     checks = Table(title="readiness on this GPU")
     for column in ("check", "status", "what was found / what to install", "s"):

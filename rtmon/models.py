@@ -241,3 +241,37 @@ def export_onnx(ref: ModelRef, engines_dir: Path, imgsz: int, precision: str = "
         with atomic_path(target) as tmp_target:
             shutil.copy2(exported, tmp_target)
     return target
+
+
+def export_onnx_fp16_io(ref: ModelRef, engines_dir: Path, imgsz: int, batch: int = 1) -> Path:
+    """A truly FP16 ONNX export: FP16 weights, input and output, the names and shapes of the FP32
+    export, made the same way on every machine (cached as `…-fp16io-…`).
+
+    `export_onnx(…, "fp16")` is FP16 through and through only on a GPU; without one, ultralytics
+    converts the weights and keeps an FP32 input and output behind Cast nodes. A strongly typed
+    engine (TensorRT-RTX) takes its precision from the graph, and an engine built ahead of time
+    on a build server must be the engine the user's machine would build itself, so this export
+    converts the FP32 export with ONNX Runtime's float16 tool (the one ultralytics uses on the
+    CPU), here with the input and output converted too, on a GPU machine and a CPU one alike.
+    """
+    target = onnx_path(ref, engines_dir, imgsz, "fp16io", batch)
+    if target.is_file():
+        if _valid_onnx(target):
+            return target
+        log.warning("cached ONNX file %s is corrupt; rebuilding it", target)
+        target.unlink()
+    source = export_onnx(ref, engines_dir, imgsz, "fp32", batch)
+    try:
+        import onnx
+        from onnxruntime.transformers import float16
+    except ImportError:
+        raise UserError("model: an FP16 ONNX export needs ONNX Runtime's float16 converter; "
+                        "pip install 'rtmon[cpu]' (or 'rtmon[gpu]')") from None  # fmt: skip
+    try:
+        converted = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=False)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise UserError(f"model: FP16 conversion of {source.name} failed ({type(exc).__name__}: {exc})") from None
+    with atomic_path(target) as tmp:
+        onnx.save(converted, str(tmp))
+    return target

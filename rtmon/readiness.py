@@ -14,7 +14,10 @@ do a little real work on the GPU:
 - `triton`: `torch.compile` builds an elementwise kernel with Inductor/Triton and runs it;
 - `onnxruntime`: a tiny ONNX model, built in memory, runs on the CUDA execution provider with
   CPU fallback disabled, so a provider that did not attach is an error, not a slow "GPU" run;
-- `tensorrt`: its version supports this compute capability and a builder starts.
+- `tensorrt`: its version supports this compute capability and a builder starts;
+- `tensorrt-rtx`: TensorRT for RTX builds a tiny engine ahead of time, its runtime says the
+  engine is valid on this GPU (or why not), and the engine runs and agrees with PyTorch. Which
+  of the two TensorRTs suits the GPU is `tensorrt_fit`.
 
 Each probe runs in its own Python process under a time limit (`python -m rtmon.readiness
 <probe>`), so a hang, a crash in a native library or a slow first compile costs at most that
@@ -41,11 +44,22 @@ from rtmon import gpu
 from rtmon.gpu import GpuInfo
 
 OK, FAIL, MISSING, SKIP = "ok", "fail", "missing", "skip"
-TIMEOUT_S = {"torch": 60.0, "triton": 180.0, "onnxruntime": 60.0, "tensorrt": 60.0}
+TIMEOUT_S = {"torch": 60.0, "triton": 180.0, "onnxruntime": 60.0, "tensorrt": 60.0, "tensorrt-rtx": 60.0}
 # What a compute capability needs that its arch list cannot tell: the first CUDA the driver must
 # support, and the first TensorRT that accepts it (Blackwell: CUDA 12.8, TensorRT 10.8).
 MIN_DRIVER_CUDA = {10: (12, 8), 12: (12, 8)}
 MIN_TENSORRT = {10: (10, 8), 12: (10, 8)}
+# The compute capabilities rtmon runs TensorRT-RTX on: the RTX generations (Ampere GeForce and
+# workstation cards 8.6, Ada 8.9, Blackwell 12.x). Its runtime refuses engines elsewhere: on an
+# H200 (9.0) it answers "Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0". 8.0 is
+# the A100's, a datacenter GPU, which TensorRT 10/11 serves.
+TENSORRT_RTX_CCS = "8.6, 8.9, 12.0, 12.x"
+# Datacenter GPUs by name: TensorRT 10/11 is the TensorRT for them, whatever their compute
+# capability (an L40S is an Ada 8.9, an A10 an Ampere 8.6).
+DATACENTER_GPU = re.compile(
+    r"\b(A2|A10G?|A16|A30|A40|A100|A800|H20|H100|H200|H800|GH200|L4|L20|L40S?|B100|B200|B300|GB200|GB300|T4|V100|P100)\b",
+    re.IGNORECASE,
+)
 TORCH_FIX = "install a PyTorch build with kernels for sm_{cc}"
 TORCH_CU128 = " (CUDA 12.8 or newer wheels: pip install --index-url https://download.pytorch.org/whl/cu128 torch torchvision)"
 
@@ -106,6 +120,24 @@ def kernels_for(arch_list: list[str], cc: Cc) -> str | None:
     if cubin:
         return cubin
     return f"{ptx} (PTX, compiled by the driver at first use)" if ptx else None
+
+
+def runs_tensorrt_rtx(cc: Cc) -> bool:
+    """Whether rtmon runs TensorRT-RTX on a GPU of compute capability `cc` (see TENSORRT_RTX_CCS)."""
+    return cc in {(8, 6), (8, 9)} or cc[0] == 12
+
+
+def tensorrt_fit(name: str, cc: Cc | None) -> tuple[str | None, str]:
+    """Which TensorRT suits this GPU, and why: `tensorrt-rtx` for GeForce/RTX and workstation
+    cards it runs on, `tensorrt` (10/11) for datacenter GPUs and the rest; None without a GPU."""
+    if cc is None:
+        return None, "none, there is no NVIDIA GPU (`rtmon export --tensorrt-rtx` still builds engines for RTX cards here)"
+    where = f"{name}, compute capability {cc[0]}.{cc[1]}"
+    if DATACENTER_GPU.search(name):
+        return "tensorrt", f"TensorRT 10/11: {where} is a datacenter GPU (TensorRT-RTX is for GeForce/RTX cards)"
+    if runs_tensorrt_rtx(cc):
+        return "tensorrt-rtx", f"TensorRT-RTX: {where} is an RTX card it runs on ({TENSORRT_RTX_CCS})"
+    return "tensorrt", f"TensorRT 10/11: TensorRT-RTX does not run on {where} (it runs on {TENSORRT_RTX_CCS})"
 
 
 # ---- verdicts: facts → Check (pure) ----
@@ -231,6 +263,39 @@ def tensorrt_verdict(facts: dict[str, Any] | None, cc: Cc | None) -> Check:
     return Check("tensorrt", OK, f"TensorRT {version}: a builder started on this GPU")
 
 
+TENSORRT_RTX_INSTALL = "pip install 'rtmon[tensorrt-rtx]'"
+TENSORRT_FOR_DATACENTER = "this GPU takes TensorRT 10/11: pip install 'rtmon[tensorrt]' (engines trt and ort-trt)"
+
+
+def tensorrt_rtx_verdict(facts: dict[str, Any] | None, cc: Cc | None, gpu_name: str = "") -> Check:
+    name = "tensorrt-rtx"
+    if facts is None:
+        if tensorrt_fit(gpu_name, cc)[0] == "tensorrt-rtx":
+            return Check(name, MISSING, "TensorRT-RTX is not installed (engine trt-rtx; the TensorRT for this GPU)",
+                         TENSORRT_RTX_INSTALL)  # fmt: skip
+        return Check(name, MISSING, "TensorRT-RTX is not installed (engine trt-rtx; it is for GeForce/RTX cards)")
+    if facts.get("error"):
+        return Check(name, FAIL, f"failed: {facts['error']}", "pip install -U 'rtmon[tensorrt-rtx]'")
+    version = f"TensorRT-RTX {facts['version']}"
+    if cc and not runs_tensorrt_rtx(cc):
+        said = f"; its runtime says: {facts['refusal']}" if facts.get("refusal") else ""
+        return Check(name, FAIL, f"{version} is installed but cannot run on compute capability {cc[0]}.{cc[1]} "
+                     f"(it runs on {TENSORRT_RTX_CCS}){said}",
+                     f"{TENSORRT_FOR_DATACENTER}; `optimized` passes over trt-rtx here")  # fmt: skip
+    fix = "update the NVIDIA driver (the cu13 wheels need one for CUDA 13), or pip install -U 'rtmon[tensorrt-rtx]'"
+    if facts.get("build_error"):
+        return Check(name, FAIL, f"{version} could not build a tiny engine ahead of time: {facts['build_error']}", fix)
+    if facts.get("validity") == "INVALID":
+        why = ", ".join(facts.get("diagnostics") or []) or facts.get("refusal") or "no reason given"
+        return Check(name, FAIL, f"{version}: its runtime says an engine built here is not valid on this GPU ({why})", fix)
+    if facts.get("run_error"):
+        return Check(name, FAIL, f"{version}: a tiny engine failed to run on this GPU: {facts['run_error']}", fix)
+    if facts.get("max_error", 0.0) > 1e-2:
+        return Check(name, FAIL, f"{version}: a tiny engine's result disagrees with PyTorch's by {facts['max_error']:.3g}", fix)
+    return Check(name, OK, f"{version}: a tiny engine built ahead of time ran on this GPU (kernels compiled and first "
+                 f"run {facts['first_ms']:.0f} ms, then {facts['run_ms']:.3f} ms) and agrees with PyTorch")  # fmt: skip
+
+
 # ---- probes: run in their own process, print facts ----
 
 
@@ -281,13 +346,18 @@ def probe_triton() -> dict[str, Any]:
     return facts
 
 
+def _tiny_weight():
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+
+
 def tiny_onnx_model() -> bytes:
     """A 3×3 convolution and a ReLU over a 1×3×32×32 input, built in memory."""
-    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    weight = _tiny_weight()
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
         "rtmon_readiness",
@@ -360,11 +430,69 @@ def probe_tensorrt() -> dict[str, Any]:
     return facts
 
 
+def probe_tensorrt_rtx() -> dict[str, Any]:
+    """Build the tiny model's engine ahead of time, ask the runtime whether it is valid on this
+    GPU (its own refusal, when it refuses), then run it and compare with PyTorch."""
+    import tempfile
+    from pathlib import Path
+
+    import tensorrt_rtx as trt
+
+    from rtmon.engines.tensorrt_rtx import build_engine, collecting_logger, invalid_reasons
+    from rtmon.errors import UserError
+
+    facts: dict[str, Any] = {"version": trt.__version__}
+    messages: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="rtmon-readiness-") as tmp:
+        (Path(tmp) / "tiny.onnx").write_bytes(tiny_onnx_model())
+        try:
+            built = build_engine(trt, Path(tmp) / "tiny.onnx", Path(tmp) / "tiny.engine")
+        except UserError as exc:
+            facts["build_error"] = _error_line(str(exc))
+            return facts
+        blob = built.path.read_bytes()
+    runtime = trt.Runtime(collecting_logger(trt, messages))
+    validity, bits = runtime.get_engine_validity(blob[: runtime.engine_header_size])
+    facts["validity"], facts["diagnostics"] = validity.name, invalid_reasons(trt, bits)
+    engine = runtime.deserialize_cuda_engine(blob)
+    if engine is None or validity == trt.EngineValidity.INVALID:
+        facts["refusal"] = _error_line(messages[0]) if messages else ""
+        if engine is None and validity != trt.EngineValidity.INVALID:
+            facts["run_error"] = f"the engine did not deserialize: {facts['refusal'] or 'no reason given'}"
+        return facts
+    import torch
+
+    try:
+        context = engine.create_execution_context()
+        x = torch.randn(1, 3, 32, 32, device="cuda")
+        y = torch.empty(1, 8, 32, 32, device="cuda")
+        context.set_tensor_address("x", x.data_ptr())
+        context.set_tensor_address("y", y.data_ptr())
+        stream = torch.cuda.Stream()
+        t0 = time.perf_counter()
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("execute_async_v3 returned False")
+        stream.synchronize()
+        facts["first_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        for _ in range(10):
+            context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        facts["run_ms"] = (time.perf_counter() - t0) * 1e3 / 10
+    except Exception as exc:
+        facts["run_error"] = _error_line(f"{type(exc).__name__}: {exc}; {'; '.join(messages[:1])}")
+        return facts
+    reference = torch.relu(torch.nn.functional.conv2d(x.cpu(), torch.from_numpy(_tiny_weight()), padding=1))
+    facts["max_error"] = float((y.cpu() - reference).abs().max())
+    return facts
+
+
 PROBES: dict[str, Callable[[], dict[str, Any]]] = {
     "torch": probe_torch,
     "triton": probe_triton,
     "onnxruntime": probe_onnxruntime,
     "tensorrt": probe_tensorrt,
+    "tensorrt-rtx": probe_tensorrt_rtx,
 }
 
 
@@ -461,6 +589,17 @@ def run_checks(progress: Callable[[str], None] = lambda name: None) -> list[Chec
         return probed("tensorrt", tensorrt_verdict, "tensorrt")
 
     checks.append(_timed("tensorrt", tensorrt_check))
+
+    def tensorrt_rtx_check() -> Check:
+        if not installed("tensorrt_rtx"):
+            return tensorrt_rtx_verdict(None, cc, info.name if info else "")
+        if info is None:
+            return Check("tensorrt-rtx", SKIP, "not checked: no NVIDIA GPU (TensorRT-RTX is installed: "
+                         "`rtmon export --tensorrt-rtx` builds engines for RTX cards on this machine)")  # fmt: skip
+        progress("tensorrt-rtx")
+        return tensorrt_rtx_verdict(run_probe("tensorrt-rtx"), cc, info.name)
+
+    checks.append(_timed("tensorrt-rtx", tensorrt_rtx_check))
     return checks
 
 

@@ -15,6 +15,11 @@ if [ -z "${RTMON_EXTRAS:-}" ]; then
   fi
 fi
 stamp=.venv/.rtmon-installed
+# TensorRT for RTX (the trt-rtx engine): scripts/test asks for it (CI builds an engine ahead of
+# time), scripts/start offers it on an RTX GPU (RTMON_TENSORRT_RTX=1); once installed it stays.
+if [ "${RTMON_TENSORRT_RTX:-0}" = 1 ] || grep -q ',tensorrt-rtx' "$stamp" 2>/dev/null; then
+  case ",$RTMON_EXTRAS," in *,tensorrt-rtx,*) ;; *) RTMON_EXTRAS="$RTMON_EXTRAS,tensorrt-rtx" ;; esac
+fi
 # The desktop window's extra (pygame-ce): scripts/test always asks for it (CI tests the window),
 # scripts/start when there is a display (RTMON_WINDOW=1); once installed it stays installed.
 case ",$RTMON_EXTRAS," in

@@ -110,6 +110,77 @@ def test_tensorrt_lines() -> None:
     assert refused.status == FAIL and "Unsupported SM" in refused.detail
 
 
+H200 = GpuInfo(0, "NVIDIA H200", "570.133.20", 143771.0, "9.0")
+RTX_OK = {"version": "1.7.1.116", "validity": "VALID", "diagnostics": [], "first_ms": 850.0, "run_ms": 0.02,
+          "max_error": 1e-6}  # fmt: skip
+H200_REFUSAL = ("The engine cannot run on this GPU, which has compute capability 9.0. Supported compute capabilities: "
+                "8.0 8.6 8.9 12.0 12.1 >12.0")  # fmt: skip
+
+
+def test_tensorrt_rtx_installed_on_a_datacenter_gpu_cannot_run_and_says_which_tensorrt_can() -> None:
+    facts = {"version": "1.7.1.116", "validity": "INVALID", "diagnostics": ["unsupported_cc"], "refusal": H200_REFUSAL}
+    check = readiness.tensorrt_rtx_verdict(facts, (9, 0), "NVIDIA H200")
+    assert check.status == FAIL and check.name == "tensorrt-rtx"
+    assert "TensorRT-RTX 1.7.1.116 is installed but cannot run on compute capability 9.0" in check.detail
+    assert H200_REFUSAL in check.detail
+    assert "TensorRT 10/11" in check.fix and "rtmon[tensorrt]" in check.fix
+
+
+def test_tensorrt_rtx_lines() -> None:
+    ok = readiness.tensorrt_rtx_verdict(RTX_OK, (12, 0), RTX_5070.name)
+    assert ok.status == OK and "ran on this GPU" in ok.detail and not ok.fix
+    missing = readiness.tensorrt_rtx_verdict(None, (12, 0), RTX_5070.name)
+    assert missing.status == MISSING and missing.fix == "pip install 'rtmon[tensorrt-rtx]'"
+    not_for_it = readiness.tensorrt_rtx_verdict(None, (9, 0), "NVIDIA H200")
+    assert not_for_it.status == MISSING and not not_for_it.fix and "GeForce/RTX" in not_for_it.detail
+    invalid = readiness.tensorrt_rtx_verdict({**RTX_OK, "validity": "INVALID", "diagnostics": ["old_cuda_driver"]},
+                                             (12, 0), RTX_5070.name)  # fmt: skip
+    assert invalid.status == FAIL and "old_cuda_driver" in invalid.detail and "driver" in invalid.fix
+    failed = readiness.tensorrt_rtx_verdict({**RTX_OK, "run_error": "RuntimeError: execute_async_v3 returned False"},
+                                            (8, 9), "NVIDIA GeForce RTX 4090")  # fmt: skip
+    assert failed.status == FAIL and "execute_async_v3" in failed.detail
+    wrong = readiness.tensorrt_rtx_verdict({**RTX_OK, "max_error": 0.5}, (12, 0), RTX_5070.name)
+    assert wrong.status == FAIL and "disagrees" in wrong.detail
+
+
+@pytest.mark.parametrize(("name", "cc", "fits"), [
+    ("NVIDIA GeForce RTX 5070", (12, 0), "tensorrt-rtx"),
+    ("NVIDIA GeForce RTX 4090", (8, 9), "tensorrt-rtx"),
+    ("NVIDIA RTX A6000", (8, 6), "tensorrt-rtx"),  # a workstation card
+    ("NVIDIA H200", (9, 0), "tensorrt"),
+    ("NVIDIA A100-SXM4-80GB", (8, 0), "tensorrt"),
+    ("NVIDIA L40S", (8, 9), "tensorrt"),  # Ada, but a datacenter GPU
+    ("NVIDIA A10", (8, 6), "tensorrt"),
+    ("NVIDIA GeForce GTX 1080", (6, 1), "tensorrt"),
+    ("", None, None),
+])
+def test_which_tensorrt_fits_the_gpu(name, cc, fits) -> None:
+    runtime, why = readiness.tensorrt_fit(name, cc)
+    assert runtime == fits and why
+
+
+def test_the_doctor_says_which_tensorrt_fits_and_whether_it_runs_here() -> None:
+    h200 = doctor._tensorrt_fit(H200, [Check("tensorrt", MISSING, "TensorRT is not installed", "pip install 'rtmon[tensorrt]'"),
+                                       Check("tensorrt-rtx", FAIL, "cannot run on compute capability 9.0", "…")])  # fmt: skip
+    assert h200["runtime"] == "tensorrt" and "datacenter GPU" in h200["detail"]
+    assert h200["status"] == MISSING and h200["state"] == "not installed: pip install 'rtmon[tensorrt]'"
+    rtx = doctor._tensorrt_fit(RTX_5070, [Check("tensorrt-rtx", OK, "ran")])
+    assert rtx["runtime"] == "tensorrt-rtx" and rtx["state"] == "installed and runs here"
+    none = doctor._tensorrt_fit(None, [])
+    assert none["runtime"] is None and none["status"] is None
+
+
+def test_trt_rtx_is_not_offered_where_its_readiness_line_failed(monkeypatch) -> None:
+    from rtmon import engines as registry
+
+    monkeypatch.setattr(registry, "_cuda_available", lambda: True)  # an H200 with TensorRT-RTX installed
+    monkeypatch.setattr(registry, "unavailable_reason", lambda name: None)
+    rows, optimized = doctor._engines([Check("gpu", OK, ""), Check("tensorrt-rtx", FAIL, "cannot run on 9.0", "use TensorRT 10/11")])
+    by_name = {row["name"]: row for row in rows}
+    assert "tensorrt-rtx does not work on this GPU: use TensorRT 10/11" in by_name["trt-rtx"]["detail"]
+    assert optimized != "trt-rtx"
+
+
 def test_no_gpu_and_driver_lines() -> None:
     none = readiness.gpu_verdict(None, "no NVIDIA GPU visible to NVML (NVML Shared Library Not Found)")
     assert none.status == MISSING and "NVML" in none.detail and "driver" in none.fix
@@ -195,9 +266,11 @@ def test_every_line_is_there_and_failures_stay_on_their_line(blackwell) -> None:
         triton=ProbeFailed("timed out after 180 s"),
         onnxruntime=RuntimeError("segfault-ish surprise"),
         tensorrt={"version": "10.3.0", "builder": True},
+        **{"tensorrt-rtx": RTX_OK},
     )
     checks = {c.name: c for c in readiness.run_checks()}
-    assert list(checks) == ["gpu", "driver", "torch", "triton", "onnxruntime", "tensorrt"]
+    assert list(checks) == ["gpu", "driver", "torch", "triton", "onnxruntime", "tensorrt", "tensorrt-rtx"]
+    assert checks["tensorrt-rtx"].status == OK
     assert checks["gpu"].status == OK and checks["driver"].status == OK and checks["torch"].status == OK
     assert checks["triton"].status == FAIL and checks["triton"].detail == "failed: the check timed out after 180 s"
     assert checks["onnxruntime"].status == FAIL and "segfault-ish surprise" in checks["onnxruntime"].detail
@@ -243,9 +316,12 @@ def test_doctor_json_has_the_documented_shape(rtmon_env) -> None:
     result = run_rtmon(["doctor", "--json"], rtmon_env)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
-    assert set(data) == {"schema", "rtmon", "python", "gpu", "packages", "checks", "ready", "engines", "optimized"}
+    assert set(data) == {"schema", "rtmon", "python", "gpu", "packages", "checks", "ready", "engines", "optimized",
+                         "tensorrt_fit"}
     assert data["schema"] == 1 and isinstance(data["ready"], bool)
-    assert [c["name"] for c in data["checks"]] == ["gpu", "driver", "torch", "triton", "onnxruntime", "tensorrt"]
+    assert [c["name"] for c in data["checks"]] == ["gpu", "driver", "torch", "triton", "onnxruntime", "tensorrt",
+                                                   "tensorrt-rtx"]
+    assert set(data["tensorrt_fit"]) == {"runtime", "detail", "status", "state"}
     for check in data["checks"]:
         assert set(check) == {"name", "status", "detail", "fix", "seconds"}
         assert check["status"] in {OK, FAIL, MISSING, SKIP}
@@ -254,9 +330,11 @@ def test_doctor_json_has_the_documented_shape(rtmon_env) -> None:
     if data["gpu"] is None:  # this CI machine: the GPU checks say why they did not run
         assert not data["ready"] and data["checks"][0]["status"] == MISSING
         assert {c["status"] for c in data["checks"][1:5]} == {SKIP}
+        assert data["tensorrt_fit"]["runtime"] is None
 
 
 def test_doctor_shows_the_readiness_table(rtmon_env) -> None:
     result = run_rtmon(["doctor"], rtmon_env)
     assert result.returncode == 0
     assert "readiness on this GPU" in result.stdout and "onnxruntime" in result.stdout
+    assert "TensorRT for this GPU: " in result.stdout and "tensorrt-rtx" in result.stdout

@@ -119,6 +119,48 @@ def test_a_yaml_that_is_not_there_is_an_error(tmp_path):
         resolve_model(str(tmp_path / "nope.yaml"), tmp_path / "engines")
 
 
+def _io(path: Path) -> list[tuple[str, int, list[int]]]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [(v.name, v.type.tensor_type.elem_type, [d.dim_value for d in v.type.tensor_type.shape.dim])
+            for v in [*graph.input, *graph.output]]
+
+
+def test_the_fp16_io_export_is_fp16_through_and_through_and_matches_the_fp32_one(engines_dir):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    demo = resolve_model("demo", engines_dir)
+    fp32 = models.export_onnx(demo, engines_dir, 640, "fp32")
+    fp16 = models.export_onnx_fp16_io(demo, engines_dir, 640)
+    assert "-fp16io-" in fp16.name and fp16 != models.onnx_path(demo, engines_dir, 640, "fp16")
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    assert _io(fp16) == [("images", f16, [1, 3, 640, 640]), ("output0", f16, [1, 10, 8400])]
+    assert [(name, shape) for name, _, shape in _io(fp32)] == [(name, shape) for name, _, shape in _io(fp16)]
+    weights = onnx.load(str(fp16)).graph.initializer
+    assert sum(w.data_type == f16 for w in weights) > 100 and sum(w.data_type == f32 for w in weights) <= 1
+    assert not [n for n in onnx.load(str(fp16)).graph.node if n.op_type == "Cast"]
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    (ref,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"images": x})
+    (half,) = ort.InferenceSession(str(fp16), providers=["CPUExecutionProvider"]).run(None, {"images": x.astype(np.float16)})
+    assert half.dtype == np.float16
+    assert np.abs(half[0, 4:].astype(np.float32) - ref[0, 4:]).max() < 0.02  # class scores
+    assert np.abs(half[0, :4].astype(np.float32) - ref[0, :4]).max() < 1.0  # boxes, in pixels
+
+
+def test_the_fp16_io_export_is_cached_and_a_corrupt_one_is_made_again(engines_dir):
+    demo = resolve_model("demo", engines_dir)
+    first = models.export_onnx_fp16_io(demo, engines_dir, 640)
+    made = first.stat().st_mtime_ns
+    assert models.export_onnx_fp16_io(demo, engines_dir, 640).stat().st_mtime_ns == made
+    first.write_bytes(b"half an onnx file")
+    again = models.export_onnx_fp16_io(demo, engines_dir, 640)
+    assert again == first and _io(again)[0][0] == "images"
+    assert not [p for p in engines_dir.iterdir() if ".partial" in p.name]
+
+
 NO_NETWORK = textwrap.dedent(
     """
     import json, socket, sys

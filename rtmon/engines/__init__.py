@@ -161,6 +161,16 @@ SPECS: dict[str, EngineSpec] = {
             install="pip install 'rtmon[tensorrt]'  (TensorRT 10 fetches NVIDIA's libraries at install, so it needs internet)",
         ),
         EngineSpec(
+            "trt-rtx",
+            "tensorrt_rtx",
+            "TensorRtxEngine",
+            "TensorRT for RTX: FP16 engine built ahead of time (strongly typed from the FP16 ONNX), kernels compiled "
+            "on the card and kept in a runtime cache, built-in CUDA graph; engine and cache in engines/trt-rtx",
+            needs=("tensorrt_rtx",),
+            needs_gpu=True,
+            install="pip install 'rtmon[tensorrt-rtx]'  (TensorRT for RTX: GeForce/RTX cards of compute capability 8.6, 8.9, 12.x)",
+        ),
+        EngineSpec(
             "null",
             "null",
             "NullEngine",
@@ -185,8 +195,11 @@ ALIASES = {"baseline": "torch-fp32"}
 # (2026-11-21, demo yolo11n, 1280x720, batch 1; docs/benchmarks/h200-2026-11-21/bench.md):
 # torch-graph-compiled 1123 FPS, torch-graph 840, ort-cuda 725, torch-compile 350, torch-fp16
 # 135. trt and ort-trt could not be run (no TensorRT there), so they follow the measured
-# engines. The ladder rungs (-cpu, -sync) are not candidates.
-OPTIMIZED_ORDER = ["torch-graph-compiled", "torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
+# engines. trt-rtx comes first although it has never been measured (no RTX GPU was at hand):
+# TensorRT for RTX is NVIDIA's inference engine for exactly the RTX cards it runs on, and on
+# any other GPU it refuses at once, so `optimized` goes on to the next engine with a notice.
+# The ladder rungs (-cpu, -sync) are not candidates.
+OPTIMIZED_ORDER = ["trt-rtx", "torch-graph-compiled", "torch-graph", "ort-cuda", "trt", "ort-trt", "torch-compile", "torch-fp16", "ort-cpu"]
 
 
 ROLES = {"torch-fp32": Role.BASELINE, "ultralytics-ort": Role.PEER, "null": Role.PROBE}

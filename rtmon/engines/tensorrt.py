@@ -36,7 +36,8 @@ INSTALL_HINT = (
 )
 
 
-def _slug(text: str) -> str:
+def file_slug(text: str) -> str:
+    """`NVIDIA GeForce RTX 5070` → `nvidia-geforce-rtx-5070`: a GPU name or version in a cache file's name."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
@@ -55,7 +56,7 @@ class PlanKey:
     @property
     def device_part(self) -> str:
         major, minor = self.compute_capability
-        return f"{_slug(self.gpu)}-sm{major}{minor}-trt{_slug(self.trt_version)}"
+        return f"{file_slug(self.gpu)}-sm{major}{minor}-trt{file_slug(self.trt_version)}"
 
     def plan_path(self, engines_dir: Path, stem: str) -> Path:
         name = f"{stem}-{self.model_hash[:12]}-{self.imgsz}-{self.precision}-b{self.batch}-{self.device_part}.plan"
@@ -163,32 +164,38 @@ class TensorRtEngine(GpuEngine):
         return bytes(plan)
 
     def _runner(self, engine, batch: int) -> Runner:
-        trt = self._trt
         context = engine.create_execution_context()
-        inputs, outputs = {}, {}
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            shape = resolve_shape(tuple(engine.get_tensor_shape(name)), batch, self._imgsz)
-            dtype = torch.from_numpy(trt.nptype(engine.get_tensor_dtype(name))(0).reshape(1)).dtype
-            tensor = torch.zeros(shape, dtype=dtype, device=self._device)
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                context.set_input_shape(name, shape)
-                inputs[name] = tensor
-            else:
-                outputs[name] = tensor
-            context.set_tensor_address(name, tensor.data_ptr())
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"engine: trt: expected one input and one output, got {list(inputs)} → {list(outputs)}")
-        (static_in,), (static_out,) = inputs.values(), outputs.values()
         self._keep += [engine, context]
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            static_in.copy_(x)
-            if not context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-                raise RuntimeError("TensorRT execution failed")
-            return static_out
-
-        return run
+        return bind_tensors(self._trt, engine, context, batch, self._imgsz, self._device, self.info.name)
 
     def _release(self) -> None:
         self._keep.clear()
+
+
+def bind_tensors(trt, engine, context, batch: int, imgsz: int, device: torch.device, name: str) -> Runner:
+    """A runner over device tensors bound once to the engine's one input and one output, run on
+    the current torch stream. `trt` is the TensorRT module (`tensorrt` or `tensorrt_rtx`, whose
+    execution API is the same); the tensors' element types are the engine's."""
+    inputs, outputs = {}, {}
+    for i in range(engine.num_io_tensors):
+        tensor_name = engine.get_tensor_name(i)
+        shape = resolve_shape(tuple(engine.get_tensor_shape(tensor_name)), batch, imgsz)
+        dtype = torch.from_numpy(trt.nptype(engine.get_tensor_dtype(tensor_name))(0).reshape(1)).dtype
+        tensor = torch.zeros(shape, dtype=dtype, device=device)
+        if engine.get_tensor_mode(tensor_name) == trt.TensorIOMode.INPUT:
+            context.set_input_shape(tensor_name, shape)
+            inputs[tensor_name] = tensor
+        else:
+            outputs[tensor_name] = tensor
+        context.set_tensor_address(tensor_name, tensor.data_ptr())
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UserError(f"engine: {name}: expected one input and one output, got {list(inputs)} → {list(outputs)}")
+    (static_in,), (static_out,) = inputs.values(), outputs.values()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        static_in.copy_(x)
+        if not context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError(f"{name}: execution failed")
+        return static_out
+
+    return run
