@@ -245,8 +245,7 @@ def bench(
         run_concurrent(settings, model_ref, specs, engines_, out_dir, console, concurrent, settings.bench.concurrent_warmup_s)
         console.print(f"report: {out_dir}/ (concurrent.md, concurrent.json)")
         return
-    names = [c[0] for c in engines_]
-    run_bench(settings, model_ref, specs, names, out_dir, console, settings.bench.scenario, factory,
+    run_bench(settings, model_ref, specs, engines_, out_dir, console, settings.bench.scenario, factory,
               reference=not no_reference)
     console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv and a plot)")
 

@@ -104,8 +104,10 @@ class Detections:
 
     @classmethod
     def from_array(cls, rows: np.ndarray) -> Detections:
-        """From an (n, 6) array of x1, y1, x2, y2, confidence, class id (NMS output layout)."""
-        rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+        """From an (n, 6) array of x1, y1, x2, y2, confidence, class id (NMS output layout),
+        copied: the rows often live in a buffer the next frame overwrites (pinned host memory,
+        shared memory)."""
+        rows = np.array(rows, dtype=np.float32, copy=True).reshape(-1, 6)
         return cls(rows[:, :4], rows[:, 4], rows[:, 5].round().astype(np.int32))
 
     @classmethod

@@ -8,12 +8,18 @@
 #   bash scripts/device_run.sh d   # Triton: rtmon serve + client streams + perf_analyzer
 #   bash scripts/device_run.sh e   # multi-stream capacity and the 16-stream mosaic (again)
 #   bash scripts/device_run.sh f   # bench --concurrent under NVIDIA MPS, when MPS starts here
+#   bash scripts/device_run.sh y   # single-stream (baseline, optimized, torch-graph, null + the plain
+#                                  # ultralytics reference), eval parity, offline sweep, multi-stream capacity;
+#                                  # the results are packed after every step, so a cut run still returns them
+#   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
+#                                  # hand-over (engine spin on/off), single-stream with the reference,
+#                                  # an offline sweep, and a profile of the baseline's engine process
 #
 # Expects the wheels rtmon needs on PYTHONPATH (../shared/device/README.md) and the sample clip
 # in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
 # the other variables below override the defaults.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e or f}
+stage=${1:?a, b, c, d, e, f, x or y}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -22,7 +28,7 @@ OFFLINE_ENGINES=${OFFLINE_ENGINES:-baseline,ultralytics-ort,torch-graph,torch-gr
 OPTIMIZED=${OPTIMIZED:-optimized}
 FRAMES=${FRAMES:-1024} MIN_S=${MIN_S:-10} MAX_S=${MAX_S:-20} CONCURRENT_S=${CONCURRENT_S:-20} TRIAL_S=${TRIAL_S:-6}
 CAMERA_FPS=${CAMERA_FPS:-30} STREAMS=${STREAMS:-16} SECONDS_=${SECONDS_:-12}
-rt=(python3 -m rtmon)
+rt=(${PY:-python3} -m rtmon)
 at=(--set paths.cache_dir=.cache/rtmon --set paths.engines_dir=/tmp/rtmon-engines)
 step() {  # step NAME SECONDS COMMAND...: bounded, logged, never stops the stage
   local name=$1 limit=$2
@@ -93,6 +99,38 @@ case "$stage" in
     ;;
   d)
     step triton 560 env OUT="$res" bash scripts/triton_device.sh
+    ;;
+  y)
+    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
+    step single-stream "${LIMIT_SINGLE:-130}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,optimized,torch-graph,null}" \
+      --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
+    pack
+    step eval "${LIMIT_EVAL:-70}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
+      --out "$res/eval" "${at[@]}"
+    pack
+    step offline "${LIMIT_OFFLINE:-120}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,4,8,16,32}" \
+      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
+    pack
+    step multi-stream "${LIMIT_MULTI:-110}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
+      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
+      --out "$res/multi-stream" "${at[@]}"
+    pack
+    exit 0
+    ;;
+  x)
+    nb=(--no-reference --set bench.timing_probe=0 --min-duration 5 --set bench.max_duration_s=6)
+    step null 60 "${rt[@]}" bench --engines null "${nb[@]}" --out "$res/null" "${at[@]}"
+    step null-nospin 60 "${rt[@]}" bench --engines null "${nb[@]}" --set engine.spin_us=0 --out "$res/null-nospin" "${at[@]}"
+    step null-rspin 60 "${rt[@]}" bench --engines null "${nb[@]}" --set engine.receive_spin_us=300 --out "$res/null-rspin" "${at[@]}"
+    step pytest-gpu 240 python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
+      -k "${PYTEST_K:-not ort and not trt and not nvdec and not compile}"
+    step single-stream 300 "${rt[@]}" bench --engines "${DEV_ENGINES:-baseline,torch-graph-compiled,torch-graph}" \
+      --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s=15 --out "$res/single-stream" "${at[@]}"
+    step profile 90 env RTMON_PROFILE="$res/prof" "${rt[@]}" bench --engines baseline,torch-graph-compiled "${nb[@]}" \
+      --out "$res/profiled" "${at[@]}"
+    for f in "$res"/prof/*.prof; do python3 -c "import pstats,sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(35)" "$f" > "$f.txt" 2>&1; done
+    step offline 300 "${rt[@]}" bench --scenario offline --engines torch-graph-compiled --frames "$FRAMES" \
+      --out "$res/offline" "${at[@]}"
     ;;
 esac
 tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"

@@ -93,9 +93,11 @@ def _progress(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False, refresh_per_second=2)
 
 
-def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[str], out: Path, console: Console,
+def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[list[str]], out: Path, console: Console,
               scenario: str, publisher_factory=None, reference: bool = True) -> dict:
-    """Measure each engine alone in `scenario`; write the report into `out`; return bench.json."""
+    """Measure each engine alone in `scenario`; write the report into `out`; return bench.json.
+    `engines`: per engine the names to try in order (`rtmon.engines.resolve_engines`)."""
+    names = [candidates[0] for candidates in engines]
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario: unknown scenario '{scenario}' (known: {', '.join(SCENARIOS)})")
     check_out_dir(out)
@@ -114,15 +116,24 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
         with console.status("decoding the frames every engine will see …"):
             pool = decode_pool(specs, min(b.pool, max(b.frames + b.warmup, 1)))
         with tempfile.TemporaryDirectory(prefix="rtmon-bench-") as tmp, _progress(console) as progress:
-            if with_reference:
-                frames_file = plain.save_frames(pool, Path(tmp))
-                for ref in plain.references(model, settings):
-                    task = progress.add_task(f"reference: {ref.name}", total=None)
-                    refs.append(plain.run(ref, frames_file, settings, b.frames, b.warmup, b.min_duration_s,
-                                          max(b.max_duration_s, b.min_duration_s)))
-                    progress.update(task, description=f"reference for {ref.for_engine}: {refs[-1]['fps']:.1f} FPS",
-                                    completed=1, total=1)
-            for name in names:
+            plans = plain.references(model, settings) if with_reference else []
+            frames_file = plain.save_frames(pool, Path(tmp)) if plans else None
+            runs: dict[str, list[dict]] = {ref.for_engine: [] for ref in plans}
+
+            def reference(ref, when: str) -> None:
+                task = progress.add_task(f"reference for {ref.for_engine} ({when})", total=None)
+                runs[ref.for_engine].append(plain.run(ref, frames_file, settings, b.frames, b.warmup, b.min_duration_s,
+                                                      max(b.max_duration_s, b.min_duration_s)))
+                progress.update(task, completed=1, total=1)
+
+            measured_refs = {c[0] for c in engines}
+            for ref in plans:  # the yardsticks of engines not in this run: once, first
+                if ref.for_engine not in measured_refs:
+                    reference(ref, "alone")
+            for name, candidates in zip(names, engines, strict=True):
+                ref = next((r for r in plans if r.for_engine == candidates[0]), None)
+                if ref is not None:
+                    reference(ref, "before")
                 task = progress.add_task(f"{name}: loading", total=None)
 
                 def report_progress(what: str, done: float, total: float, task=task, name=name) -> None:
@@ -131,7 +142,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
 
                 status.update(name, "loading")
                 options = scenarios.options_for(run_settings, scenario, max_batch, tuple(batches))
-                eut = EngineUnderTest.start(name, model, run_settings, options, pool)
+                eut = EngineUnderTest.start(candidates, model, run_settings, options, pool)
                 try:
                     entry = _measure(eut, scenario, settings, batches, report_progress)
                 finally:
@@ -142,6 +153,9 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], names: list[st
                               None if not lat else LatencyStats(**lat), GpuMemory(**{
                                   k: v for k, v in (entry.get("gpu_mem") or {}).items() if k != "engine_mib"}))
                 progress.update(task, description=f"{name}: {_summary(entry, scenario)}", completed=1, total=1)
+                if ref is not None:
+                    reference(ref, "after")
+            refs = [plain.row(ref, runs[ref.for_engine]) for ref in plans]
     finally:
         if publisher:
             publisher.stop()

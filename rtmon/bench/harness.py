@@ -151,7 +151,7 @@ def windows(measured: Measured, window_s: float) -> list[dict]:
         inside = (measured.t_received >= a) & (measured.t_received < b)
         n = int(inside.sum())
         if n:
-            out.append({"t_s": round(float(a - t0), 3), "frames": n, "fps": throughput_fps(n, a, b),
+            out.append({"t_s": round(float(a - t0), 3), "frames": n, "fps": throughput_fps(n, float(a), float(b)),
                         "mean_ms": float(measured.latency_ms[inside].mean())})
     # The last window is usually partial: its FPS would read low.
     return out[:-1] if len(out) > 1 else out
@@ -166,7 +166,7 @@ def stability(measured: Measured, window_s: float) -> Stability:
     for key in ("fps", "mean_ms"):
         values = [w[key] for w in last]
         spread = max(spread, (max(values) - min(values)) / max(min(values), 1e-9))
-    return Stability(spread <= STABLE_WITHIN, wins, 100.0 * spread)
+    return Stability(bool(spread <= STABLE_WITHIN), wins, float(100.0 * spread))
 
 
 def _binomial_cdf(k: int, n: int, p: float) -> float:
@@ -215,9 +215,13 @@ class EngineUnderTest:
     pool: list[np.ndarray]
 
     @classmethod
-    def start(cls, name: str, model: ModelRef, settings, options: RunnerOptions, pool: list[np.ndarray]) -> EngineUnderTest:
+    def start(cls, candidates: list[str], model: ModelRef, settings, options: RunnerOptions,
+              pool: list[np.ndarray]) -> EngineUnderTest:
+        """`candidates`: the engine, or for `optimized` the engines to try in order (the runner
+        falls back to the next one that loads, with a notice, as the live view does)."""
         collector = Collector()
-        runner = EngineRunner([name], model, settings, options, role=registry.role(name), on_result=collector)
+        runner = EngineRunner(list(candidates), model, settings, options, role=registry.role(candidates[0]),
+                              on_result=collector)
         runner.start(0, preload=pool)
         return cls(runner, collector, pool)
 

@@ -2,9 +2,9 @@
 
 rtmon's `baseline` must be ultralytics out of the box, and `ultralytics-ort` ultralytics' own
 ONNX Runtime path. To prove it, `rtmon bench` also runs `plain_predict.py` — a plain
-subprocess with no rtmon code on its timed path — on the same decoded frames, and the
-**yardstick check** compares each engine that has a reference with it: PASS when its FPS and
-P50 latency are within 3% of the plain script's.
+subprocess with no rtmon code on its timed path — on the same decoded frames, right before and
+right after the engine it is the yardstick of, and the **yardstick check** compares the engine
+with it: PASS when its FPS and P50 latency are within 3% of the plain script's.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def save_frames(pool: list[np.ndarray], folder: Path) -> Path:
 
 def run(ref: Reference, frames: Path, settings, min_frames: int, warmup: int, min_duration_s: float,
         max_duration_s: float) -> dict:
-    """Run the plain script for `ref`; its row of the report."""
+    """Run the plain script for `ref` once: its per-frame latencies and wall time."""
     m = settings.model
     job = {"frames_file": str(frames), "model": str(ref.weights), "imgsz": m.imgsz, "conf": m.conf, "iou": m.iou,
            "max_det": m.max_det, "predict": ref.predict, "warmup": warmup, "frames": min_frames,
@@ -83,12 +83,24 @@ def run(ref: Reference, frames: Path, settings, min_frames: int, warmup: int, mi
         last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise UserError(f"reference: the plain ultralytics script failed ({last[:200]}); --no-reference skips it")
     out = json.loads(lines[-1])
-    lat = LatencyStats.of(out["latencies_ms"])
-    count = len(out["latencies_ms"])
-    return {"name": ref.name, "for": ref.for_engine, "fps": throughput_fps(count, 0.0, out["wall_s"]),
-            "latency_ms": lat.as_dict() if lat else None, "frames": count, "wall_s": out["wall_s"],
-            "call": ref.what, "script": "rtmon/bench/plain_predict.py", "ultralytics": out["ultralytics"],
+    return {"latencies_ms": out["latencies_ms"], "wall_s": out["wall_s"], "ultralytics": out["ultralytics"],
             "device": out["device"]}
+
+
+def row(ref: Reference, runs: list[dict]) -> dict:
+    """The report's row for `ref` from its runs (one before its engine and one after, so a
+    machine that changed speed in between shows as drift): FPS over all runs' frames and wall
+    time, percentiles over all their frames."""
+    latencies = [v for run in runs for v in run["latencies_ms"]]
+    lat = LatencyStats.of(latencies)
+    per_run = [{"fps": throughput_fps(len(r["latencies_ms"]), 0.0, r["wall_s"]), "frames": len(r["latencies_ms"]),
+                "p50_ms": float(np.percentile(r["latencies_ms"], 50))} for r in runs]
+    fps = [r["fps"] for r in per_run if r["fps"]]
+    return {"name": ref.name, "for": ref.for_engine, "fps": throughput_fps(len(latencies), 0.0, sum(r["wall_s"] for r in runs)),
+            "latency_ms": lat.as_dict() if lat else None, "frames": len(latencies), "runs": per_run,
+            "drift_pct": 100.0 * (max(fps) - min(fps)) / min(fps) if len(fps) > 1 else None,
+            "call": ref.what, "script": "rtmon/bench/plain_predict.py", "ultralytics": runs[0]["ultralytics"],
+            "device": runs[0]["device"]}
 
 
 def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:

@@ -52,6 +52,10 @@ def warnings(report: dict) -> list[str]:
         if not check["pass"]:
             out.append(f"yardstick: {check['engine']} is not ultralytics as users run it: FPS {check['fps_ratio']:.3f}× "
                        f"and P50 {_fmt(check['p50_ratio'], '.3f')}× the plain script's (allowed: within 3%)")
+    for ref in report.get("reference") or []:
+        if ref.get("drift_pct") is not None and ref["drift_pct"] > 3.0:
+            out.append(f"reference for {ref['for']}: the plain script ran {ref['drift_pct']:.1f}% faster in one of its runs "
+                       "(before / after the engine) than in the other: the machine's speed changed during the run")
     if yard.get("checks") and yard.get("baseline_vs_reference") is None:
         out.append("yardstick: the baseline was not measured, so the speed-ups have no yardstick")
     if report.get("scenario") == "single-stream":
@@ -122,13 +126,16 @@ def reference_markdown(report: dict) -> list[str]:
              "`rtmon/bench/plain_predict.py`, a plain subprocess with no rtmon code on its timed path, timed "
              "`predict` one frame at a time on the same decoded frames. "
              f"Rule: {yard.get('rule', '')}.", "",
-             "| reference | yardstick of | FPS | mean | P50 | P95 | P99 | frames | call |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| reference | yardstick of | FPS | mean | P50 | P95 | P99 | frames | FPS of each run (before, after the engine) "
+             "| call |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in refs:
         lat = r.get("latency_ms") or {}
+        each = ", ".join(_fmt(run["fps"]) for run in r.get("runs", []))
+        drift = f" (drift {r['drift_pct']:.1f}%)" if r.get("drift_pct") is not None else ""
         lines.append(f"| {r['name']} | `{r['for']}` | {_fmt(r['fps'])} | {_fmt(lat.get('mean'), '.2f')} | "
                      f"{_fmt(lat.get('p50'), '.2f')} | {_fmt(lat.get('p95'), '.2f')} | {_fmt(lat.get('p99'), '.2f')} | "
-                     f"{r['frames']} | `{r['call']}` |")
+                     f"{r['frames']} | {each}{drift} | `{r['call']}` |")
     lines += ["", "| engine | reference | FPS ratio | P50 ratio | check |", "|---|---|---:|---:|---|"]
     for c in yard.get("checks", []):
         lines.append(f"| `{c['engine']}` | {c['reference']} | {c['fps_ratio']:.3f} | {_fmt(c['p50_ratio'], '.3f')} | "
@@ -356,10 +363,19 @@ def plot_capacity(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _plain(value):
+    """NumPy scalars and arrays as the JSON numbers and lists they are."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def bench_files(report: dict) -> dict[str, Callable[[Path], None]]:
     """The report's files and how to write each."""
     def json_file(path: Path) -> None:
-        path.write_text(json.dumps(report, indent=1))
+        path.write_text(json.dumps(report, indent=1, default=_plain))
 
     files: dict[str, Callable[[Path], None]] = {
         "bench.json": json_file,

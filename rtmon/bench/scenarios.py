@@ -45,7 +45,7 @@ def _engine_facts(eut: EngineUnderTest) -> dict:
     r = eut.runner
     return {
         "name": r.name, "role": r.role.value, "backend": r.info.backend, "precision": r.info.precision,
-        "device": r.info.device, "notes": list(r.info.notes), "load_s": r.load_s,
+        "device": r.info.device, "notes": list(r.info.notes) + ([r.notice] if r.notice else []), "load_s": r.load_s,
         "lanes": r.lanes, "max_batch": r.engine_max_batch,
     }
 

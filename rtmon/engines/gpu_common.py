@@ -440,13 +440,19 @@ class GpuEngine:
             out_host.copy_(fixed_shape_nms(pred, box, th, CANDIDATES), non_blocking=True)
 
         if forward is not None:
-            def whole() -> torch.Tensor:
-                pred = forward(letterbox_batch(src, self._imgsz, self.input_dtype))
-                boxes_back(pred)
-                return pred
+            # The head output the fallback NMS reads lives outside the pool: a later capture's
+            # intermediates may not land on it (graphs sharing a pool only keep what is alive).
+            held: dict[str, torch.Tensor] = {}
 
-            graph, pred = capture(whole, stream, pool)
-            launch = graph.replay
+            def whole() -> None:
+                pred = forward(letterbox_batch(src, self._imgsz, self.input_dtype))
+                if "pred" not in held:  # the first warm-up run, before capture: the plain allocator
+                    held["pred"] = torch.empty_like(pred)
+                held["pred"].copy_(pred)
+                boxes_back(held["pred"])
+
+            graph, _ = capture(whole, stream, pool)
+            pred, launch = held["pred"], graph.replay
         else:
             run = self.runner(batch)
             pre_graph, x = capture(lambda: letterbox_batch(src, self._imgsz, self.input_dtype), stream, pool)
