@@ -68,6 +68,16 @@ SPECS: dict[str, EngineSpec] = {
             kwargs={"provider": "cpu"},
         ),
         EngineSpec(
+            "ort-cpu-int8",
+            "onnxruntime",
+            "OnnxRuntimeEngine",
+            "ONNX export quantized to INT8 (QDQ, per-channel weights, calibrated on synthetic scenes or int8.calibration_dir), "
+            "integer convolutions on ONNX Runtime's CPU provider; cached in engines/int8",
+            needs=("onnxruntime",),
+            install="pip install 'rtmon[cpu]'  (or onnxruntime-gpu, which includes the CPU provider)",
+            kwargs={"provider": "cpu", "precision": "int8"},
+        ),
+        EngineSpec(
             "torch-fp16",
             "torch_gpu",
             "TorchGpuEngine",
