@@ -109,10 +109,10 @@ class Int8Settings(_Section):
                                  "scenes from seeds that are neither the sample clip's nor the demo detector's")
     calibration_frames: int = Field(64, ge=1, le=10_000, description="calibration frames (a folder: its first N "
                                     "images by name)")
-    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="how activation ranges are "
+    method: Literal["minmax", "entropy", "percentile"] = Field("percentile", description="how activation ranges are "
                                                                 "taken from the calibration frames")
     fp32_layers: list[Literal["stem", "output", "decode", "head"]] = Field(
-        ["output"], description="layers left in FP32: stem (the first convolution) | output (the detect head's box "
+        ["decode"], description="layers left in FP32: stem (the first convolution) | output (the detect head's box "
         "arithmetic and class sigmoid, after its DFL) | decode (output and the DFL) | head (the whole detect head)")
 
 

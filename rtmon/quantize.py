@@ -16,7 +16,9 @@ One calibration, two targets, which differ only in how activations are stored:
   the 2-core EPYC of 2026-12-01: 65 ms a frame against 16). The input is pinned to scale 1/255,
   zero point 0 and its QuantizeLinear removed, so the network takes the letterboxed frame's bytes
   as they are: the quantized value of pixel p/255 is p, exactly.
-- `tensorrt`: signed, symmetric activations, float input: TensorRT supports only zero point 0.
+- `tensorrt`: signed, symmetric activations (TensorRT supports only zero point 0) on the inputs
+  of convolutions and matrix products only, where TensorRT's documentation places Q/DQ so that
+  it can fuse each convolution with its activation; float input.
 
 Calibration frames are rendered by `rtmon.scene` from seeds `CALIBRATION_SEED_BASE` on: never
 the sample clip's seed (7), nor the scenes the demo detector was trained (100000…100799) or
@@ -68,6 +70,9 @@ CALIBRATION_WINDOW = 8
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 INPUT_SCALE = np.float32(1 / 255)
 TARGETS = ("cpu", "tensorrt")
+# TensorRT's Q/DQ placement: the inputs of weighted operations only, so that it fuses each
+# convolution with the activation after it (its documentation's recommendation).
+TENSORRT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def scene_seeds(base: int, frames: int) -> list[int]:
@@ -164,23 +169,28 @@ def _calibration_reader_class():
 
     class FrameReader(CalibrationDataReader):
         """Calibration frames letterboxed as every engine letterboxes them, as the FP32 network's
-        input. ONNX Runtime reads them window by window (`set_range`), so a histogram calibrator
-        holds the activations of a few frames at a time, not of all."""
+        input, `batch` at a time (an export of a larger batch takes them in groups; the last
+        group wraps around to the first frames). ONNX Runtime reads the groups window by window
+        (`set_range`), so a histogram calibrator holds the activations of a few frames at a time."""
 
-        def __init__(self, calibration: Calibration, input_name: str, imgsz: int) -> None:
+        def __init__(self, calibration: Calibration, input_name: str, imgsz: int, batch: int = 1) -> None:
             self._input = input_name
+            self._batch = batch
             self._frames = [letterbox_cpu(image, imgsz)[0] for image in calibration.images()]
-            self._range = iter(range(len(self._frames)))
+            self._range = iter(range(len(self)))
 
         def __len__(self) -> int:
-            return len(self._frames)
+            return -(-len(self._frames) // self._batch)
 
         def set_range(self, start_index: int, end_index: int) -> None:
-            self._range = iter(range(start_index, min(end_index, len(self._frames))))
+            self._range = iter(range(start_index, min(end_index, len(self))))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            index = next(self._range, None)
-            return None if index is None else {self._input: to_nchw(self._frames[index], np.float32)}
+            group = next(self._range, None)
+            if group is None:
+                return None
+            frames = [self._frames[(group * self._batch + i) % len(self._frames)] for i in range(self._batch)]
+            return {self._input: np.concatenate([to_nchw(f, np.float32) for f in frames])}
 
     return FrameReader
 
@@ -197,6 +207,7 @@ class QuantKey:
     fp32_nodes: tuple[str, ...]
     target: str
     onnxruntime: str
+    batch: int = 1
     recipe: int = RECIPE
 
     @property
@@ -207,7 +218,7 @@ class QuantKey:
         return json.dumps(asdict(self), sort_keys=True)
 
     def path(self, engines_dir: Path, stem: str) -> Path:
-        name = f"{stem}-{self.model_sha256[:12]}-{self.imgsz}-int8-{self.target}-{self.digest[:12]}.onnx"
+        name = f"{stem}-{self.model_sha256[:12]}-{self.imgsz}-int8-{self.target}-b{self.batch}-{self.digest[:12]}.onnx"
         return Path(engines_dir) / "int8" / name
 
 
@@ -278,19 +289,45 @@ def _dfl_and_before(decode) -> set[str]:
     return seen
 
 
-def quantized_onnx(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings, target: str) -> Quantized:
-    """The model's INT8 Q/DQ ONNX for `target` (cpu | tensorrt), from the cache when a valid one is there."""
+@dataclass(frozen=True)
+class _Job:
+    """What quantizing a model takes: its key, its calibration set, the FP32 export it starts from."""
+
+    key: QuantKey
+    calibration: Calibration
+    fp32: Path
+    input_name: str
+    layers: tuple[str, ...]
+
+
+def _job(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings, target: str, batch: int) -> _Job:
     import onnx
     import onnxruntime
 
     if target not in TARGETS:
         raise ValueError(f"unknown quantization target {target!r}")
     calibration = calibration_of(int8_settings)
-    fp32 = export_onnx(model, engines_dir, imgsz, "fp32")
+    fp32 = export_onnx(model, engines_dir, imgsz, "fp32", batch)
     graph = onnx.load(str(fp32), load_external_data=False).graph
     kept = fp32_nodes(graph, int8_settings.fp32_layers)
     key = QuantKey(model.sha256, imgsz, OPSET, calibration.identity, int8_settings.method, kept, target,
-                   onnxruntime.__version__)
+                   onnxruntime.__version__, batch)
+    return _Job(key, calibration, fp32, graph.input[0].name, tuple(int8_settings.fp32_layers))
+
+
+def quantization_key(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings, target: str,
+                     batch: int = 1) -> QuantKey:
+    """The key of the model `quantized_onnx` would give, without quantizing it (a TensorRT plan
+    built from it has the key's digest in its own key)."""
+    return _job(model, engines_dir, imgsz, int8_settings, target, batch).key
+
+
+def quantized_onnx(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings, target: str,
+                   batch: int = 1) -> Quantized:
+    """The model's INT8 Q/DQ ONNX for `target` (cpu | tensorrt) and a fixed `batch`, from the
+    cache when a valid one is there."""
+    job = _job(model, engines_dir, imgsz, int8_settings, target, batch)
+    key = job.key
     path = key.path(engines_dir, model.path.stem)
     notes: list[str] = []
     if path.is_file():
@@ -304,9 +341,9 @@ def quantized_onnx(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings
         except OSError as exc:
             raise UserError(f"int8: cannot replace the cached {path} ({exc.strerror})") from None
     started = time.perf_counter()
-    _quantize(fp32, path, graph.input[0].name, calibration, key)
-    notes.append(f"quantized to INT8 ({key.method}, {calibration.label}, FP32 layers: "
-                 f"{', '.join(int8_settings.fp32_layers) or 'none'}) in {time.perf_counter() - started:.0f} s")
+    _quantize(job, path)
+    notes.append(f"quantized to INT8 ({key.method}, {job.calibration.label}, FP32 layers: "
+                 f"{', '.join(job.layers) or 'none'}) in {time.perf_counter() - started:.0f} s")
     return Quantized(path, key, tuple(notes))
 
 
@@ -332,31 +369,33 @@ def _cache_problem(path: Path, key: QuantKey) -> str | None:
     return f"it was made by {', '.join(changed)}" if changed else "it was made for another key"
 
 
-def _quantize(fp32: Path, target: Path, input_name: str, calibration: Calibration, key: QuantKey) -> None:
-    """Calibrate and quantize `fp32` into `target` (atomically: a failure leaves no file)."""
+def _quantize(job: _Job, target: Path) -> None:
+    """Calibrate and quantize the job's FP32 export into `target` (atomically: a failure leaves no file)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    reader = _calibration_reader_class()(calibration, input_name, key.imgsz)
+    key, input_name = job.key, job.input_name
+    reader = _calibration_reader_class()(job.calibration, input_name, key.imgsz, key.batch)
     window = max(d for d in range(1, CALIBRATION_WINDOW + 1) if len(reader) % d == 0)
     extra = {"CalibStridedMinMax": window}  # despite the name, every calibrator reads window by window
     if key.target == "cpu":
-        activations = QuantType.QUInt8
+        activations, op_types = QuantType.QUInt8, None  # every op ONNX Runtime has an integer kernel for
         extra["TensorQuantOverrides"] = {input_name: [{"scale": np.array(INPUT_SCALE), "zero_point": np.array(0, np.uint8)}]}
     else:
-        activations = QuantType.QInt8
+        activations, op_types = QuantType.QInt8, list(TENSORRT_OPS)
         extra.update(ActivationSymmetric=True, WeightSymmetric=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         try:
-            quant_pre_process(str(fp32), str(prepared))
+            quant_pre_process(str(job.fp32), str(prepared))
             quantize_static(
                 str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=activations, weight_type=QuantType.QInt8, nodes_to_exclude=list(key.fp32_nodes),
+                activation_type=activations, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                nodes_to_exclude=list(key.fp32_nodes),
                 calibrate_method=methods[key.method], extra_options=extra,
             )
             model = onnx.load(str(quantized))
@@ -368,7 +407,7 @@ def _quantize(fp32: Path, target: Path, input_name: str, calibration: Calibratio
         except UserError:
             raise
         except Exception as exc:
-            raise UserError(f"int8: cannot quantize {fp32.name} ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"int8: cannot quantize {job.fp32.name} ({type(exc).__name__}: {exc})") from None
         with atomic_path(target) as tmp_target:
             onnx.save(model, str(tmp_target))
 

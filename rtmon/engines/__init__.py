@@ -165,7 +165,8 @@ SPECS: dict[str, EngineSpec] = {
             "trt",
             "tensorrt",
             "TensorRtEngine",
-            "native TensorRT FP16 plan (cached per GPU/TensorRT version), device buffers on a CUDA stream",
+            "native TensorRT FP16 plan (cached per GPU/TensorRT version), device buffers on a CUDA stream; "
+            "engine.precision=int8: INT8 plan from the calibrated Q/DQ ONNX (explicit quantization)",
             needs=("tensorrt",),
             needs_gpu=True,
             install="pip install 'rtmon[tensorrt]'  (TensorRT 10 fetches NVIDIA's libraries at install, so it needs internet)",
