@@ -18,7 +18,7 @@ One calibration, two targets, which differ only in how activations are stored:
   as they are: the quantized value of pixel p/255 is p, exactly.
 - `tensorrt`: signed, symmetric activations (TensorRT supports only zero point 0) on the inputs
   of convolutions and matrix products only, where TensorRT's documentation places Q/DQ so that
-  it can fuse each convolution with its activation; float input.
+  it can fuse each convolution with its activation; float biases; float input.
 
 Calibration frames are rendered by `rtmon.scene` from seeds `CALIBRATION_SEED_BASE` on: never
 the sample clip's seed (7), nor the scenes the demo detector was trained (100000…100799) or
@@ -386,7 +386,9 @@ def _quantize(job: _Job, target: Path) -> None:
         extra["TensorQuantOverrides"] = {input_name: [{"scale": np.array(INPUT_SCALE), "zero_point": np.array(0, np.uint8)}]}
     else:
         activations, op_types = QuantType.QInt8, list(TENSORRT_OPS)
-        extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+        # Biases stay float: TensorRT folds them into its INT8 convolutions itself.
+        extra.update(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
+                     OpTypesToExcludeOutputQuantization=list(TENSORRT_OPS))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"

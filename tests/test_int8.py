@@ -105,11 +105,13 @@ def test_no_calibration_frame_is_a_frame_of_the_evaluation_clip(cache_dir):
     def nearest(image: np.ndarray) -> float:
         return float(np.abs(clip - _small(image)).mean(axis=(1, 2)).min())
 
-    # The measure finds a frame of the clip again despite H.264: frame 0 of the sample, rendered.
+    # The measure finds a frame of the clip again despite H.264 (mean difference of a 160x90 grey
+    # copy about 1.8 grey levels; the clip's neighbouring frames 2-3): frame 0 of the sample,
+    # rendered. Calibration frames measured 11 and more on 2026-12-01.
     rendered, _ = next(render_scene(SAMPLE_SEED, 1))
-    assert nearest(rendered) < 3
+    assert nearest(rendered) < 2.5
     for image in SceneCalibration(8).images():
-        assert nearest(image) > 15
+        assert nearest(image) > 8
 
 
 def test_scene_frames_come_in_the_asked_number_with_labels():
@@ -195,7 +197,7 @@ def test_the_key_of_settings_follows_model_calibration_method_and_layers(demo, e
     other_model = replace(demo, sha256="0" * 64)  # the same weights under another hash: exported again
     variants = [key(model=other_model), key(**{"int8.calibration_frames": 16}),
                 key(**{"int8.calibration_dir": str(tmp_path)}), key(**{"int8.method": "entropy"}),
-                key(**{"int8.method": "percentile"}), key(**{"int8.fp32_layers": ["head"]})]
+                key(**{"int8.method": "minmax"}), key(**{"int8.fp32_layers": ["head"]})]
     assert len({v.digest for v in variants} | {base.digest}) == len(variants) + 1
 
 
@@ -303,24 +305,26 @@ def test_a_model_that_cannot_be_quantized_is_a_one_line_error_and_writes_nothing
 # --- TensorRT's int8 path (TensorRT itself is not installed here) ------------------------------
 
 
-def test_the_tensorrt_model_has_qdq_only_where_tensorrt_wants_it(demo, engines_dir):
+def test_the_tensorrt_model_has_qdq_where_tensorrt_wants_it(demo, engines_dir):
     settings = _settings(engines_dir)
     model = quantized_onnx(demo, engines_dir, 640, settings.int8, "tensorrt")
     assert model.key.target == "tensorrt"
     graph = onnx.load(str(model.path)).graph
     constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
-    for node in qdq:  # TensorRT: signed INT8, zero point 0
+    for node in qdq:  # TensorRT: signed INT8, zero point 0 (biases stay float: no INT32 DequantizeLinear)
         zero_point = constants[node.input[2]]
         assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
-    consumers = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
-    for node in qdq:
-        if node.op_type == "DequantizeLinear":
-            assert set(consumers[node.output[0]]) <= set(TENSORRT_OPS), (node.name, consumers[node.output[0]])
+    convs = [n for n in graph.node if n.op_type in TENSORRT_OPS and n.name not in model.key.fp32_nodes]
+    assert len(convs) > 80
+    for conv in convs:  # every input of a weighted operation is quantized...
+        assert producers[conv.input[0]].op_type == "DequantizeLinear", conv.name
+        assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
+    sigmoids = [n for n in graph.node if n.op_type == "Sigmoid" and n.input[0] in producers]
+    fused = [n for n in sigmoids if producers[n.input[0]].op_type == "Conv"]
+    assert len(fused) > 70  # ...and its output is not, so TensorRT fuses the SiLU into the convolution
     assert graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
 
 
