@@ -330,10 +330,12 @@ def quantized_onnx(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings
     key = job.key
     path = key.path(engines_dir, model.path.stem)
     notes: list[str] = []
+    what = (f"INT8 ({key.method} calibration on {job.calibration.label}, FP32 layers: "
+            f"{', '.join(job.layers) or 'none'})")
     if path.is_file():
         problem = _cache_problem(path, key)
         if problem is None:
-            return Quantized(path, key, ())
+            return Quantized(path, key, (f"{what}: {path.name}, from the cache",))
         notes.append(f"rebuilt {path.name}: {problem}")
         log.warning("cached INT8 model %s: %s; rebuilding it", path, problem)
         try:
@@ -342,8 +344,7 @@ def quantized_onnx(model: ModelRef, engines_dir: Path, imgsz: int, int8_settings
             raise UserError(f"int8: cannot replace the cached {path} ({exc.strerror})") from None
     started = time.perf_counter()
     _quantize(job, path)
-    notes.append(f"quantized to INT8 ({key.method}, {job.calibration.label}, FP32 layers: "
-                 f"{', '.join(job.layers) or 'none'}) in {time.perf_counter() - started:.0f} s")
+    notes.append(f"{what}: {path.name}, quantized in {time.perf_counter() - started:.0f} s")
     return Quantized(path, key, tuple(notes))
 
 
