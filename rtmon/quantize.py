@@ -35,7 +35,9 @@ of rtmon is: it is derived data, and rebuilding it takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import re
@@ -395,12 +397,14 @@ def _quantize(job: _Job, target: Path) -> None:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         try:
             quant_pre_process(str(job.fp32), str(prepared))
-            quantize_static(
-                str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=activations, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
-                nodes_to_exclude=list(key.fp32_nodes),
-                calibrate_method=methods[key.method], extra_options=extra,
-            )
+            chatter = io.StringIO()  # the calibrators print their progress; keep it off the user's screen
+            with contextlib.redirect_stdout(chatter):
+                quantize_static(
+                    str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=activations, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                    nodes_to_exclude=list(key.fp32_nodes), calibrate_method=methods[key.method], extra_options=extra,
+                )
+            log.debug("calibration: %s", chatter.getvalue())
             model = onnx.load(str(quantized))
             if key.target == "cpu":
                 take_uint8_input(model, input_name)
