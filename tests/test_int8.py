@@ -377,3 +377,18 @@ def test_eval_with_an_empty_calibration_folder_is_one_line(tmp_path, rtmon_env):
                         "--set", f"int8.calibration_dir={tmp_path / 'empty'}"], rtmon_env, cwd=tmp_path)
     assert_one_line_error(result, "int8.calibration_dir:", "holds no images")
     assert not (tmp_path / "eval").exists()
+
+
+# --- the docs -----------------------------------------------------------------------------------
+
+
+def test_the_docs_int8_rung_is_what_the_generator_writes_from_the_committed_report():
+    spec = importlib.util.spec_from_file_location("ladder", ROOT / "scripts" / "ladder.py")
+    ladder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ladder)
+    report = ROOT / "docs" / "benchmarks" / "cpu-2026-12-01-int8"
+    rung = ladder.int8_rung(json.loads((report / "bench" / "bench.json").read_text()),
+                            json.loads((report / "eval" / "eval.json").read_text()))
+    assert rung in (ROOT / "docs" / "optimizations.md").read_text()
+    assert rung in (report / "README.md").read_text()
+    assert rung.splitlines()[-1] in (ROOT / "README.md").read_text()  # "What INT8 costs: …"
