@@ -72,6 +72,8 @@ class EngineSettings(_Section):
                            "closely; 0: sleep at once)")
     receive_spin_us: float = Field(0.0, ge=0, le=1_000_000, description="the main process spins this long for a "
                                    "result before it sleeps (costs a core and the GIL while it spins)")
+    precision: Literal["fp16", "int8"] = Field(
+        "fp16", description="trt: fp16 plan, or int8 from the calibrated Q/DQ ONNX of [int8] (explicit quantization)")
 
 
 class BenchSettings(_Section):
@@ -101,6 +103,21 @@ class BenchSettings(_Section):
         if any(b < 1 or b > 256 for b in value):
             raise ValueError("batch sizes must be between 1 and 256")
         return value
+
+
+class Int8Settings(_Section):
+    """INT8 calibration (rtmon/quantize.py), shared by ort-cpu-int8 and trt with engine.precision = "int8".
+    The defaults were chosen by measurement: docs/benchmarks/cpu-2026-12-01-int8/choice.md."""
+
+    calibration_dir: str = Field("", description="a folder of images to calibrate on; empty = rtmon's synthetic "
+                                 "scenes from seeds that are neither the sample clip's nor the demo detector's")
+    calibration_frames: int = Field(64, ge=1, le=10_000, description="calibration frames (a folder: its first N "
+                                    "images by name)")
+    method: Literal["minmax", "entropy", "percentile"] = Field("percentile", description="how activation ranges are "
+                                                                "taken from the calibration frames")
+    fp32_layers: list[Literal["stem", "output", "decode", "head"]] = Field(
+        ["decode"], description="layers left in FP32: stem (the first convolution) | output (the detect head's box "
+        "arithmetic and class sigmoid, after its DFL) | decode (output and the DFL) | head (the whole detect head)")
 
 
 class RecordSettings(_Section):
@@ -172,6 +189,7 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     engine: EngineSettings = EngineSettings()
     bench: BenchSettings = BenchSettings()
+    int8: Int8Settings = Int8Settings()
     record: RecordSettings = RecordSettings()
     monitor: MonitorSettings = MonitorSettings()
     mqtt: MqttSettings = MqttSettings()

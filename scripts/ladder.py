@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The optimization ladder per scenario, and the accuracy table, as markdown from rtmon's own files.
+"""The optimization ladder per scenario, the accuracy table, and the INT8 rung, as markdown from
+rtmon's own files.
 
     python scripts/ladder.py docs/benchmarks/<gpu>-<date>/single-stream/bench.json [offline/bench.json] [eval.json ...]
+    python scripts/ladder.py --int8 docs/benchmarks/cpu-<date>-int8/bench/bench.json docs/benchmarks/cpu-<date>-int8/eval/eval.json
 
 Every number comes from the files; only the descriptions of the rungs are written here. Each
 engine's "optimizations" column is what the report says it used in that scenario.
@@ -59,6 +61,40 @@ def ladder(report: dict) -> str:
     return "\n".join(lines)
 
 
+def int8_rung(bench: dict, evaluation: dict, fp32: str = "ort-cpu", int8: str = "ort-cpu-int8") -> str:
+    """FP32 and INT8 of one runtime side by side: speed from one `rtmon bench` run, accuracy from
+    one `rtmon eval` run on the same source, and what INT8 costs."""
+    speed = {e["name"]: e for e in bench["engines"]}
+    accurate = {e["name"]: e for e in evaluation["engines"]}
+    base = next(e for e in evaluation["engines"] if e["agreement_vs_baseline"] is None)
+    lines = [f"**INT8 on the CPU** (bench {bench['scenario']} {bench['created'][:10]}, {bench['device']['cpu_count']} "
+             f"cores; eval {evaluation['frames']} frames of `{evaluation['source']['uri']}` {evaluation['created'][:10]})", "",
+             "| engine | precision | FPS | × FP32 | P95 ms | P99 ms | inference ms (mean) | mAP50 | mAP50-95 | "
+             f"Δ mAP50-95 vs `{fp32}` (points) | `{base['name']}` boxes found again, IoU ≥ 0.5 | IoU ≥ 0.9 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in (base["name"], fp32, int8):
+        s, a = speed.get(name), accurate.get(name)
+        if a is None:
+            continue
+        lat, stages = (s or {}).get("latency_ms") or {}, (s or {}).get("stages_ms") or {}
+        ratio = f"{s['fps'] / speed[fp32]['fps']:.2f}×" if s and fp32 in speed else ""
+        delta = "" if name in (fp32, base["name"]) else f"{(a['mAP50-95'] - accurate[fp32]['mAP50-95']) * 100:+.2f}"
+        loose, strict = a.get("agreement_vs_baseline_iou50"), a["agreement_vs_baseline"]
+        lines.append(f"| `{name}` | {(s or {}).get('precision', '')} | {_num((s or {}).get('fps'), '.1f')} | {ratio} | "
+                     f"{_num(lat.get('p95'), '.2f')} | {_num(lat.get('p99'), '.2f')} | {_num(stages.get('inference'), '.2f')} | "
+                     f"{a['mAP50']:.4f} | {a['mAP50-95']:.4f} | {delta} | {_percent(loose)} | {_percent(strict)} |")
+    if fp32 in speed and int8 in speed and fp32 in accurate and int8 in accurate:
+        ratio = speed[int8]["fps"] / speed[fp32]["fps"]
+        cost = (accurate[fp32]["mAP50-95"] - accurate[int8]["mAP50-95"]) * 100
+        lines += ["", f"What INT8 costs: {cost:.2f} mAP50-95 points against FP32 on the same frames, for "
+                      f"{ratio:.2f}× the frames per second of FP32 in the same run."]
+    return "\n".join(lines)
+
+
+def _percent(share) -> str:
+    return "" if share is None else f"{share * 100:.2f}%"
+
+
 def accuracy(evals: list[dict]) -> str:
     """One row per engine across `rtmon eval` reports (the baseline once)."""
     rows = ["| engine | mAP50 | mAP50-95 | Δ mAP50-95 vs baseline (points) | baseline boxes found again |",
@@ -77,6 +113,10 @@ def accuracy(evals: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--int8"]:
+        bench_report, eval_report = (json.loads(Path(p).read_text()) for p in sys.argv[2:4])
+        print(int8_rung(bench_report, eval_report))
+        sys.exit(0)
     reports = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
     for report in reports:
         if "scenario" in report:

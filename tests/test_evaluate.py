@@ -51,7 +51,7 @@ def test_eval_json_has_the_documented_schema(evaluated):
     assert written["model"]["kind"] == "demo"
     assert [e["name"] for e in written["engines"]] == ["torch-fp32", "ort-cpu"]
     for e in written["engines"]:
-        assert set(e) == {"name", "mAP50", "mAP50-95", "agreement_vs_baseline"}
+        assert set(e) == {"name", "mAP50", "mAP50-95", "agreement_vs_baseline", "agreement_vs_baseline_iou50"}
         assert 0 <= e["mAP50-95"] <= e["mAP50"] <= 1
     assert _engine(written, "torch-fp32")["agreement_vs_baseline"] is None
     assert not list(out.glob(".*partial")), "no temporary file left behind"

@@ -68,6 +68,16 @@ SPECS: dict[str, EngineSpec] = {
             kwargs={"provider": "cpu"},
         ),
         EngineSpec(
+            "ort-cpu-int8",
+            "onnxruntime",
+            "OnnxRuntimeEngine",
+            "ONNX export quantized to INT8 (QDQ, per-channel weights, calibrated on synthetic scenes or int8.calibration_dir), "
+            "integer convolutions on ONNX Runtime's CPU provider; cached in engines/int8",
+            needs=("onnxruntime",),
+            install="pip install 'rtmon[cpu]'  (or onnxruntime-gpu, which includes the CPU provider)",
+            kwargs={"provider": "cpu", "precision": "int8"},
+        ),
+        EngineSpec(
             "torch-fp16",
             "torch_gpu",
             "TorchGpuEngine",
@@ -155,7 +165,8 @@ SPECS: dict[str, EngineSpec] = {
             "trt",
             "tensorrt",
             "TensorRtEngine",
-            "native TensorRT FP16 plan (cached per GPU/TensorRT version), device buffers on a CUDA stream",
+            "native TensorRT FP16 plan (cached per GPU/TensorRT version), device buffers on a CUDA stream; "
+            "engine.precision=int8: INT8 plan from the calibrated Q/DQ ONNX (explicit quantization)",
             needs=("tensorrt",),
             needs_gpu=True,
             install="pip install 'rtmon[tensorrt]'  (TensorRT 10 fetches NVIDIA's libraries at install, so it needs internet)",

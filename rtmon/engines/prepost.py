@@ -86,8 +86,11 @@ def letterbox_cpu(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
 
 
 def to_nchw(letterboxed: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
-    """BGR uint8 HxWx3 → RGB 1x3xHxW in [0, 1], contiguous, in `dtype`."""
+    """BGR uint8 HxWx3 → RGB 1x3xHxW in [0, 1], contiguous, in `dtype`; for uint8, the pixels as
+    they are (0…255: the input of a network quantized with input scale 1/255, rtmon/quantize.py)."""
     rgb = letterboxed[:, :, ::-1].transpose(2, 0, 1)[None]
+    if np.dtype(dtype) == np.uint8:
+        return np.ascontiguousarray(rgb)
     # Scale in float32, cast with torch: numpy's float16 arithmetic and casts are scalar, ~30 ms a
     # 640x640 frame on one core (measured) against ~4 ms; numpy's float16 division rounds the
     # float32 quotient anyway, so the values are the same.

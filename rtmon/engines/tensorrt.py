@@ -1,5 +1,13 @@
 """Native TensorRT (`trt`): an FP16 plan built from the cached ONNX export, run on device buffers.
 
+With `engine.precision = "int8"` the plan is built from the model's INT8 Q/DQ ONNX instead
+(`rtmon.quantize`, target `tensorrt`: the same calibration frames, method and layers kept in FP32
+as `ort-cpu-int8`, signed symmetric activations, as TensorRT requires). That is explicit
+quantization: the Q/DQ nodes say what runs in INT8, no calibrator runs in TensorRT. The network
+is created strongly typed and no precision flag is set, as TensorRT's documentation asks for
+explicit quantization (and TensorRT 11 no longer has BuilderFlag.INT8): the layers outside the
+Q/DQ pairs run in the ONNX's own FP32.
+
 The plan and the builder's timing cache are kept in `engines/trt/`. A plan is only valid for
 the GPU model, compute capability and TensorRT version that built it, and for one model,
 precision, input size and batch, so all of these are in its file name; the timing cache
@@ -27,6 +35,7 @@ from rtmon.engines.gpu_common import GpuEngine, Runner
 from rtmon.errors import UserError
 from rtmon.files import atomic_path
 from rtmon.models import ModelRef, export_onnx
+from rtmon.quantize import quantization_key, quantized_onnx
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ class PlanKey:
     precision: str
     imgsz: int
     batch: int = 1
+    quantization: str = ""  # the QuantKey digest of an INT8 plan's Q/DQ ONNX
 
     @property
     def device_part(self) -> str:
@@ -59,7 +69,8 @@ class PlanKey:
         return f"{file_slug(self.gpu)}-sm{major}{minor}-trt{file_slug(self.trt_version)}"
 
     def plan_path(self, engines_dir: Path, stem: str) -> Path:
-        name = f"{stem}-{self.model_hash[:12]}-{self.imgsz}-{self.precision}-b{self.batch}-{self.device_part}.plan"
+        quantized = f"-q{self.quantization[:12]}" if self.quantization else ""
+        name = f"{stem}-{self.model_hash[:12]}-{self.imgsz}-{self.precision}{quantized}-b{self.batch}-{self.device_part}.plan"
         return Path(engines_dir) / "trt" / name
 
     def timing_cache_path(self, engines_dir: Path) -> Path:
@@ -82,6 +93,14 @@ def resolve_shape(shape: tuple[int, ...], batch: int, imgsz: int) -> tuple[int, 
     return tuple(out)
 
 
+def build_flags(trt, precision: str) -> tuple[int, list]:
+    """(network creation flags, builder flags) of a plan of `precision`: FP16 kernels allowed for
+    fp16; for int8 a strongly typed network and no precision flag (explicit quantization)."""
+    if precision == "int8":
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), []
+    return 0, [trt.BuilderFlag.FP16]  # explicit batch is the only mode in TensorRT 10
+
+
 def _trt():
     try:
         import tensorrt as trt
@@ -92,9 +111,10 @@ def _trt():
 
 class TensorRtEngine(GpuEngine):
     backend = "tensorrt"
-    precision = "fp16"
 
     def __init__(self, name: str, model: ModelRef, settings) -> None:
+        self.precision = settings.engine.precision
+        self._int8 = settings.int8
         super().__init__(name, model, settings)
         self._trt = None
         self._logger = None
@@ -102,15 +122,30 @@ class TensorRtEngine(GpuEngine):
 
     @property
     def input_dtype(self) -> torch.dtype:
-        return torch.float32  # the plan takes the FP32 ONNX graph's input; FP16 is inside
+        return torch.float32  # the plan takes the ONNX graph's float input; FP16 or INT8 is inside
 
     def _key(self, batch: int) -> PlanKey:
         trt = self._trt
         props = torch.cuda.get_device_properties(self._device)
         return PlanKey(
             props.name, (props.major, props.minor), trt.__version__, self.model_ref.sha256, self.precision,
-            self._imgsz, batch,
+            self._imgsz, batch, self._quantization(batch),
         )
+
+    def _quantization(self, batch: int) -> str:
+        """The digest of the Q/DQ ONNX an INT8 plan is built from ("" for fp16)."""
+        if self.precision != "int8":
+            return ""
+        return quantization_key(self.model_ref, self._engines_dir, self._imgsz, self._int8, "tensorrt", batch).digest
+
+    def _onnx_file(self, batch: int) -> Path:
+        """The ONNX a plan is built from: the FP32 export, or for int8 its Q/DQ quantization."""
+        if self.precision != "int8":
+            return export_onnx(self.model_ref, self._engines_dir, self._imgsz, "fp32", batch)
+        quantized = quantized_onnx(self.model_ref, self._engines_dir, self._imgsz, self._int8, "tensorrt", batch)
+        for note in quantized.notes:
+            self.note(note)
+        return quantized.path
 
     def _build(self, batch: int) -> Runner:
         self._trt = self._trt or _trt()
@@ -137,16 +172,17 @@ class TensorRtEngine(GpuEngine):
 
     def _build_plan(self, key: PlanKey, plan_path: Path) -> bytes:
         trt = self._trt
-        onnx_file = export_onnx(self.model_ref, self._engines_dir, self._imgsz, "fp32", key.batch)
+        onnx_file = self._onnx_file(key.batch)
+        network_flags, builder_flags = build_flags(trt, key.precision)
         builder = trt.Builder(self._logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        network = builder.create_network(network_flags)
         parser = trt.OnnxParser(network, self._logger)
         if not parser.parse(onnx_file.read_bytes()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise UserError(f"engine: trt: TensorRT cannot parse {onnx_file.name} ({errors})")
         config = builder.create_builder_config()
-        if key.precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
+        for flag in builder_flags:
+            config.set_flag(flag)
         timing_path = key.timing_cache_path(self._engines_dir)
         timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
         if not config.set_timing_cache(timing, ignore_mismatch=False):
