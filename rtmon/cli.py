@@ -105,7 +105,7 @@ def _engine_streams(settings: Settings, engines: list[list[str]], sources: int) 
         raise UserError(f"--baseline-streams: there is no stream {bad[0]} (streams are 0 to {sources - 1})")
     from rtmon import engines as registry
 
-    return {c[0]: set(chosen) for c in engines if registry.role(c[0]).value == "baseline"}
+    return {c[0]: set(chosen) for c in engines if registry.is_baseline(c[0])}
 
 
 def _cache_dir(settings: Settings) -> Path:

@@ -25,12 +25,41 @@ class EngineState(str, enum.Enum):
     LOADING = "loading"  # building/loading the model and warming up
     RUNNING = "running"  # taking frames
     OFF = "off"  # turned off by the user: no frames, no GPU work
-    RECONNECTING = "reconnecting"  # a remote engine lost its server and is retrying
     FAILED = "failed"  # raised, crashed, hung or could not load; `error` says why
     ENDED = "ended"  # the source ended and every frame was answered
 
     def __str__(self) -> str:
         return self.value
+
+
+class BenchPhase(str, enum.Enum):
+    """Where `rtmon bench` is with one engine (what its MQTT topics say while it runs)."""
+
+    WAITING = "waiting"  # another engine is being measured
+    LOADING = "loading"  # its process is loading it
+    MEASURING = "measuring"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SourceState(str, enum.Enum):
+    """Every state a source (camera, file, stream) can be in; the TUI styles each one."""
+
+    STARTING = "starting"  # opening, before the first frame
+    RUNNING = "running"  # delivering frames
+    PAUSED = "paused"  # paused by the user
+    RECONNECTING = "reconnecting"  # a camera or stream was lost and is being reopened (with back-off)
+    ENDED = "ended"  # a file reached its end (and does not loop)
+    FAILED = "failed"  # could not be read; `error` says why
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        return self in (SourceState.ENDED, SourceState.FAILED)
 
 
 class Role(str, enum.Enum):

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from rtmon import __version__, gpu, readiness
 from rtmon import engines as registry
+from rtmon.formatting import fmt_mib
 
 SCHEMA = 1
 PACKAGES = ("torch", "torchvision", "triton", "ultralytics", "onnxruntime", "onnxruntime-gpu", "tensorrt",
@@ -114,7 +115,7 @@ def report(console: Console) -> int:
     info = data["gpu"]
     if info:
         console.print(f"GPU: {info['name']}, driver {info['driver']} (CUDA {info['cuda_driver'] or 'unknown'}), "
-                      f"{gpu.fmt_mib(info['memory_total_mib'])}, compute capability {info['compute_capability']}")
+                      f"{fmt_mib(info['memory_total_mib'])}, compute capability {info['compute_capability']}")
     else:
         console.print(f"GPU: n/a — {gpu.unavailable_reason()}")
     fit = data["tensorrt_fit"]

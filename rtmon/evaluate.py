@@ -44,6 +44,7 @@ from rtmon.core import Detections, EngineState
 from rtmon.engines.parity import match_pairs
 from rtmon.errors import UserError
 from rtmon.files import write_folder
+from rtmon.formatting import fmt
 from rtmon.models import ModelRef
 from rtmon.reporting import header
 from rtmon.runner import EngineRunner, PoolFeed, RunnerOptions
@@ -66,7 +67,7 @@ def run_eval(
     images = _decode(spec, len(truth), console)
     eval_settings = settings.model_copy(update={"model": settings.model.model_copy(update={"conf": EVAL_CONF})})
     detections = {name: _detect(name, model, eval_settings, images, console) for name in names}
-    baseline = registry.canonical("baseline")
+    baseline = registry.BASELINE
     operating = settings.model.conf
     rows = []
     for name in names:
@@ -222,12 +223,8 @@ def coco_map(truth: list[np.ndarray], detections: list[Detections], class_names:
     return max(stats["AP_50"], 0.0), max(stats["AP_all"], 0.0)  # COCO reports -1 when there is no ground truth
 
 
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
-
-
 def _percent(share: float | None) -> str:
-    return _fmt(None if share is None else share * 100, ".2f", "%")
+    return fmt(None if share is None else share * 100, ".2f", "%")
 
 
 def summary_table(report: dict) -> Table:
@@ -244,7 +241,7 @@ def summary_table(report: dict) -> Table:
         table.add_column(col, justify="left" if col == "engine" else "right")
     for e in report["engines"]:
         delta = None if base is None or e is base else (e["mAP50-95"] - base["mAP50-95"]) * 100
-        cells = [e["name"], f"{e['mAP50']:.4f}", f"{e['mAP50-95']:.4f}", _fmt(delta, "+.2f"), _percent(e["agreement_vs_baseline"])]
+        cells = [e["name"], f"{e['mAP50']:.4f}", f"{e['mAP50-95']:.4f}", fmt(delta, "+.2f"), _percent(e["agreement_vs_baseline"])]
         if loose_iou is not None:
             cells.append(_percent(e.get("agreement_vs_baseline_iou50")))
         table.add_row(*cells)

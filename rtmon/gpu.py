@@ -152,10 +152,6 @@ def torch_peak_mib() -> float | None:
     return None
 
 
-def fmt_mib(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} MiB"
-
-
 def mps_active() -> bool:
     """Whether NVIDIA's Multi-Process Service runs here: then kernels of different processes
     (rtmon's engine processes) share the GPU at the same time instead of taking turns."""

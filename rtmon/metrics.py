@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rtmon.core import EngineState, GpuMemory, Result, Role
+from rtmon.core import BenchPhase, EngineState, GpuMemory, Result, Role
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -93,7 +93,7 @@ class EngineSnapshot:
     """One engine's numbers at one instant. `None` means not known yet (shown as 'n/a')."""
 
     name: str
-    state: EngineState
+    state: EngineState | BenchPhase  # a bench reports its phase per engine instead
     error: str
     processed: int
     skipped: int

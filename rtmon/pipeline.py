@@ -193,7 +193,7 @@ class Pipeline:
     @property
     def finished(self) -> bool:
         """Every source has ended (or failed) and every engine has answered what it took."""
-        return all(not r.is_alive() and r.status.state in {"ended", "failed"} for r in self.readers)
+        return all(not r.is_alive() and r.status.state.finished for r in self.readers)
 
     # -- MonitorControl ----------------------------------------------------------------------------
     def runner(self, engine: str) -> EngineRunner:

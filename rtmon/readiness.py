@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rtmon import gpu
+from rtmon.formatting import fmt_mib
 from rtmon.gpu import GpuInfo
 
 OK, FAIL, MISSING, SKIP = "ok", "fail", "missing", "skip"
@@ -147,7 +148,7 @@ def gpu_verdict(info: GpuInfo | None, why: str | None) -> Check:
     if info is None:
         return Check("gpu", MISSING, why or "no NVIDIA GPU visible", "install the NVIDIA driver; `nvidia-smi` must list the GPU")
     cc = info.compute_capability
-    return Check("gpu", OK, f"{info.name}, compute capability {cc} (sm_{cc.replace('.', '')}), {gpu.fmt_mib(info.memory_total_mib)}")
+    return Check("gpu", OK, f"{info.name}, compute capability {cc} (sm_{cc.replace('.', '')}), {fmt_mib(info.memory_total_mib)}")
 
 
 def driver_verdict(info: GpuInfo | None, driver_cuda: str | None, torch_cuda: str | None) -> Check:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from rtmon.core import Detections, EngineInfo, EngineState, Result
-from rtmon.gpu import fmt_mib
+from rtmon.formatting import fmt_mib
 from rtmon.metrics import EngineSnapshot, Headline
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rtmon.core import EngineInfo
+from rtmon.core import EngineInfo, SourceState
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, Headline, StreamFigures, headline
 
@@ -25,7 +25,7 @@ class SourceStatus:
     height: int | None
     fps: float | None  # measured rate at which frames arrive
     nominal_fps: float | None  # what the source says it runs at
-    state: str  # starting | running | paused | reconnecting | ended | failed
+    state: SourceState
     error: str
     frames: int
     reconnects: int = 0

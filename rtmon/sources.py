@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtmon.core import Frame, Handed
-from rtmon.errors import UserError
+from rtmon.core import Frame, Handed, SourceState
+from rtmon.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class FrameBus:
 
 @dataclass
 class ReaderStatus:
-    state: str = "starting"  # starting | running | paused | reconnecting | ended | failed
+    state: SourceState = SourceState.STARTING
     error: str = ""
     frames: int = 0
     fps: float | None = None
@@ -330,8 +330,8 @@ class FrameReader(threading.Thread):
             self._resume.clear()
         else:
             self._resume.set()
-        if self.status.state in ("running", "paused"):
-            self.status.state = "paused" if paused else "running"
+        if self.status.state in (SourceState.RUNNING, SourceState.PAUSED):
+            self.status.state = SourceState.PAUSED if paused else SourceState.RUNNING
 
     def stop(self) -> None:
         self._halt.set()
@@ -342,12 +342,12 @@ class FrameReader(threading.Thread):
             self._run()
         except Exception as exc:  # never let the reader die silently
             log.exception("source reader failed")
-            self.status.state, self.status.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.status.state, self.status.error = SourceState.FAILED, one_line(exc)
         finally:
             self.bus.end(self.stream)
 
-    def _running_state(self) -> str:
-        return "running" if self._resume.is_set() else "paused"
+    def _running_state(self) -> SourceState:
+        return SourceState.RUNNING if self._resume.is_set() else SourceState.PAUSED
 
     def _run(self) -> None:
         if self._opened:
@@ -401,7 +401,7 @@ class FrameReader(threading.Thread):
                         continue
                     if self.loop and cap.rewind():
                         continue
-                    self.status.state = "ended"
+                    self.status.state = SourceState.ENDED
                     break
                 if period:
                     next_due += period
@@ -421,7 +421,7 @@ class FrameReader(threading.Thread):
                 index += 1
                 self.status.frames = index
                 if self.max_frames and index >= self.max_frames:
-                    self.status.state = "ended"
+                    self.status.state = SourceState.ENDED
                     break
         finally:
             cap.release()
@@ -432,7 +432,7 @@ class FrameReader(threading.Thread):
             cap.release()
         delay = 0.5
         while not self._halt.is_set():
-            self.status.state = "reconnecting"
+            self.status.state = SourceState.RECONNECTING
             self.status.error = f"{self.spec.label} lost; retrying in {delay:.1f} s"
             log.warning("%s", self.status.error)
             if self._halt.wait(delay):

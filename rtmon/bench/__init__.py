@@ -24,9 +24,10 @@ from rtmon.bench import reference as plain
 from rtmon.bench import report as reports
 from rtmon.bench import scenarios
 from rtmon.bench.harness import Collector, EngineUnderTest, decode_pool
-from rtmon.core import GpuMemory, Role
+from rtmon.core import BenchPhase, GpuMemory, Role, SourceState
 from rtmon.errors import UserError
 from rtmon.files import write_folder
+from rtmon.formatting import fmt, fmt_mib
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.models import ModelRef
 from rtmon.reporting import header
@@ -65,11 +66,11 @@ class BenchStatus:
 
     def __init__(self, model: ModelRef, specs: list[SourceSpec], names: list[str]) -> None:
         self.model, self.specs = model, specs
-        self.state = dict.fromkeys(names, "waiting")
+        self.state = dict.fromkeys(names, BenchPhase.WAITING)
         self.figures: dict[str, tuple[int, float | None, LatencyStats | None, GpuMemory]] = {}
         self.t0 = time.perf_counter()
 
-    def update(self, name: str, state: str, frames: int = 0, fps: float | None = None,
+    def update(self, name: str, state: BenchPhase, frames: int = 0, fps: float | None = None,
                latency: LatencyStats | None = None, memory: GpuMemory | None = None) -> None:
         self.state[name] = state
         self.figures[name] = (frames, fps, latency, memory or GpuMemory())
@@ -82,7 +83,7 @@ class BenchStatus:
             engines.append(EngineSnapshot(name, state, "", frames, 0, fps, fps, latency, {}, (), (), {}, memory,
                                           registry.role(name)))
         spec = self.specs[0]
-        source = SourceStatus(spec.uri, spec.kind, None, None, None, None, "running", "", 0)
+        source = SourceStatus(spec.uri, spec.kind, None, None, None, None, SourceState.RUNNING, "", 0)
         return MonitorSnapshot(time.time(), now - self.t0, self.model.label, (source,), tuple(engines), {},
                                gpu.sample(), "")
 
@@ -138,9 +139,9 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
 
                 def report_progress(what: str, done: float, total: float, task=task, name=name) -> None:
                     progress.update(task, description=what, completed=done, total=total or None)
-                    status.update(name, "measuring", int(done))
+                    status.update(name, BenchPhase.MEASURING, int(done))
 
-                status.update(name, "loading")
+                status.update(name, BenchPhase.LOADING)
                 options = scenarios.options_for(run_settings, scenario, max_batch, tuple(batches))
                 eut = EngineUnderTest.start(candidates, model, run_settings, options, pool)
                 try:
@@ -149,7 +150,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                     eut.stop()
                 entries.append(entry)
                 lat = entry.get("latency_ms")
-                status.update(name, "done", entry.get("frames") or 0, entry.get("fps"),
+                status.update(name, BenchPhase.DONE, entry.get("frames") or 0, entry.get("fps"),
                               None if not lat else LatencyStats(**lat), GpuMemory(**{
                                   k: v for k, v in (entry.get("gpu_mem") or {}).items() if k != "engine_mib"}))
                 progress.update(task, description=f"{name}: {_summary(entry, scenario)}", completed=1, total=1)
@@ -219,9 +220,9 @@ def summary_table(report: dict) -> Table:
     for e in report["engines"]:
         lat = e.get("latency_ms") or {}
         last = ("yes" if e.get("valid") else "no") if scenario == "single-stream" else str(e.get("batch"))
-        table.add_row(e["name"], e["role"], reports._fmt(e["fps"]), reports._fmt(lat.get("p95"), ".2f"),
-                      reports._fmt(lat.get("p99"), ".2f"), gpu.fmt_mib(e.get("gpu_mem_mib")),
-                      reports._fmt(e.get("speedup_vs_baseline"), ".2f", "×"), last)
+        table.add_row(e["name"], e["role"], fmt(e["fps"]), fmt(lat.get("p95"), ".2f"),
+                      fmt(lat.get("p99"), ".2f"), fmt_mib(e.get("gpu_mem_mib")),
+                      fmt(e.get("speedup_vs_baseline"), ".2f", "×"), last)
     return table
 
 
@@ -386,9 +387,9 @@ def _concurrent_table(report: dict) -> Table:
     for pace, data in report["paces"].items():
         for e in data["engines"]:
             a, t = e["alone"] or {}, e["together"] or {}
-            table.add_row(pace, e["name"], reports._fmt(a.get("fps")), reports._fmt(t.get("fps")),
-                          reports._fmt(a.get("capacity_fps"), ".0f"), reports._fmt(t.get("capacity_fps"), ".0f"),
-                          reports._fmt(a.get("p95_ms"), ".2f"), reports._fmt(t.get("p95_ms"), ".2f"))
+            table.add_row(pace, e["name"], fmt(a.get("fps")), fmt(t.get("fps")),
+                          fmt(a.get("capacity_fps"), ".0f"), fmt(t.get("capacity_fps"), ".0f"),
+                          fmt(a.get("p95_ms"), ".2f"), fmt(t.get("p95_ms"), ".2f"))
     return table
 
 

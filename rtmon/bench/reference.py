@@ -42,7 +42,7 @@ class Reference:
 def references(model: ModelRef, settings) -> list[Reference]:
     """The baseline's reference always; ultralytics' ONNX Runtime FP16 export's where ONNX
     Runtime's CUDA provider is present."""
-    out = [Reference("plain ultralytics predict (PyTorch FP32)", "torch-fp32", Path(model.path), {},
+    out = [Reference("plain ultralytics predict (PyTorch FP32)", registry.BASELINE, Path(model.path), {},
                      "YOLO(weights).predict(frame, imgsz, conf, iou, max_det, rect=False)")]
     if registry.unavailable_reason("ultralytics-ort") is None:
         onnx = export_onnx(model, Path(settings.paths.engines_dir), settings.model.imgsz, "fp16")
@@ -117,7 +117,7 @@ def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:
         ok = bool(abs(fps_ratio - 1) <= WITHIN and p50_ratio is not None and abs(p50_ratio - 1) <= WITHIN)
         checks.append({"engine": engine["name"], "reference": ref["name"], "fps_ratio": fps_ratio,
                        "p50_ratio": p50_ratio, "pass": ok})
-    base = next((c for c in checks if c["engine"] == registry.canonical("baseline")), None)
+    base = next((c for c in checks if registry.is_baseline(c["engine"])), None)
     return {"pass": bool(base and all(c["pass"] for c in checks)),
             "baseline_vs_reference": base,
             "checks": checks,

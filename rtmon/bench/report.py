@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from rtmon.core import Role
-from rtmon.gpu import fmt_mib
+from rtmon.formatting import fmt, fmt_mib
 from rtmon.reporting import header_markdown
 
-BASELINE = "torch-fp32"
 
-
-def _fmt(v: float | None, spec: str = ".1f", unit: str = "") -> str:
-    return "n/a" if v is None else f"{v:{spec}}{unit}"
+def _baseline(report: dict) -> dict | None:
+    """The baseline's entry: the one whose role is baseline."""
+    return next((e for e in report["engines"] if e.get("role") == Role.BASELINE.value), None)
 
 
 def _lat(e: dict, key: str) -> float | None:
@@ -36,8 +35,8 @@ def reference_for(report: dict, engine: str) -> dict | None:
 def add_speedups(report: dict) -> None:
     """Per engine, its FPS against the baseline's and against the plain ultralytics script's
     (the baseline's reference): every speed-up is given against both."""
-    base = next((e for e in report["engines"] if e["name"] == BASELINE), None)
-    plain = reference_for(report, BASELINE)
+    base = _baseline(report)
+    plain = reference_for(report, base["name"]) if base else None
     for e in report["engines"]:
         fps = e.get("fps")
         e["speedup_vs_baseline"] = fps / base["fps"] if base and base.get("fps") and fps else None
@@ -51,7 +50,7 @@ def warnings(report: dict) -> list[str]:
     for check in yard.get("checks", []):
         if not check["pass"]:
             out.append(f"yardstick: {check['engine']} is not ultralytics as users run it: FPS {check['fps_ratio']:.3f}× "
-                       f"and P50 {_fmt(check['p50_ratio'], '.3f')}× the plain script's (allowed: within 3%)")
+                       f"and P50 {fmt(check['p50_ratio'], '.3f')}× the plain script's (allowed: within 3%)")
     for ref in report.get("reference") or []:
         if ref.get("drift_pct") is not None and ref["drift_pct"] > 3.0:
             out.append(f"reference for {ref['for']}: the plain script ran {ref['drift_pct']:.1f}% faster in one of its runs "
@@ -77,12 +76,12 @@ def comparison_table(report: dict) -> list[str]:
     """The brief's table: the plain script, the baseline, the peer (when measured) and the best
     optimized engine; the optimized engine's improvement against the baseline, the plain
     ultralytics script and the peer."""
-    base = next((e for e in report["engines"] if e["name"] == BASELINE), None)
+    base = _baseline(report)
     best = best_optimized(report)
     peer = next((e for e in report["engines"] if e.get("role") == Role.PEER.value), None)
     if not base or not best:
         return []
-    plain = reference_for(report, BASELINE)
+    plain = reference_for(report, base["name"])
     cols = [*([("plain ultralytics script", plain)] if plain else []), ("baseline", base),
             *([("peer", peer)] if peer else []), ("optimized", best)]
     against = [("baseline", base), *([("plain script", plain)] if plain else []), *([("peer", peer)] if peer else [])]
@@ -101,10 +100,10 @@ def comparison_table(report: dict) -> list[str]:
             return f"{r:.2f}× {word or 'faster'}"
         return f"{1 / r:.2f}× {'higher' if word else 'slower'}"
 
-    lines.append("| FPS | " + " | ".join(_fmt(e.get("fps")) for _, e in cols) + " | "
+    lines.append("| FPS | " + " | ".join(fmt(e.get("fps")) for _, e in cols) + " | "
                  + " | ".join(ratio(best["fps"], e.get("fps"), "") for _, e in against) + " |")
     for key, label in (("p50", "P50 latency"), ("p95", "P95 latency"), ("p99", "P99 latency")):
-        lines.append(f"| {label} | " + " | ".join(_fmt(_lat(e, key), ".2f", " ms") for _, e in cols) + " | "
+        lines.append(f"| {label} | " + " | ".join(fmt(_lat(e, key), ".2f", " ms") for _, e in cols) + " | "
                      + " | ".join(ratio(_lat(e, key), _lat(best, key), "lower") for _, e in against) + " |")
     om = best.get("gpu_mem_mib")
 
@@ -131,14 +130,14 @@ def reference_markdown(report: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in refs:
         lat = r.get("latency_ms") or {}
-        each = ", ".join(_fmt(run["fps"]) for run in r.get("runs", []))
+        each = ", ".join(fmt(run["fps"]) for run in r.get("runs", []))
         drift = f" (drift {r['drift_pct']:.1f}%)" if r.get("drift_pct") is not None else ""
-        lines.append(f"| {r['name']} | `{r['for']}` | {_fmt(r['fps'])} | {_fmt(lat.get('mean'), '.2f')} | "
-                     f"{_fmt(lat.get('p50'), '.2f')} | {_fmt(lat.get('p95'), '.2f')} | {_fmt(lat.get('p99'), '.2f')} | "
+        lines.append(f"| {r['name']} | `{r['for']}` | {fmt(r['fps'])} | {fmt(lat.get('mean'), '.2f')} | "
+                     f"{fmt(lat.get('p50'), '.2f')} | {fmt(lat.get('p95'), '.2f')} | {fmt(lat.get('p99'), '.2f')} | "
                      f"{r['frames']} | {each}{drift} | `{r['call']}` |")
     lines += ["", "| engine | reference | FPS ratio | P50 ratio | check |", "|---|---|---:|---:|---|"]
     for c in yard.get("checks", []):
-        lines.append(f"| `{c['engine']}` | {c['reference']} | {c['fps_ratio']:.3f} | {_fmt(c['p50_ratio'], '.3f')} | "
+        lines.append(f"| `{c['engine']}` | {c['reference']} | {c['fps_ratio']:.3f} | {fmt(c['p50_ratio'], '.3f')} | "
                      f"{'PASS' if c['pass'] else '**FAIL**'} |")
     lines += ["", f"Yardstick check: **{'PASS' if yard.get('pass') else 'FAIL'}**.", ""]
     return lines
@@ -170,15 +169,15 @@ def single_stream_markdown(report: dict) -> list[str]:
         es = (e.get("early_stopping_p90") or {}).get("estimate_ms")
         valid = "VALID" if e.get("valid") else "not valid: " + "; ".join(e.get("validity", []))
         stab = e.get("stability") or {}
-        stable = "stable" if e.get("stable") else f"unstable (spread {_fmt(stab.get('spread_pct'), '.0f', '%')})"
+        stable = "stable" if e.get("stable") else f"unstable (spread {fmt(stab.get('spread_pct'), '.0f', '%')})"
         cost = e.get("timing_cost") or {}
-        cost_text = _fmt(cost.get("cost_ms"), ".3f", " ms") if "cost_ms" in cost else "n/a"
+        cost_text = fmt(cost.get("cost_ms"), ".3f", " ms") if "cost_ms" in cost else "n/a"
         fl = e.get("fps_x_latency") or {}
         fl_text = "n/a" if fl.get("value") is None else f"{fl['value']:.3f}" + ("" if fl.get("ok") else " ✗")
         lines.append(
-            f"| {e['name']} | {e['role']} | {_fmt(e['fps'])} | {_fmt(lat.get('mean'), '.3f')} | {_fmt(lat.get('std'), '.3f')} "
-            f"| {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | {_fmt(lat.get('p95'), '.3f')} "
-            f"| {_fmt(lat.get('p99'), '.3f')} | {_fmt(lat.get('max'), '.2f')} | {_fmt(es, '.3f')} | {fl_text} | {e['frames']} "
+            f"| {e['name']} | {e['role']} | {fmt(e['fps'])} | {fmt(lat.get('mean'), '.3f')} | {fmt(lat.get('std'), '.3f')} "
+            f"| {fmt(lat.get('p50'), '.3f')} | {fmt(lat.get('p90'), '.3f')} | {fmt(lat.get('p95'), '.3f')} "
+            f"| {fmt(lat.get('p99'), '.3f')} | {fmt(lat.get('max'), '.2f')} | {fmt(es, '.3f')} | {fl_text} | {e['frames']} "
             f"| {valid} | {stable} | {', '.join(e.get('optimizations', [])) or '—'} | {cost_text} |")
     lines += ["", "Latencies in ms. Warm-up excluded: " + ", ".join(
         f"{e['name']} {e['warmup']['frames']} frames ({e['warmup']['s']:.1f} s)" for e in report["engines"]) + ".",
@@ -194,8 +193,8 @@ def stages_table(report: dict) -> list[str]:
              "| engine | hand-over | preprocess | inference | postprocess |", "|---|---:|---:|---:|---:|"]
     for e in report["engines"]:
         st = e.get("stages_ms") or {}
-        lines.append(f"| {e['name']} | {_fmt(st.get('handover'), '.3f')} | {_fmt(st.get('preprocess'), '.3f')} | "
-                     f"{_fmt(st.get('inference'), '.3f')} | {_fmt(st.get('postprocess'), '.3f')} |")
+        lines.append(f"| {e['name']} | {fmt(st.get('handover'), '.3f')} | {fmt(st.get('preprocess'), '.3f')} | "
+                     f"{fmt(st.get('inference'), '.3f')} | {fmt(st.get('postprocess'), '.3f')} |")
     return lines
 
 
@@ -215,8 +214,8 @@ def offline_markdown(report: dict) -> list[str]:
             if row is None or row.get("fps") is None:
                 cells.append("—")
             else:
-                cells.append(f"{row['fps']:.0f} FPS, {_fmt((row.get('latency_ms') or {}).get('p99'), '.1f')} ms P99")
-        lines.append(f"| {e['name']} | " + " | ".join(cells) + f" | batch {e['batch']}: {_fmt(e['fps'], '.0f')} FPS | "
+                cells.append(f"{row['fps']:.0f} FPS, {fmt((row.get('latency_ms') or {}).get('p99'), '.1f')} ms P99")
+        lines.append(f"| {e['name']} | " + " | ".join(cells) + f" | batch {e['batch']}: {fmt(e['fps'], '.0f')} FPS | "
                      f"{', '.join(e.get('optimizations', [])) or '—'} |")
     lines += ["", "![frames per second vs batch size](offline.png)", ""]
     return lines
@@ -232,7 +231,7 @@ def multi_stream_markdown(report: dict) -> list[str]:
              f"(a camera's frame not taken before its next one arrived). Inference capacity on pre-decoded frames.", "",
              "| engine | role | max cameras | trials (cameras: P99 ms, dropped %) |", "|---|---|---:|---|"]
     for e in report["engines"]:
-        trials = ", ".join(f"{t['streams']}: {_fmt(t['p99_ms'], '.1f')}, {t['drop_pct']:.2f}%{'' if t['passed'] else ' ✗'}"
+        trials = ", ".join(f"{t['streams']}: {fmt(t['p99_ms'], '.1f')}, {t['drop_pct']:.2f}%{'' if t['passed'] else ' ✗'}"
                            for t in e["curve"])
         more = " (search limit)" if e.get("limit_reached") else ""
         lines.append(f"| {e['name']} | {e['role']} | **{e['max_streams']}**{more} | {trials} |")
@@ -241,8 +240,8 @@ def multi_stream_markdown(report: dict) -> list[str]:
         lines += ["", "### Decoding capacity", "",
                   "| decoder | threads | frames/s | cameras at this rate |", "|---|---:|---:|---:|"]
         for row in dec["rows"]:
-            lines.append(f"| {row['decoder']} | {row.get('threads', '')} | {_fmt(row.get('fps'), '.0f')} | "
-                         f"{_fmt(row.get('cameras'), '.0f')} |")
+            lines.append(f"| {row['decoder']} | {row.get('threads', '')} | {fmt(row.get('fps'), '.0f')} | "
+                         f"{fmt(row.get('cameras'), '.0f')} |")
         lines += ["", dec["verdict"]]
     lines += ["", "![capacity curve](capacity.png)", ""]
     return lines
@@ -418,7 +417,7 @@ def concurrent_checks(report: dict) -> dict[str, dict]:
         r = mx["capacity_ratio"]
         ok = r["alone"] is not None and r["together"] is not None and abs(r["together"] - r["alone"]) <= 0.2 * r["alone"]
         out["max"] = {"rule": CHECKS["max"], "passed": ok,
-                      "failures": [] if ok else [f"ratio {_fmt(r['alone'], '.2f')} alone vs {_fmt(r['together'], '.2f')} together"]}
+                      "failures": [] if ok else [f"ratio {fmt(r['alone'], '.2f')} alone vs {fmt(r['together'], '.2f')} together"]}
     return out
 
 
@@ -434,16 +433,16 @@ def concurrent_markdown(report: dict) -> str:
         for e in data["engines"]:
             for phase in ("alone", "together"):
                 f = e[phase]
-                lines.append(f"| {e['name']} | {e['role']} | {phase} | {_fmt(f['fps'])} | {_fmt(f['capacity_fps'], '.0f')} "
-                             f"| {_fmt(f['busy_pct'], '.0f', '%')} | {_fmt(f['p50_ms'], '.2f')} | {_fmt(f['p95_ms'], '.2f')} "
-                             f"| {_fmt(f['p99_ms'], '.2f')} | {f['skipped']} | {fmt_mib(f['gpu_mem_mib'])} |")
+                lines.append(f"| {e['name']} | {e['role']} | {phase} | {fmt(f['fps'])} | {fmt(f['capacity_fps'], '.0f')} "
+                             f"| {fmt(f['busy_pct'], '.0f', '%')} | {fmt(f['p50_ms'], '.2f')} | {fmt(f['p95_ms'], '.2f')} "
+                             f"| {fmt(f['p99_ms'], '.2f')} | {f['skipped']} | {fmt_mib(f['gpu_mem_mib'])} |")
             r = e["ratios"]
-            lines.append(f"| | | together ÷ alone | {_fmt(r['fps'], '.2f', '×')} | {_fmt(r['capacity_fps'], '.2f', '×')} | "
-                         f"| | {_fmt(r['p95_ms'], '.2f', '×')} | {_fmt(r['p99_ms'], '.2f', '×')} | | |")
+            lines.append(f"| | | together ÷ alone | {fmt(r['fps'], '.2f', '×')} | {fmt(r['capacity_fps'], '.2f', '×')} | "
+                         f"| | {fmt(r['p95_ms'], '.2f', '×')} | {fmt(r['p99_ms'], '.2f', '×')} | | |")
         cr = data.get("capacity_ratio")
         if cr:
-            lines += ["", f"Optimized ÷ baseline capacity: alone {_fmt(cr['alone'], '.2f', '×')}, together "
-                          f"{_fmt(cr['together'], '.2f', '×')}."]
+            lines += ["", f"Optimized ÷ baseline capacity: alone {fmt(cr['alone'], '.2f', '×')}, together "
+                          f"{fmt(cr['together'], '.2f', '×')}."]
         lines.append("")
     lines += ["## Checks", ""]
     for pace, check in report["checks"].items():

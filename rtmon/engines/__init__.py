@@ -221,6 +221,14 @@ def role(name: str) -> Role:
     return ROLES.get(name, Role.OPTIMIZED)
 
 
+def is_baseline(name: str) -> bool:
+    """The one answer to "is this engine the yardstick?": its role (aliases resolved)."""
+    return role(ALIASES.get(name, name)) == Role.BASELINE
+
+
+BASELINE = next(name for name, r in ROLES.items() if r == Role.BASELINE)  # the engine `baseline` names
+
+
 def uses_gpu(name: str) -> bool:
     """Whether the engine's process starts CUDA (and so has a CUDA context to account for)."""
     spec = SPECS[name]

@@ -59,6 +59,7 @@ from rtmon.engines.prepost import (
     preprocess_torch,
 )
 from rtmon.errors import UserError
+from rtmon.formatting import fmt_mib
 from rtmon.models import ModelRef
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -255,10 +256,10 @@ class GpuEngine:
         torch.cuda.empty_cache()  # the warm-up runs' blocks; the graphs keep their pools
         self._measure("after emptying the allocator's cache")
         if self._plans:
-            plans = ", ".join(f"batch {p.batch} lane {p.lane} +{_mib(p.added_mib)}" for p in self._plans.values())
+            plans = ", ".join(f"batch {p.batch} lane {p.lane} +{fmt_mib(p.added_mib)}" for p in self._plans.values())
             self.note(f"plans built (NVML before → after each): {plans}")
         self.note("GPU memory while loading (NVML, this process): "
-                  + ", ".join(f"{step} {_mib(mib)}" for step, mib in self._memory_steps))
+                  + ", ".join(f"{step} {fmt_mib(mib)}" for step, mib in self._memory_steps))
         self.note("stages: preprocess = the frame's upload; inference = the graph(s): letterbox, network, NMS, "
                   "boxes copied back; postprocess = boxes to Detections on the host")
         self.info = EngineInfo(
@@ -467,10 +468,6 @@ class GpuEngine:
 
         stream.synchronize()
         return Plan(lane, stream, box, src, pred, out_host, launch, events)
-
-
-def _mib(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} MiB"
 
 
 def _on_device(image: object) -> bool:

@@ -24,13 +24,14 @@ from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
 from rtmon.core import EngineInfo, EngineState
-from rtmon.gpu import GpuSample, fmt_mib
+from rtmon.formatting import fmt_mib
+from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, Headline
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 
 NA = "n/a"
 ENGINE_STATES = tuple(state.value for state in EngineState)  # app.tcss styles each one
-ACTIVE_STATES = (EngineState.STARTING, EngineState.LOADING, EngineState.RUNNING, EngineState.RECONNECTING)
+ACTIVE_STATES = (EngineState.STARTING, EngineState.LOADING, EngineState.RUNNING)
 SOURCE_TROUBLE = ("reconnecting", "failed", "ended")
 HIST_BINS = 20
 HIST_REDRAW_S = 1.0
