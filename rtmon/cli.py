@@ -17,6 +17,7 @@ from rich.console import Console
 from rtmon import __version__
 from rtmon.config import Settings, load_settings, parse_set_options
 from rtmon.errors import UserError
+from rtmon.preparation import engine_streams, prepare
 
 app = typer.Typer(
     add_completion=False,
@@ -68,24 +69,6 @@ def _engine_list(text: str | None) -> list[str] | None:
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _prepare(settings: Settings):
-    """Resolve the model and the sources (the slow or failing parts), printing notices."""
-    from rtmon.models import resolve_model
-    from rtmon.sources import resolve_source
-
-    log = logging.getLogger("rtmon")
-    specs = [resolve_source(uri, _cache_dir(settings)) for uri in settings.source.uri]
-    name = settings.model.name
-    if name == "auto" and all(spec.kind == "sample" for spec in specs):
-        # The sample is rtmon's own scene: COCO weights see nothing in it, the demo detector does.
-        name = "demo"
-        log.info("the sample clip is rtmon's own scene: using the demo detector trained on it (--model overrides)")
-    model = resolve_model(name, Path(settings.paths.engines_dir))
-    if model.notice:
-        log.warning(model.notice)
-    return model, specs
-
-
 def _int_list(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
@@ -93,23 +76,6 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{option}: give stream numbers separated by commas, e.g. 0,1") from None
-
-
-def _engine_streams(settings: Settings, engines: list[list[str]], sources: int) -> dict[str, set[int]]:
-    """Which streams each engine takes: the baseline only `engine.baseline_streams` when given."""
-    chosen = settings.engine.baseline_streams
-    if not chosen:
-        return {}
-    bad = [s for s in chosen if not 0 <= s < sources]
-    if bad:
-        raise UserError(f"--baseline-streams: there is no stream {bad[0]} (streams are 0 to {sources - 1})")
-    from rtmon import engines as registry
-
-    return {c[0]: set(chosen) for c in engines if registry.is_baseline(c[0])}
-
-
-def _cache_dir(settings: Settings) -> Path:
-    return Path(settings.paths.cache_dir).expanduser() if settings.paths.cache_dir else Path.home() / ".cache" / "rtmon"
 
 
 def _outlets(settings: Settings):
@@ -164,8 +130,8 @@ def monitor(
         from rtmon.window import check_can_open
 
         check_can_open()  # with the terminal UI a window that cannot open is a notice there instead
-    model_ref, specs = _prepare(settings)
-    streams = _engine_streams(settings, engines_, len(specs))
+    model_ref, specs = prepare(settings)
+    streams = engine_streams(settings, engines_, len(specs))
     if all(spec.kind == "sample" for spec in specs) and loop is None:
         settings.source.loop = True  # the demo clip is 20 s; the live view keeps it going
     _exit_now(run_live(settings, model_ref, specs, engines_, factory, streams))
@@ -231,7 +197,7 @@ def bench(
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
     check_out_dir(out_dir)
     factory = _outlets(settings)
-    model_ref, specs = _prepare(settings)
+    model_ref, specs = prepare(settings)
     if not model_ref.trained:
         logging.getLogger("rtmon").warning("the model is untrained: speed figures are valid, detections are not")
     if concurrent is not None:
@@ -282,8 +248,8 @@ def record(
     if len(pair) < 2:
         raise UserError(f"record: --left and --right are the same engine ({pair[0][0]}); give two engines")
     factory = _outlets(settings)
-    model_ref, specs = _prepare(settings)
-    streams = _engine_streams(settings, pair, len(specs))
+    model_ref, specs = prepare(settings)
+    streams = engine_streams(settings, pair, len(specs))
     if settings.record.frames == 0 and settings.record.duration == 0 and any(s.kind in {"camera", "stream"} for s in specs):
         console.print("recording until Ctrl-C …")
     if all(spec.kind == "sample" for spec in specs) and loop is None and (settings.record.frames or settings.record.duration):
@@ -316,7 +282,7 @@ def evaluate(
     names = registry.resolve_names(settings.engine.bench)
     out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")
     check_out_dir(out_dir)
-    model_ref, specs = _prepare(settings)
+    model_ref, specs = prepare(settings)
     if len(specs) > 1:
         raise UserError("eval: give one labeled source")
     run_eval(settings, model_ref, specs[0], names, out_dir, console, frames)
@@ -390,24 +356,39 @@ def export(
 
 
 def _export_tensorrt_rtx(settings: Settings, out: Path, precision: str, batch: int, targets: str) -> None:
-    from dataclasses import replace
-
-    from rtmon.engines.tensorrt_rtx import export_engine, parse_targets
+    from rtmon.engines.tensorrt_rtx import export_engine, export_summary, parse_targets
 
     with err_console.status(f"building the TensorRT-RTX engine ({precision}, batch {batch}) …"):
-        built, key, model = export_engine(settings, out, precision, batch, parse_targets(targets))
-    (spec_in,), (spec_out,) = built.inputs, built.outputs
-    console.print(
-        f"engine: {built.path} ({built.size / 1e6:.1f} MB), built ahead of time in {built.seconds:.1f} s by TensorRT-RTX "
-        f"{key.trt_rtx_version} for {' '.join(built.targets or ('(targets unknown)',))}; "
-        f"{spec_in.name} {'×'.join(map(str, spec_in.shape))} {spec_in.dtype} → "
-        f"{spec_out.name} {'×'.join(map(str, spec_out.shape))} {spec_out.dtype}; {model.label}",
-        soft_wrap=True, highlight=False,
-    )
-    name = replace(key, targets=()).file_name(model.path.stem)  # the name the trt-rtx engine looks for
-    fewer = " (for fewer targets than the default set: checked against the GPU before use)" if key.targets else ""
-    console.print(f"on the RTX machine (TensorRT-RTX {key.trt_rtx_version}) rtmon's trt-rtx engine uses it as "
-                  f"engines/trt-rtx/{name}{fewer}", soft_wrap=True, highlight=False)
+        exported = export_engine(settings, out, precision, batch, parse_targets(targets))
+    for line in export_summary(*exported):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+@app.command()
+def loadtest(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for triton.json, triton.md, triton.png")],
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    engine: Annotated[str, typer.Option("--engine", "-e", help="the engine to serve and to run in process")] = "optimized",
+    model: Annotated[str, typer.Option("--model", "-m", help="auto | demo | .pt path | ...")] = "demo",
+    streams: Annotated[str, typer.Option("--streams", help="comma-separated numbers of concurrent streams")] = "1,2,4,8,16,32",
+    shm: Annotated[str, typer.Option("--shm", help="transports: on (shared memory), off (socket), or on,off")] = "on,off",
+    seconds: Annotated[float, typer.Option("--seconds", help="measured seconds per row")] = 4.0,
+    warmup: Annotated[float, typer.Option("--warmup", help="unmeasured seconds before each row")] = 1.0,
+    url: Annotated[str | None, typer.Option("--url", help="measure this running server instead of starting rtmon serve")] = None,
+    use_perf_analyzer: Annotated[bool, typer.Option("--perf-analyzer/--no-perf-analyzer", help="also run perf_analyzer when it runs here")] = True,
+) -> None:
+    """Load-test `rtmon serve`: N concurrent streams against a real Triton server, next to the same engine in process."""
+    settings = _parent_settings(ctx, config=config, sets=sets, **{"model.name": model})
+    from rtmon import engines as registry
+    from rtmon.triton.loadtest import parse_counts, run_loadtest
+
+    counts, transports = parse_counts(streams, shm, seconds, warmup)
+    name = registry.resolve_names([engine])[0]
+    run_loadtest(settings, name, counts, transports, out, warmup, seconds, url, use_perf_analyzer, sets or [],
+                 echo=console.print)
+    console.print(f"report: {out}/ (triton.md, triton.json, triton.png)")
 
 
 @app.command()

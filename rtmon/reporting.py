@@ -13,8 +13,9 @@ from rtmon.models import ModelRef
 from rtmon.sources import SourceSpec
 
 
-def header(model: ModelRef, specs: list[SourceSpec]) -> dict:
-    """What every report starts with: tool, time, machine, model, sources."""
+def header(model: ModelRef, specs: list[SourceSpec], source: str | None = None) -> dict:
+    """What every report starts with: tool, time, machine, model, sources (`specs`, or, for
+    frames that come from no source, `source` saying what they are)."""
     info = gpu.info()
     return {
         "rtmon": __version__,
@@ -27,9 +28,11 @@ def header(model: ModelRef, specs: list[SourceSpec]) -> dict:
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": psutil.cpu_count(),
             "python": platform.python_version(),
+            "load_average_1m": round(psutil.getloadavg()[0], 2),  # other work on the machine, for context
         },
         "model": {"label": model.label, "kind": model.kind, "sha256": model.sha256, "trained": model.trained},
-        "source": {"uri": specs[0].uri, "kind": specs[0].kind, "sources": [s.uri for s in specs]},
+        "source": ({"uri": specs[0].uri, "kind": specs[0].kind, "sources": [s.uri for s in specs]} if specs else
+                   {"uri": source or "", "kind": "generated", "sources": [source or ""]}),
     }
 
 
@@ -40,7 +43,8 @@ def header_markdown(report: dict, title: str) -> list[str]:
         f"# {title} — {report['created']}",
         "",
         f"- GPU: {gpu_line}",
-        f"- CPU: {dev['cpu']} × {dev['cpu_count']}, Python {dev['python']}",
+        f"- CPU: {dev['cpu']} × {dev['cpu_count']}, Python {dev['python']}"
+        + (f", load average {dev['load_average_1m']} when the run began" if dev.get("load_average_1m") is not None else ""),
         f"- model: {report['model']['label']} (sha256 {report['model']['sha256'][:12]})"
         + ("" if report["model"]["trained"] else " — **untrained: speed only, detections meaningless**"),
         f"- source: {', '.join(report['source']['sources'])}",

@@ -44,7 +44,7 @@ echo "pytest exit code $?" | tee -a "$OUT/pytest.txt"
 grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -8
 fi
 
-timeout "${LOADTEST_S:-450}" "$PY" -m rtmon.triton.loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
+timeout "${LOADTEST_S:-450}" "$PY" -m rtmon loadtest --out "$OUT" --engine "${ENGINE:-optimized}" --model demo \
   --streams "${STREAMS:-1,2,4,8,16,32}" --seconds "${ROW_SECONDS:-2}" --warmup 1 \
   --set "serve.max_batch=${MAX_BATCH:-16}" 2>&1 | tee "$OUT/loadtest.log"
 echo "loadtest exit code ${PIPESTATUS[0]}" | tee -a "$OUT/loadtest.log"

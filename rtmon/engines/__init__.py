@@ -28,6 +28,7 @@ class EngineSpec:
     gpu_if_available: bool = False  # runs on the GPU when there is one (the baseline, as users run it)
     needs_provider: str = ""  # an ONNX Runtime execution provider that must be present
     install: str = ""
+    servable: bool = True  # has a network of its own that `rtmon serve` can put behind Triton
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -50,6 +51,7 @@ SPECS: dict[str, EngineSpec] = {
             "ultralytics predict as users run it: PyTorch FP32, synchronous (the baseline)",
             needs=("ultralytics",),
             gpu_if_available=True,
+            servable=False,
         ),
         EngineSpec(
             "ultralytics-ort",
@@ -57,6 +59,7 @@ SPECS: dict[str, EngineSpec] = {
             "UltralyticsOrtEngine",
             "ultralytics' own ONNX export (FP16) run by its own predict on ONNX Runtime CUDA: what a user picks to go faster",
             **_ORT_CUDA,
+            servable=False,
         ),
         EngineSpec(
             "ort-cpu",
@@ -187,6 +190,7 @@ SPECS: dict[str, EngineSpec] = {
             "NullEngine",
             "does nothing: no model, no boxes; measures what handing a frame to an engine process and its boxes "
             "back costs",
+            servable=False,
         ),
         EngineSpec(
             "triton",
@@ -196,6 +200,7 @@ SPECS: dict[str, EngineSpec] = {
             "starts one), rtmon's letterbox and NMS here; latency includes the network",
             needs=("tritonclient", "grpc"),
             install="pip install 'rtmon[serve]'  (tritonclient)",
+            servable=False,
         ),
     )
 }
@@ -233,6 +238,10 @@ def uses_gpu(name: str) -> bool:
     """Whether the engine's process starts CUDA (and so has a CUDA context to account for)."""
     spec = SPECS[name]
     return spec.needs_gpu or (spec.gpu_if_available and _cuda_available())
+
+
+def servable_names() -> list[str]:
+    return [name for name, spec in SPECS.items() if spec.servable]
 
 
 def known_names() -> list[str]:

@@ -358,3 +358,19 @@ def export_engine(settings, out: Path, precision: str = "fp16", batch: int = 1,
     except OSError as exc:
         raise UserError(f"{who}: cannot write {out} ({exc.strerror or exc})") from None
     return built, EngineKey(model.sha256, precision, imgsz, batch, trt.__version__, targets), model
+
+
+def export_summary(built: BuiltEngine, key: EngineKey, model: ModelRef) -> list[str]:
+    """What `rtmon export --tensorrt-rtx` tells the user: the engine it wrote, and where rtmon's
+    trt-rtx engine looks for it on the RTX machine."""
+    (spec_in,), (spec_out,) = built.inputs, built.outputs
+    name = replace(key, targets=()).file_name(model.path.stem)  # the name the trt-rtx engine looks for
+    fewer = " (for fewer targets than the default set: checked against the GPU before use)" if key.targets else ""
+    return [
+        f"engine: {built.path} ({built.size / 1e6:.1f} MB), built ahead of time in {built.seconds:.1f} s by TensorRT-RTX "
+        f"{key.trt_rtx_version} for {' '.join(built.targets or ('(targets unknown)',))}; "
+        f"{spec_in.name} {'×'.join(map(str, spec_in.shape))} {spec_in.dtype} → "
+        f"{spec_out.name} {'×'.join(map(str, spec_out.shape))} {spec_out.dtype}; {model.label}",
+        f"on the RTX machine (TensorRT-RTX {key.trt_rtx_version}) rtmon's trt-rtx engine uses it as "
+        f"engines/trt-rtx/{name}{fewer}",
+    ]

@@ -22,7 +22,7 @@ from rtmon.core import Frame, GpuMemory
 from rtmon.errors import one_line
 from rtmon.processes import die_with_parent
 from rtmon.runner.mailbox import Kind, Mailbox
-from rtmon.runner.messages import EngineJob, FailedMsg, LoadedMsg, MemoryMsg
+from rtmon.runner.messages import EngineJob, FailedMsg, LoadedMsg, MemoryMsg, NetworkMsg
 from rtmon.runner.ring import FrameRing
 
 MEMORY_REPORT_S = 1.0  # how often an engine process reports its GPU memory
@@ -81,6 +81,12 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
         engine.register_host_memory(ring.address, ring.shm.size)
         lanes = engine.lanes if job.pipelined else 1
         max_batch = min(max(job.batch_sizes), engine.max_batch)
+        network = None
+        if job.network_batch:
+            network = engine.network(job.network_batch)
+            size = job.settings.model.imgsz
+            probe = network.run(np.zeros((1, 3, size, size), network.input_dtype))
+            conn.send(NetworkMsg(str(network.input_dtype), tuple(probe.shape[1:]), str(probe.dtype), network.max_batch))
         conn.send(LoadedMsg(engine.info, gpu_memory(context), load_s, lanes, max_batch, engine.max_batch))
     except BaseException as exc:
         conn.send(FailedMsg(one_line(exc, "load failed")))
@@ -89,7 +95,8 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
                 engine.close()
         os._exit(1)
     try:
-        _profiled(Server(engine, job, ring, mailbox, conn, context, lanes, max_batch).serve, job.engine)
+        server = Server(engine, job, ring, mailbox, conn, context, lanes, max_batch)
+        _profiled(server.serve if network is None else lambda: server.serve_network(network), job.engine)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the main process went away
     except BaseException as exc:
@@ -148,6 +155,29 @@ class Server:
                 continue
             if not self.handle(taken):
                 return
+
+    def serve_network(self, network) -> None:
+        """The network alone: each request a batch of input tensors in a ring slot, answered with
+        the raw head output written over them in the same slot."""
+        requests, size = self.mailbox.requests, self.job.settings.model.imgsz
+        while True:
+            if self.job.uses_gpu and time.monotonic() >= self.next_memory:
+                self.conn.send(MemoryMsg(gpu_memory(self.context)))
+                self.next_memory = time.monotonic() + MEMORY_REPORT_S
+            taken = requests.take(MEMORY_REPORT_S, self.job.spin_s)
+            if taken is None:
+                continue
+            record = taken[1]
+            requests.release()
+            if record[0] == Kind.STOP:
+                return
+            if record[0] != Kind.TENSORS:
+                continue
+            _kind, ticket, slot, batch = record[:4]
+            t_start = time.perf_counter()
+            out = network.run(self.ring.view(slot, (batch, 3, size, size), network.input_dtype))
+            np.copyto(self.ring.view(slot, out.shape, out.dtype), out)
+            self.mailbox.put_result(ticket, t_start, time.perf_counter(), (0.0, 0.0, 0.0), np.zeros((0, 6), np.float32))
 
     def handle(self, first: tuple[int, tuple]) -> bool:
         """Run `first` (and the frames waiting behind it, as one micro-batch); False on stop."""

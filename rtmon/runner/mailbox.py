@@ -37,6 +37,7 @@ class Kind(enum.IntEnum):
     FRAME = 0  # run the frame in ring slot `slot`
     CONTROL = 1  # arg0: micro-batch size (0: unchanged); arg1: stage timing (-1 unchanged, 0 off, 1 on)
     STOP = 2  # answer what is in flight, then end
+    TENSORS = 3  # network alone: run the `index` input images in ring slot `slot`, the output into the same slot
 
 
 REQUEST = np.dtype([
@@ -181,6 +182,9 @@ class Mailbox:
 
     def put_control(self, max_batch: int = 0, stage_times: int = -1) -> None:
         self.requests.put((Kind.CONTROL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, max_batch, stage_times))
+
+    def put_tensors(self, ticket: int, slot: int, batch: int, t_handed: float) -> None:
+        self.requests.put((Kind.TENSORS, ticket, slot, batch, 0, 0, 0, 0, t_handed, t_handed, 0, 0))
 
     def put_stop(self) -> None:
         self.requests.put((Kind.STOP, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0))

@@ -29,6 +29,7 @@ class EngineJob:
     max_delay_ms: float = 0.0
     pipelined: bool = True  # may the engine keep more than one frame in flight
     spin_s: float = 0.0  # how long the engine process spins for the next frame before it sleeps
+    network_batch: int = 0  # > 0: serve the engine's network alone (`Engine.network`) up to this batch
     log_path: str = ""
     factory: Callable | None = None  # builds the engine instead of the registry (tests, plugins)
 
@@ -41,6 +42,16 @@ class LoadedMsg:
     lanes: int  # frames the engine can usefully keep in flight
     max_batch: int  # the micro-batch it starts with
     engine_max_batch: int  # the largest micro-batch it accepts
+
+
+@dataclass(frozen=True)
+class NetworkMsg:
+    """The network alone is ready: what it takes and gives (for batches of up to `max_batch`)."""
+
+    input_dtype: str
+    output_shape: tuple[int, ...]  # per image: (4 + classes, anchors)
+    output_dtype: str
+    max_batch: int
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Frames in shared memory: a ring of slots the main process writes and an engine process reads.
 
 The main process creates the ring; the engine process attaches by name and sees each slot as a
-NumPy array over the shared bytes (no copy). A slot holds one BGR image of any shape that fits.
+NumPy array over the shared bytes (no copy). A slot holds one BGR image of any shape that fits
+(or, for an engine's network alone, one batch of input tensors, then its output).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ class FrameRing:
         self.name = self.shm.name
         self._buf = np.ndarray((self.shm.size,), np.uint8, self.shm.buf)
 
-    def view(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
-        n = int(np.prod(shape))
+    def view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype = np.uint8) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        if n > self.slot_bytes:
+            raise ValueError(f"a {tuple(shape)} {dtype} array does not fit a {self.slot_bytes}-byte slot")
         start = slot * self.slot_bytes
-        return self._buf[start : start + n].reshape(shape)
+        return self._buf[start : start + n].view(dtype).reshape(shape)
 
     def write(self, slot: int, image: np.ndarray) -> tuple[int, ...]:
         if image.nbytes > self.slot_bytes:
             raise ValueError(f"a {image.shape} frame does not fit a {self.slot_bytes}-byte slot")
-        np.copyto(self.view(slot, image.shape), image)
+        np.copyto(self.view(slot, image.shape, image.dtype), image)
         return tuple(image.shape)
 
     @property

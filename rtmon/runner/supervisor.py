@@ -422,17 +422,11 @@ class EngineRunner:
             pipelined=o.pipelined,
             spin_s=o.spin_us / 1e6, log_path=log_path, factory=o.factory,
         )
-        ctx = mp.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=engine_main, args=(job, child_conn, os.getpid()), name=f"rtmon-engine-{self.name}",
-                           daemon=True)
         try:
-            proc.start()
+            self._proc, self._conn = spawn(job)
         except Exception as exc:
             self._fail(one_line(exc, "could not start the engine process"))
             return False
-        child_conn.close()
-        self._proc, self._conn = proc, parent_conn
         return True
 
     def _receive(self) -> bool:
@@ -471,7 +465,7 @@ class EngineRunner:
         except (EOFError, OSError):
             proc.join(2)
             if not self._stopping and self.metrics.state != EngineState.FAILED:
-                self._fail(_exit_reason(proc.exitcode))
+                self._fail(exit_reason(proc.exitcode))
             if not state["loaded"] and not self._stopping:
                 return False
         return True
@@ -538,7 +532,19 @@ class EngineRunner:
             self._cv.notify_all()
 
 
-def _exit_reason(code: int | None) -> str:
+def spawn(job: EngineJob) -> tuple[mp.Process, object]:
+    """Start `job`'s engine process (spawned: a fresh interpreter, no inherited threads or CUDA
+    state); returns it and the main process's end of its control pipe."""
+    ctx = mp.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=engine_main, args=(job, child_conn, os.getpid()), name=f"rtmon-engine-{job.engine}",
+                       daemon=True)
+    proc.start()
+    child_conn.close()
+    return proc, parent_conn
+
+
+def exit_reason(code: int | None) -> str:
     if code is None:
         return "the engine process stopped answering"
     if code < 0:

@@ -11,6 +11,6 @@ def preferred_batch_sizes(max_batch: int) -> list[int]:
     """The batch sizes Triton's dynamic batcher prefers, on both servers: the sizes the GPU
     engines build runners for when served (`batch_sizes`: powers of two, and
     `max_batch`), above one."""
-    from rtmon.engines.gpu_common import batch_sizes
+    from rtmon.runner import batch_sizes
 
     return [size for size in batch_sizes(max_batch) if size > 1]

@@ -1,35 +1,35 @@
 """How far does one served engine go? `rtmon serve` under N concurrent camera streams.
 
-    python -m rtmon.triton.loadtest --out DIR [--engine optimized] [--streams 1,2,4,8,16,32]
+    rtmon loadtest --out DIR [--engine optimized] [--streams 1,2,4,8,16,32]
 
-In one run, on one machine:
+In one run, on one machine, every engine driven by the engine runner (`rtmon.runner`), each in
+its own process:
 
-1. **in-process**: the engine without a server, one stream, driven as `rtmon bench` drives it
-   (its own process through `rtmon.runner`, frames preloaded in shared memory, each handed over
-   as soon as the engine has room), and its network alone (`Engine.network`, in this process) at
-   each batch size the streams can form: the ceilings the server is measured against.
+1. **in process**: the engine without a server, one stream, as `rtmon bench` drives it (frames
+   preloaded in the runner's ring, each handed over as soon as the engine has room), and its
+   network alone (`rtmon.runner.NetworkRunner`, host arrays in and out) at each batch size the
+   streams can form: the ceilings the server is measured against.
 2. **served**: `rtmon serve` with the same engine (a real tritonserver through PyTriton) on
-   loopback ports, and N client processes (`triton` engines: rtmon's letterbox and NMS, gRPC)
-   for each N, with the frames in system shared memory and over the socket. Each stream is a
-   closed loop, as perf_analyzer's concurrency: it sends its next frame when the previous
-   frame's boxes are back. Throughput = frames whose boxes came back in the measured window /
-   the window; latency = hand-over → boxes, over those frames.
+   loopback ports, and N streams, each a `triton` engine (rtmon's letterbox and NMS, gRPC) in its
+   own engine process, with the frames in system shared memory and over the socket. Each stream
+   is a closed loop, as perf_analyzer's concurrency: its next frame is handed over when the
+   previous frame's boxes are back.
 3. **perf_analyzer** (when it runs here) against the same server at each N: requests of zeros,
    no client pre/post-processing; the server's side of the story.
 
+FPS is `rtmon.metrics.throughput_fps` over the measured window (the frames whose boxes came back
+in it, per second); latency is hand-over → boxes in the main process, over those frames.
+
 Writes triton.json (every figure), triton.md (the tables) and triton.png (throughput and P99
-against N) into --out. `--url` measures a server that is already running instead of starting
-one (then the in-process figures are still this machine's).
+against N) into --out, together or not at all. `--url` measures a server that is already running
+instead of starting one (then the in-process figures are still this machine's).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -37,36 +37,42 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-import typer
 
-from rtmon import __version__, gpu
 from rtmon import engines as registry
-from rtmon.bench.harness import EngineUnderTest
+from rtmon.bench.harness import Collector, EngineUnderTest, Measured
 from rtmon.bench.scenarios import options_for
-from rtmon.config import Settings, load_settings, parse_set_options
-from rtmon.core import Frame
+from rtmon.config import Settings
+from rtmon.core import EngineState
+from rtmon.engines.prepost import preprocess_cpu
 from rtmon.engines.triton import Endpoint
 from rtmon.errors import UserError
-from rtmon.files import write_text_atomically
+from rtmon.files import write_folder
+from rtmon.formatting import fmt
+from rtmon.metrics import LatencyStats, throughput_fps
 from rtmon.models import ModelRef, resolve_model
+from rtmon.reporting import header
+from rtmon.runner import EngineRunner, NetworkRunner, PoolFeed, RunnerOptions
 from rtmon.scene import SAMPLE_SEED, render_scene
 from rtmon.triton import perf_analyzer
+from rtmon.triton.loadtest_report import markdown, plot
 
 FRAMES = 32  # distinct frames of the sample scene, cycled by every stream
 START_LEAD_S = 0.5  # a round starts this long after it is announced, so every stream starts together
 READY_TIMEOUT_S = 900  # engine load (an Inductor compile per batch size) and tritonserver start
 
 
-def percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
-    if not latencies_ms:
-        return {"mean": None, "p50": None, "p99": None}
-    values = np.asarray(latencies_ms)
-    return {"mean": float(values.mean()), "p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+def window_figures(measured: Measured, t_begin: float, t_end: float) -> dict:
+    """The frames whose boxes came back in (t_begin, t_end]: how many, FPS, latency, stages."""
+    kept = (measured.t_received > t_begin) & (measured.t_received <= t_end)
+    lat = LatencyStats.of(measured.latency_ms[kept])
+    stages = measured.stages[kept].mean(axis=0).tolist() if kept.any() else [None] * 4
+    return {"frames": int(kept.sum()), "fps": throughput_fps(int(kept.sum()), t_begin, t_end) or 0.0,
+            "latency_ms": {"mean": lat.mean if lat else None, "p50": lat.p50 if lat else None,
+                           "p99": lat.p99 if lat else None},
+            "stages": stages}
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -133,157 +139,98 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-# --- the clients --------------------------------------------------------------------------------
+# --- the served streams -------------------------------------------------------------------------
 
 
-def _client(conn, job: dict) -> None:
-    """One camera stream, in its own process: a `triton` engine per transport, then rounds of
-    (transport, start, end) from the parent, each answered with the boxes' arrival times and
-    latencies."""
-    import cv2
-    import torch
+class Streams:
+    """`count` camera streams against one server: each a `triton` engine in its own engine
+    process, its ring preloaded with the frames; a round runs the first n of them together."""
 
-    torch.set_num_threads(1)  # one stream, one core's worth: 32 streams must not fight over threads
-    cv2.setNumThreads(1)
-    settings = Settings.model_validate(job["settings"])
-    model = ModelRef(Path(job["model"]["path"]), job["model"]["label"], job["model"]["kind"], job["model"]["sha256"],
-                     {int(k): v for k, v in job["model"]["class_names"].items()})
-    images = np.load(job["frames"], mmap_mode="r")
-    engines = {}
-    try:
-        for shm in job["transports"]:
-            engine = registry.create("triton", model, settings.model_copy(update={"triton": settings.triton.model_copy(update={"shm": shm})}))
-            engines[shm] = engine
-            engine.load()
-        conn.send(("ready", {shm: e.info.backend for shm, e in engines.items()}))
-        index = job["index"] * 7  # streams start at different frames
-        while (round_ := conn.recv()) is not None:
-            shm, t_start, t_end = round_
-            engine, done, latencies, stages = engines[shm], [], [], []
-            time.sleep(max(t_start - time.perf_counter(), 0))
-            while (now := time.perf_counter()) < t_end:
-                result = engine.infer(Frame(index, np.asarray(images[index % len(images)]), now))
-                done.append(result.t_done)
-                latencies.append(result.latency_ms)
-                stages.append((result.stages.preprocess, result.stages.inference, result.stages.postprocess))
-                index += 1
-            conn.send(("done", done, latencies, stages))
-    except Exception as exc:
-        conn.send(("error", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__))
-    finally:
-        for engine in engines.values():
-            engine.close()
+    def __init__(self, count: int, model: ModelRef, settings: Settings, url: str, shm: str, images: list[np.ndarray]) -> None:
+        triton = settings.triton.model_copy(update={"url": url, "shm": shm})
+        stream_settings = settings.model_copy(update={"triton": triton})
+        self.images = images
+        self.collectors = [Collector() for _ in range(count)]
+        options = options_for(stream_settings, "single-stream")
+        self.runners = [EngineRunner(["triton"], model, stream_settings, options, on_result=c, label=f"stream {i}")
+                        for i, c in enumerate(self.collectors)]
+        for runner in self.runners:
+            runner.start(0, preload=images)
+        for runner in self.runners:
+            if not runner.wait_loaded(READY_TIMEOUT_S):
+                raise UserError(f"loadtest: a stream's triton engine did not start: {runner.metrics.error}")
+        self.backend = self.runners[0].info.backend
 
-
-class Clients:
-    """`count` client processes, started once; a round runs on the first n of them."""
-
-    def __init__(self, count: int, job: dict) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conns, self._procs = [], []
-        for index in range(count):
-            parent, child = context.Pipe()
-            proc = context.Process(target=_client, args=(child, {**job, "index": index}), daemon=True)
-            proc.start()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        backends = [self._receive(conn, "ready", 300)[0] for conn in self._conns]
-        self.backends: dict[str, str] = backends[0]  # transport → what the engine says it runs over
-
-    @staticmethod
-    def _receive(conn, expected: str, timeout_s: float) -> tuple:
-        try:
-            if not conn.poll(timeout_s):
-                raise UserError(f"loadtest: a client did not answer within {timeout_s:.0f} s")
-            kind, *payload = conn.recv()
-        except EOFError:
-            raise UserError("loadtest: a client process died (its output above says why)") from None
-        if kind == "error":
-            raise UserError(f"loadtest: a client failed: {payload[0]}")
-        assert kind == expected, kind
-        return tuple(payload)
-
-    def round(self, streams: int, shm: str, warmup_s: float, seconds: float) -> dict:
-        """Every one of the first `streams` clients runs for warmup + seconds; the figures of the
-        last `seconds`."""
+    def round(self, streams: int, warmup_s: float, seconds: float) -> dict:
+        """The first `streams` streams run for warmup + seconds; the figures of the last `seconds`."""
         t_start = time.perf_counter() + START_LEAD_S
         t_measure, t_end = t_start + warmup_s, t_start + warmup_s + seconds
-        for conn in self._conns[:streams]:
-            conn.send((shm, t_start, t_end))
-        done, latencies, stages = [], [], []
-        for conn in self._conns[:streams]:
-            times, lat, stage = self._receive(conn, "done", START_LEAD_S + warmup_s + seconds + 120)
-            kept = [i for i, t in enumerate(times) if t_measure <= t <= t_end]
-            done += [times[i] for i in kept]
-            latencies += [lat[i] for i in kept]
-            stages += [stage[i] for i in kept]
-        # where a frame's time goes, client side: rtmon's letterbox, the call to the server, NMS
-        means = np.mean(stages, axis=0).tolist() if stages else []
-        return {"streams": streams, "shm": shm, "frames": len(done), "fps": len(done) / seconds,
-                "latency_ms": percentiles(latencies),
-                "stages_ms": dict(zip(("preprocess", "round_trip", "postprocess"), means, strict=False))}
+        marks = [c.count for c in self.collectors[:streams]]
+        feeds = [PoolFeed(self.images, 7 * i, preloaded=True) for i in range(streams)]  # streams start apart
+        time.sleep(max(t_start - time.perf_counter(), 0.0))
+        for runner, feed in zip(self.runners, feeds, strict=False):
+            runner.follow(feed, ends_run=False)
+        time.sleep(max(t_end - time.perf_counter(), 0.0))
+        for feed in feeds:
+            feed.stop()
+        for runner in self.runners[:streams]:
+            if not runner.fed.wait(runner.options.timeout_s + 5) or runner.metrics.state == EngineState.FAILED:
+                raise UserError(f"loadtest: a stream failed: {runner.metrics.error or 'no answer'}")
+        rows = [window_figures(c.since(m), t_measure, t_end) for c, m in zip(self.collectors, marks, strict=False)]
+        every = [c.since(m) for c, m in zip(self.collectors, marks, strict=False)]
+        joined = Measured(*(np.concatenate([getattr(m, f.name) for m in every])
+                            for f in dataclasses.fields(Measured)))
+        figures = window_figures(joined, t_measure, t_end)
+        _handover, pre, call, post = figures.pop("stages")
+        # where a client's frame goes: rtmon's letterbox, the call to the server, NMS
+        return {"streams": streams, "frames": sum(r["frames"] for r in rows), "fps": figures["fps"],
+                "latency_ms": figures["latency_ms"],
+                "stages_ms": {"preprocess": pre, "round_trip": call, "postprocess": post}}
 
     def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):  # a client that failed has closed its end
-                conn.send(None)
-        for proc in self._procs:
-            proc.join(30)
-            if proc.is_alive():
-                proc.kill()
+        for runner in self.runners:
+            runner.stop()
 
 
 # --- in process ---------------------------------------------------------------------------------
 
 
-def measure_in_process(name: str, model: ModelRef, settings: Settings, images: np.ndarray, batches: list[int],
+def measure_in_process(name: str, model: ModelRef, settings: Settings, images: list[np.ndarray], batches: list[int],
                        warmup_s: float, seconds: float) -> dict:
     """The engine without a server, one stream, driven as `rtmon bench` drives it (its own
-    process through `rtmon.runner`, the frames preloaded in the runner's ring, each handed over
-    as soon as the engine has room: one at a time, or as many as its lanes keep in flight), then
-    its network alone per batch."""
+    process, the frames preloaded in the runner's ring, each handed over as soon as the engine
+    has room: one at a time, or as many as its lanes keep in flight), then its network alone
+    per batch."""
     # The offline scenario's options at batch 1, but no frame queued beyond those the engine runs:
     # a frame's latency is hand-over → boxes, as the served rows', with no wait in the pipe.
     options = dataclasses.replace(options_for(settings, "offline", 1), queued_batches=0)
-    eut = EngineUnderTest.start(name, model, settings, options, list(images))
+    eut = EngineUnderTest.start([name], model, settings, options, images)
     try:
-        if not eut.runner.wait_loaded():
-            raise UserError(f"engine: {name}: {eut.runner.metrics.error or 'did not load'}")
+        eut.require_loaded()
         runner = eut.runner
-        t_measure = time.perf_counter() + warmup_s
-        deadline = t_measure + seconds
-        start, n = eut.collector.count, 0
-        while time.perf_counter() < deadline:
-            if not eut.hand_over(n, n):
-                raise UserError(f"engine: {name}: {runner.metrics.error or 'stopped answering'}")
-            n += 1
-        if not eut.collector.wait_for(start + n, options.timeout_s * 4, lambda: eut.failed):
-            raise UserError(f"engine: {name}: {runner.metrics.error or 'stopped answering'}")
-        measured = eut.collector.since(start)
-        kept = measured.t_done >= t_measure
+        start = eut.collector.count
+        feed = eut.feed(0)
+        t0 = time.perf_counter()
+        t_measure, t_end = t0 + warmup_s, t0 + warmup_s + seconds
+        eut.play(feed, lambda elapsed: feed.stop() if elapsed >= warmup_s + seconds else None, every_s=0.05)
+        figures = window_figures(eut.collector.since(start), t_measure, t_end)
+        figures.pop("stages")
         e2e = {"mode": "pipelined" if runner.lanes > 1 else "one at a time", "in_flight": runner.depth,
-               "driver": "rtmon.runner (as rtmon bench)", "frames": int(kept.sum()), "fps": int(kept.sum()) / seconds,
-               "latency_ms": percentiles(measured.latency_ms[kept].tolist())}
+               "driver": "rtmon.runner (as rtmon bench)", **figures}
         facts = {"backend": runner.info.backend, "precision": runner.info.precision, "device": runner.info.device}
     finally:
         eut.stop()
-    # The network alone: the engine's own compiled network in this process, host arrays in and out
-    # (the runner's process is gone, so the two do not share the device).
     alone = []
-    engine = registry.create(name, model, settings)
-    if hasattr(engine, "network"):
-        engine.load()
+    if registry.SPECS[name].servable:
+        network = NetworkRunner(name, model, settings, settings.serve.max_batch, RunnerOptions.of(settings))
         try:
-            network = engine.network(settings.serve.max_batch)
-            if network is not None:
-                from rtmon.engines.prepost import preprocess_cpu
-
-                blobs = np.concatenate([preprocess_cpu(images[i % len(images)], settings.model.imgsz, network.input_dtype)[0]
-                                        for i in range(max(batches))])
-                for batch in batches:
-                    alone.append(_time_network(network.run, blobs[:batch], seconds=min(seconds, 2.0)))
+            network.wait_loaded()
+            blobs = np.concatenate([preprocess_cpu(images[i % len(images)], settings.model.imgsz, network.input_dtype)[0]
+                                    for i in range(max(batches))])
+            for batch in batches:
+                alone.append(_time_network(network.run, blobs[:batch], seconds=min(seconds, 2.0)))
         finally:
-            engine.close()
+            network.stop()
     return {"engine": name, **facts, "stream": e2e, "network_alone": alone}
 
 
@@ -309,8 +256,7 @@ def run_loadtest(settings: Settings, name: str, streams: list[int], transports: 
     model = resolve_model(settings.model.name, Path(settings.paths.engines_dir))
     work = Path(tempfile.mkdtemp(prefix="rtmon-loadtest-"))
     try:
-        images = np.stack([image for image, _ in render_scene(SAMPLE_SEED, FRAMES * 3, stride=3)])
-        np.save(work / "frames.npy", images)
+        images = [image for image, _ in render_scene(SAMPLE_SEED, FRAMES * 3, stride=3)]
         batches = sorted({min(n, settings.serve.max_batch) for n in streams})
         echo(f"in process: {name}, one stream, then its network alone at batch {batches} …")
         local = measure_in_process(name, model, settings, images, batches, warmup_s, seconds)
@@ -321,49 +267,48 @@ def run_loadtest(settings: Settings, name: str, streams: list[int], transports: 
             server.wait_ready()
             url = server.url
         try:
-            served, pa = _measure_served(settings, model, url, streams, transports, work, warmup_s, seconds, use_perf_analyzer, echo)
+            served, pa = _measure_served(settings, model, url, streams, transports, images, work, warmup_s, seconds,
+                                         use_perf_analyzer, echo)
         finally:
             exit_code = server.stop() if server else None
         report = {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "rtmon": __version__,
-            "machine": _machine(),
-            "model": {"label": model.label, "sha256": model.sha256[:12]},
+            **header(model, [], f"{FRAMES} frames of the sample scene, 1280x720"),
+            "versions": {"pytriton": _version("nvidia-pytriton"), "tritonclient": _version("tritonclient")},
             "method": {
-                "streams": "closed loop: each stream sends its next frame when the previous one's boxes are back",
+                "streams": "closed loop: each stream hands its next frame over when the previous one's boxes are back",
                 "warmup_s": warmup_s, "seconds": seconds, "frames": f"{FRAMES} frames of the sample scene, 1280x720",
                 "server": "rtmon serve (PyTriton) on loopback ports" if server else url,
                 "max_batch": settings.serve.max_batch, "queue_delay_us": settings.serve.queue_delay_us,
+                "figures": "FPS = frames whose boxes came back in the measured window / the window; latency = hand-over "
+                           "→ boxes in the main process",
             },
             "in_process": local,
             "served": served,
             "perf_analyzer": pa,
             "server_exit_code": exit_code,
         }
-        write_text_atomically(out / "triton.json", json.dumps(report, indent=1))
-        write_text_atomically(out / "triton.md", markdown(report))
-        plot(report, out / "triton.png")
+        write_folder(out, {"triton.json": lambda path: path.write_text(json.dumps(report, indent=1)),
+                           "triton.md": lambda path: path.write_text(markdown(report)),
+                           "triton.png": lambda path: plot(report, path)})
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure_served(settings, model, url, streams, transports, work, warmup_s, seconds, use_perf_analyzer, echo):
-    job = {"settings": settings.model_copy(update={"triton": settings.triton.model_copy(update={"url": url})}).model_dump(),
-           "model": {"path": str(model.path), "label": model.label, "kind": model.kind, "sha256": model.sha256,
-                     "class_names": model.class_names},
-           "frames": str(work / "frames.npy"), "transports": transports}
-    echo(f"starting {max(streams)} client processes …")
-    clients = Clients(max(streams), job)
-    served = {"url": url, "backends": clients.backends, "rounds": []}
-    try:
-        for n in streams:
-            for shm in transports:
-                row = clients.round(n, shm, warmup_s, seconds)
+def _measure_served(settings, model, url, streams, transports, images, work, warmup_s, seconds, use_perf_analyzer, echo):
+    served = {"url": url, "backends": {}, "rounds": []}
+    for shm in transports:
+        echo(f"starting {max(streams)} streams (shm {shm}) …")
+        clients = Streams(max(streams), model, settings, url, shm, images)
+        served["backends"][shm] = clients.backend
+        try:
+            for n in streams:
+                row = {**clients.round(n, warmup_s, seconds), "shm": shm}
                 served["rounds"].append(row)
-                echo(f"  {n:3d} streams, shm {shm:3s}: {row['fps']:8.1f} FPS, P99 {_ms(row['latency_ms']['p99'])}")
-    finally:
-        clients.close()
+                echo(f"  {n:3d} streams, shm {shm:3s}: {row['fps']:8.1f} FPS, P99 {fmt(row['latency_ms']['p99'], '.2f', ' ms')}")
+        finally:
+            clients.close()
+    served["rounds"].sort(key=lambda r: (r["streams"], transports.index(r["shm"])))
     pa = {"ran": False, "why": "off (--no-perf-analyzer)", "rows": []}
     if use_perf_analyzer:
         binary, why = perf_analyzer.find()
@@ -373,23 +318,10 @@ def _measure_served(settings, model, url, streams, transports, work, warmup_s, s
             for n in streams:
                 row = perf_analyzer.run(binary, address, settings.triton.model, n, work / f"pa-{n}.csv", shm)
                 pa["rows"].append(row)
-                echo(f"  perf_analyzer concurrency {n:3d}: {row.get('fps', 0):8.1f} inf/s, P99 {_ms(row.get('p99_ms'))}"
-                     + (f" ({row['error']})" if "error" in row else ""))
+                echo(f"  perf_analyzer concurrency {n:3d}: {row.get('fps', 0):8.1f} inf/s, "
+                     f"P99 {fmt(row.get('p99_ms'), '.2f', ' ms')}" + (f" ({row['error']})" if "error" in row else ""))
             pa["shared_memory"] = "system" if shm else "none"
     return served, pa
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f} ms"
-
-
-def _machine() -> dict:
-    info = gpu.info()
-    return {"gpu": info.name if info else None, "driver": info.driver if info else None,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_average_1m_at_start": round(os.getloadavg()[0], 2),  # other work on the machine, for context
-            "python": platform.python_version(), "pytriton": _version("nvidia-pytriton"),
-            "tritonclient": _version("tritonclient")}
 
 
 def _version(distribution: str) -> str:
@@ -401,128 +333,8 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-# --- the report ---------------------------------------------------------------------------------
-
-
-def markdown(report: dict) -> str:
-    machine, method, local = report["machine"], report["method"], report["in_process"]
-    where = machine["gpu"] or f"CPU only ({machine['cpu']} × {machine['cpus']})"
-    lines = [
-        f"# rtmon serve under load — {report['created']}",
-        "",
-        f"- machine: {where}, Python {machine['python']}, PyTriton {machine['pytriton']}, tritonclient {machine['tritonclient']}"
-        + (f"; load average {machine['load_average_1m_at_start']} when the run began"
-           if machine.get("load_average_1m_at_start") is not None else ""),
-        f"- model: {report['model']['label']} (sha256 {report['model']['sha256']})",
-        f"- engine: {local['engine']} ({local['backend']}, {local['precision']}, {local['device']})",
-        f"- server: {method['server']}, max batch {method['max_batch']}, queue delay {method['queue_delay_us']} µs",
-        f"- streams: {method['streams']}; {method['warmup_s']} s warm-up, then {method['seconds']} s measured per row; "
-        f"{method['frames']}",
-        "",
-        "## In process (no server)",
-        "",
-        "| what | FPS | mean ms | P50 ms | P99 ms |",
-        "|---|---:|---:|---:|---:|",
-        _row(f"{local['engine']}, one stream, {local['stream']['mode']}", local["stream"]["fps"], local["stream"]["latency_ms"]),
-    ]
-    for alone in local["network_alone"]:
-        lines.append(f"| network alone, batch {alone['batch']} (host arrays in and out) | {alone['fps']:.1f} | "
-                     f"{alone['call_ms']:.2f} per call | | |")
-    lines += ["", "## Served: N streams against rtmon serve", "",
-              "Each stream's frame: the client's letterbox (preprocess), the call to the server (round trip), "
-              "the client's NMS (postprocess); means.", "",
-              "| streams | transport | FPS | × 1 stream in process | mean ms | P50 ms | P99 ms | preprocess ms | round trip ms | postprocess ms |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = local["stream"]["fps"] or None
-    for row in report["served"]["rounds"]:
-        lat = row["latency_ms"]
-        transport = "shared memory" if row["shm"] == "on" else "socket"
-        ratio = f"{row['fps'] / base:.2f}×" if base else "n/a"
-        stages = row.get("stages_ms", {})
-        lines.append(f"| {row['streams']} | {transport} | {row['fps']:.1f} | {ratio} | {_cell(lat['mean'])} | "
-                     f"{_cell(lat['p50'])} | {_cell(lat['p99'])} | {_cell(stages.get('preprocess'))} | "
-                     f"{_cell(stages.get('round_trip'))} | {_cell(stages.get('postprocess'))} |")
-    pa = report["perf_analyzer"]
-    lines += ["", "## perf_analyzer against the same server", ""]
-    if not pa["ran"]:
-        lines.append(f"Not run: {pa['why']}.")
-    else:
-        lines += [f"Requests of zeros, gRPC, shared memory: {pa.get('shared_memory')}; no client pre/post-processing.", "",
-                  "| concurrency | inferences/s | P50 ms | P99 ms | server queue ms | server compute ms |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        for row in pa["rows"]:
-            if "error" in row:
-                lines.append(f"| {row['concurrency']} | error: {row['error']} | | | | |")
-            else:
-                lines.append(f"| {row['concurrency']} | {row['fps']:.1f} | {_cell(row.get('p50_ms'))} | {_cell(row.get('p99_ms'))} | "
-                             f"{_cell(row.get('server_queue_ms'))} | {_cell(row.get('server_compute_ms'))} |")
-    lines += ["", "![throughput and P99 against streams](triton.png)", ""]
-    return "\n".join(lines)
-
-
-def _row(what: str, fps: float, lat: dict) -> str:
-    return f"| {what} | {fps:.1f} | {_cell(lat['mean'])} | {_cell(lat['p50'])} | {_cell(lat['p99'])} |"
-
-
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for shm, label in (("on", "served, shared memory"), ("off", "served, socket")):
-        rows = [r for r in report["served"]["rounds"] if r["shm"] == shm]
-        if rows:
-            n = [r["streams"] for r in rows]
-            left.plot(n, [r["fps"] for r in rows], "o-", label=label)
-            right.plot(n, [r["latency_ms"]["p99"] or np.nan for r in rows], "o-", label=label)
-    pa = [r for r in report["perf_analyzer"]["rows"] if "error" not in r]
-    if pa:
-        left.plot([r["concurrency"] for r in pa], [r["fps"] for r in pa], "s--", label="perf_analyzer (zeros, no pre/post)")
-        right.plot([r["concurrency"] for r in pa], [r.get("p99_ms", np.nan) for r in pa], "s--", label="perf_analyzer")
-    stream = report["in_process"]["stream"]
-    left.axhline(stream["fps"], color="grey", linestyle=":", label="in process, one stream")
-    if stream["latency_ms"]["p99"] is not None:
-        right.axhline(stream["latency_ms"]["p99"], color="grey", linestyle=":", label="in process, one stream")
-    streams = sorted({r["streams"] for r in report["served"]["rounds"]})
-    for ax, title in ((left, "throughput (frames/s)"), (right, "P99 latency (ms)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(streams, [str(n) for n in streams])
-        ax.minorticks_off()
-        ax.set_xlabel("concurrent streams")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"rtmon serve — {report['in_process']['engine']} on {report['machine']['gpu'] or 'CPU'}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-def main(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for triton.json, triton.md, triton.png")],
-    engine: Annotated[str, typer.Option("--engine", "-e", help="the engine to serve and to run in process")] = "optimized",
-    model: Annotated[str, typer.Option("--model", "-m", help="auto | demo | .pt path | ...")] = "demo",
-    streams: Annotated[str, typer.Option("--streams", help="comma-separated numbers of concurrent streams")] = "1,2,4,8,16,32",
-    shm: Annotated[str, typer.Option("--shm", help="transports to measure: on (shared memory), off (socket), or on,off")] = "on,off",
-    seconds: Annotated[float, typer.Option("--seconds", help="measured seconds per row")] = 4.0,
-    warmup: Annotated[float, typer.Option("--warmup", help="unmeasured seconds before each row")] = 1.0,
-    url: Annotated[str | None, typer.Option("--url", help="measure this running server instead of starting rtmon serve")] = None,
-    use_perf_analyzer: Annotated[bool, typer.Option("--perf-analyzer/--no-perf-analyzer", help="also run perf_analyzer when it runs here")] = True,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="any rtmon setting: section.key=value (e.g. serve.max_batch=32)")] = None,
-) -> None:
-    """Load-test `rtmon serve`: N concurrent client streams against a real Triton server, next to the same engine in process."""
-    overrides = parse_set_options(sets or [])
-    overrides["model.name"] = model
-    settings = load_settings(None, overrides)
+def parse_counts(streams: str, shm: str, seconds: float, warmup: float) -> tuple[list[int], list[str]]:
+    """The load test's options, checked: a one-line UserError for any that is off."""
     try:
         counts = sorted({int(n) for n in streams.split(",") if n.strip()})
     except ValueError:
@@ -532,16 +344,4 @@ def main(
         raise UserError("--streams needs numbers ≥ 1 and --shm one or both of on, off")
     if seconds <= 0 or warmup < 0:
         raise UserError("--seconds must be > 0 and --warmup ≥ 0")
-    name = registry.resolve_names([engine])[0]
-    run_loadtest(settings, name, counts, transports, out, warmup, seconds, url, use_perf_analyzer, sets or [])
-    print(f"report: {out}/ (triton.md, triton.json, triton.png)")
-
-
-if __name__ == "__main__":
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-    app.command()(main)
-    try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    return counts, transports

@@ -1,15 +1,16 @@
 """`rtmon serve`: a real Triton Inference Server on this machine, running one of rtmon's engines.
 
 NVIDIA PyTriton starts the `tritonserver` bundled in its wheel (Triton 2.51) and binds the
-engine's network (`network(max_batch)`, see `rtmon.engines.base.Network`) as a Python model:
+engine's network (`Engine.network`, run in the engine's own process by
+`rtmon.runner.NetworkRunner`) as a Python model:
 Triton's gRPC and HTTP endpoints, its dynamic batcher and its Prometheus metrics in front of
 rtmon's own engine. The model keeps the interface of the ONNX export (letterboxed NCHW in, raw
 head output out), so the `triton` engine, perf_analyzer or any Triton client use it as they
 would a stock tritonserver loading `rtmon export --triton`.
 
 A request's way: client → gRPC → tritonserver's dynamic batcher → PyTriton's Python backend
-stub (a process of its own) → shared memory and ZeroMQ → this process, which runs the batch on
-the engine → back the same way.
+stub (a process of its own) → shared memory and ZeroMQ → this process → shared memory → the
+engine's process, which runs the batch on the network → back the same way.
 
 Ctrl-C or SIGTERM stop the server, its stub and the engine. PyTriton starts tritonserver with
 PR_SET_PDEATHSIG, so when rtmon is killed outright the server gets SIGTERM and exits within
@@ -42,8 +43,9 @@ from rich.console import Console
 from rtmon import engines as registry
 from rtmon import gpu
 from rtmon.config import Settings
-from rtmon.errors import UserError
+from rtmon.errors import UserError, one_line
 from rtmon.models import ModelRef, resolve_model
+from rtmon.runner import NetworkRunner, RunnerOptions
 from rtmon.triton import preferred_batch_sizes
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def check_answer(address: str, model: str, image: np.ndarray, expected: np.ndarr
         with grpcclient.InferenceServerClient(address) as client:
             answer = client.infer(model, [request], client_timeout=60).as_numpy(OUTPUT_NAME)
     except (InferenceServerException, ValueError) as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return one_line(exc)
     if answer is None or answer.shape != expected.shape:
         return f"output shape {None if answer is None else list(answer.shape)}, expected {list(expected.shape)}"
     if not np.allclose(answer.astype(np.float32), expected.astype(np.float32), rtol=1e-3, atol=1e-3):
@@ -217,22 +219,22 @@ def run_serve(settings: Settings, console: Console) -> None:
     if model.notice:
         log.warning(model.notice)
     name = registry.resolve_names([serve.engine])[0]
-    engine = registry.create(name, model, settings)
-    if not hasattr(engine, "network"):
-        servable = [n for n, s in registry.SPECS.items() if s.module not in {"baseline", "ultralytics_ort", "triton"}]
-        raise UserError(f"serve: {name} cannot be served (it has no network of its own); serve one of: {', '.join(servable)}")
-
+    if not registry.SPECS[name].servable:
+        raise UserError(f"serve: {name} cannot be served (it has no network of its own); serve one of: "
+                        f"{', '.join(registry.servable_names())}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # The network runs in the engine's own process, as every engine does; this process only
+    # passes PyTriton's batches to it and back.
+    network = NetworkRunner(name, model, settings, serve.max_batch, RunnerOptions.of(settings))
     try:
-        engine.load()
-        network = engine.network(serve.max_batch)
+        network.wait_loaded()
         if not stop.is_set():
             with _run_folder() as folder:
-                _serve_until_stopped(settings, network, folder, stop, lambda: _print_ready(console, settings, engine, model))
+                _serve_until_stopped(settings, network, folder, stop, lambda: _print_ready(console, settings, network, model))
         console.print("stopped")
     finally:
-        engine.close()
+        network.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -272,8 +274,8 @@ def _serve_until_stopped(settings: Settings, network, folder: Path, stop: thread
         triton.stop()
 
 
-def _print_ready(console: Console, settings: Settings, engine, model: ModelRef) -> None:
-    serve, info = settings.serve, engine.info
+def _print_ready(console: Console, settings: Settings, network: NetworkRunner, model: ModelRef) -> None:
+    serve, info = settings.serve, network.info
     host = socket.gethostname() if serve.address in {"0.0.0.0", "::"} else serve.address
     host = f"[{host}]" if ":" in host else host
     console.print(
