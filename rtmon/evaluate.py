@@ -48,7 +48,7 @@ from rtmon.formatting import fmt
 from rtmon.models import ModelRef
 from rtmon.reporting import header
 from rtmon.runner import EngineRunner, PoolFeed, RunnerOptions
-from rtmon.scene import check_labels_match, load_labels, video_info
+from rtmon.sample import check_labels_match, load_labels, video_info
 from rtmon.sources import SourceSpec, read_frames
 
 log = logging.getLogger(__name__)

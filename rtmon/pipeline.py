@@ -30,6 +30,7 @@ import numpy as np
 
 from rtmon import engines as registry
 from rtmon import gpu
+from rtmon.bus import FrameBus
 from rtmon.core import EngineInfo, EngineState, Result
 from rtmon.errors import UserError
 from rtmon.metrics import headline
@@ -38,7 +39,7 @@ from rtmon.render import HalfView, draw_headline, mosaic, render_half, split_scr
 from rtmon.runner import EngineRunner, RunnerOptions, slot_bytes_for
 from rtmon.sinks import H264Writer
 from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
-from rtmon.sources import FrameBus, FrameReader, SourceSpec, open_capture
+from rtmon.sources import FrameReader, SourceSpec, open_capture
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rtmon import doctor, readiness
+from rtmon import doctor, probes, readiness
 from rtmon.engines.ort_cuda import require_providers
 from rtmon.errors import UserError
 from rtmon.gpu import GpuInfo
@@ -208,7 +208,7 @@ def test_a_probe_that_hangs_is_cut_off_with_everything_it_started(tmp_path: Path
             f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")  # fmt: skip
     t0 = time.monotonic()
     with pytest.raises(ProbeFailed, match=r"timed out after 1 s"):
-        readiness.run_json([sys.executable, "-c", code], 1.0)
+        probes.run_json([sys.executable, "-c", code], 1.0)
     assert time.monotonic() - t0 < 10
     grandchild = int(pidfile.read_text())
     time.sleep(0.2)
@@ -233,11 +233,11 @@ def running(pid: int) -> bool:
 )
 def test_a_probe_that_crashes_or_talks_nonsense_is_a_failure(code: str, why: str) -> None:
     with pytest.raises(ProbeFailed, match=re.escape(why)):
-        readiness.run_json([sys.executable, "-c", code], 20)
+        probes.run_json([sys.executable, "-c", code], 20)
 
 
 def test_a_probe_answers_with_its_last_line() -> None:
-    assert readiness.run_json([sys.executable, "-c", "print('noise'); print('{\"a\": 1}')"], 20) == {"a": 1}
+    assert probes.run_json([sys.executable, "-c", "print('noise'); print('{\"a\": 1}')"], 20) == {"a": 1}
 
 
 @pytest.fixture

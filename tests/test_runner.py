@@ -17,12 +17,12 @@ import psutil
 import pytest
 
 from rtmon.bench.scenarios import options_for
+from rtmon.bus import FrameBus
 from rtmon.config import load_settings
 from rtmon.core import EngineState, Frame
 from rtmon.models import ModelRef
 from rtmon.runner import EngineRunner, FrameRing, PoolFeed, RunnerOptions
 from rtmon.runner.mailbox import REQUEST, RESULT, Mailbox
-from rtmon.sources import FrameBus
 from tests.fake_engines import make
 
 MODEL = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {0: "thing"})

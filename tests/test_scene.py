@@ -5,17 +5,8 @@ import numpy as np
 import pytest
 
 from rtmon.errors import UserError
-from rtmon.scene import (
-    CLASS_NAMES,
-    MIN_BOX,
-    _Object,
-    _Scene,
-    check_labels_match,
-    ensure_sample,
-    load_labels,
-    render_scene,
-    video_info,
-)
+from rtmon.sample import check_labels_match, ensure_sample, load_labels, video_info
+from rtmon.scene import CLASS_NAMES, MIN_BOX, _Object, _Scene, render_scene
 
 CLASS_IDS = {name: cls for cls, name in CLASS_NAMES.items()}
 
@@ -102,7 +93,7 @@ def test_ensure_sample_round_trip(tmp_path):
 def test_corrupt_video_is_regenerated_with_a_warning(tmp_path, caplog):
     clip = ensure_sample(tmp_path, frames=8)
     clip.video.write_bytes(b"\x00" * 1000)
-    with caplog.at_level(logging.WARNING, logger="rtmon.scene"):
+    with caplog.at_level(logging.WARNING, logger="rtmon.sample"):
         ensure_sample(tmp_path, frames=8)
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warning) == 1 and "corrupt" in warning[0] and "\n" not in warning[0]
@@ -114,7 +105,7 @@ def test_mismatched_labels_are_regenerated_with_a_warning(tmp_path, caplog):
     meta = json.loads(clip.labels.read_text())
     meta["labels"] = meta["labels"][:5]
     clip.labels.write_text(json.dumps(meta))
-    with caplog.at_level(logging.WARNING, logger="rtmon.scene"):
+    with caplog.at_level(logging.WARNING, logger="rtmon.sample"):
         ensure_sample(tmp_path, frames=8)
     assert any("5 frames" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert len(load_labels(clip.labels)) == 8

@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from rtmon.bus import FrameBus
 from rtmon.core import Frame
 from rtmon.errors import UserError
 from rtmon.sinks import H264Writer
-from rtmon.sources import FrameBus, FrameReader, open_capture, read_frames, resolve_source
+from rtmon.sources import FrameReader, open_capture, read_frames, resolve_source
 
 
 def _write_clip(path: Path, frames: int = 12, size=(320, 240)) -> Path:
