@@ -12,11 +12,12 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))
 
 
-def one_line(exc: BaseException, prefix: str = "", limit: int = 300) -> str:
+def one_line(exc: BaseException, prefix: str = "", limit: int = 300, typed: bool = True) -> str:
     """`exc` as one line for a status field or an `error:` message: its first non-empty line,
-    with the exception's type unless it is a UserError (whose message already says it all)."""
+    after the exception's type (`typed`) unless it is a UserError, whose message says it all;
+    the type alone when there is no message."""
     text = str(exc).strip()
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if not isinstance(exc, UserError):
+    if not first or (typed and not isinstance(exc, UserError)):
         first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return (f"{prefix}: {first}" if prefix else first)[:limit]

@@ -1,5 +1,6 @@
-"""Child processes rtmon starts (engine processes, the window) end with the process that started
-them, however it ends, even by `kill -9`."""
+"""Process lifetimes: child processes rtmon starts (engine processes, the window) end with the
+process that started them, however it ends, even by `kill -9`; and the commands stop cleanly on
+Ctrl-C and SIGTERM alike."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 _PR_SET_PDEATHSIG = 1
 
@@ -38,3 +40,25 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL, poll_s: float | 
 
 def parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a service manager's stop) raises KeyboardInterrupt in the main thread, so the
+    cleanup written for Ctrl-C runs for it too."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM set `stop` (a normal stop, as a quit key would);
+    the previous handlers come back after it."""
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

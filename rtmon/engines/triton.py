@@ -29,7 +29,7 @@ import torch
 from rtmon.core import EngineInfo, Frame, Result
 from rtmon.engines.base import Stopwatch, SyncEngine, warmup_frames
 from rtmon.engines.prepost import Thresholds, postprocess, preprocess_cpu
-from rtmon.errors import UserError
+from rtmon.errors import UserError, one_line
 from rtmon.models import ModelRef
 
 DEFAULT_PORT = 8001
@@ -234,14 +234,14 @@ class TritonEngine(SyncEngine):
             server = self._client.get_server_metadata(client_timeout=timeout)
         except InferenceServerException as exc:
             raise UserError(
-                f"engine: {name}: cannot reach a Triton server at {url} ({_first_line(exc)}); "
+                f"engine: {name}: cannot reach a Triton server at {url} ({one_line(exc, typed=False)}); "
                 "start one with `rtmon serve` or set triton.url"
             ) from None
         try:
             metadata = self._client.get_model_metadata(self._model, client_timeout=timeout)
             ready = self._client.is_model_ready(self._model, client_timeout=timeout)
         except InferenceServerException as exc:
-            raise UserError(f"engine: {name}: {url} does not serve model '{self._model}' ({_first_line(exc)}); set triton.model") from None
+            raise UserError(f"engine: {name}: {url} does not serve model '{self._model}' ({one_line(exc, typed=False)}); set triton.model") from None
         if not ready:
             raise UserError(f"engine: {name}: model '{self._model}' at {url} is not ready")
         self._served = ServedModel.describe(metadata)
@@ -268,10 +268,10 @@ class TritonEngine(SyncEngine):
         except (InferenceServerException, SharedMemoryException) as exc:
             if self._shm == "on":
                 raise UserError(
-                    f"engine: {self.info.name}: system shared memory with {self._endpoint.url} failed ({_first_line(exc)}); "
+                    f"engine: {self.info.name}: system shared memory with {self._endpoint.url} failed ({one_line(exc, typed=False)}); "
                     "it needs the server on this machine, sharing /dev/shm (or set triton.shm=off)"
                 ) from None
-            why = f"system shared memory unavailable ({_first_line(exc)}): frames go over the socket"
+            why = f"system shared memory unavailable ({one_line(exc, typed=False)}): frames go over the socket"
             return SocketTransport(self._client, self._model, served, self._timeout), [why]
 
     def infer(self, frame: Frame) -> Result:
@@ -285,7 +285,7 @@ class TritonEngine(SyncEngine):
                 pred = self._transport.run(blob)
             except InferenceServerException as exc:
                 raise ConnectionError(
-                    f"{self.info.name}: Triton at {self._endpoint.url} did not answer ({_first_line(exc)})"
+                    f"{self.info.name}: Triton at {self._endpoint.url} did not answer ({one_line(exc, typed=False)})"
                 ) from None
         with sw("postprocess"):
             detections = postprocess(torch.from_numpy(np.require(pred, requirements="W")), box, self._thresholds)
@@ -298,8 +298,3 @@ class TritonEngine(SyncEngine):
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -26,7 +26,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from rtmon import gpu
 from rtmon.config import Settings
 from rtmon.errors import UserError, one_line
 from rtmon.models import ModelRef, resolve_model
+from rtmon.processes import stop_on_signals
 from rtmon.runner import NetworkRunner, RunnerOptions
 from rtmon.triton import preferred_batch_sizes
 
@@ -176,7 +176,7 @@ def check_answer(address: str, model: str, image: np.ndarray, expected: np.ndarr
         with grpcclient.InferenceServerClient(address) as client:
             answer = client.infer(model, [request], client_timeout=60).as_numpy(OUTPUT_NAME)
     except (InferenceServerException, ValueError) as exc:
-        return one_line(exc)
+        return one_line(exc, typed=False)
     if answer is None or answer.shape != expected.shape:
         return f"output shape {None if answer is None else list(answer.shape)}, expected {list(expected.shape)}"
     if not np.allclose(answer.astype(np.float32), expected.astype(np.float32), rtol=1e-3, atol=1e-3):
@@ -223,20 +223,19 @@ def run_serve(settings: Settings, console: Console) -> None:
         raise UserError(f"serve: {name} cannot be served (it has no network of its own); serve one of: "
                         f"{', '.join(registry.servable_names())}")
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # The network runs in the engine's own process, as every engine does; this process only
-    # passes PyTriton's batches to it and back.
-    network = NetworkRunner(name, model, settings, serve.max_batch, RunnerOptions.of(settings))
-    try:
-        network.wait_loaded()
-        if not stop.is_set():
-            with _run_folder() as folder:
-                _serve_until_stopped(settings, network, folder, stop, lambda: _print_ready(console, settings, network, model))
-        console.print("stopped")
-    finally:
-        network.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop):
+        # The network runs in the engine's own process, as every engine does; this process only
+        # passes PyTriton's batches to it and back.
+        network = NetworkRunner(name, model, settings, serve.max_batch, RunnerOptions.of(settings))
+        try:
+            network.wait_loaded()
+            if not stop.is_set():
+                with _run_folder() as folder:
+                    _serve_until_stopped(settings, network, folder, stop,
+                                         lambda: _print_ready(console, settings, network, model))
+            console.print("stopped")
+        finally:
+            network.stop()
 
 
 def _serve_until_stopped(settings: Settings, network, folder: Path, stop: threading.Event, announce) -> None:
