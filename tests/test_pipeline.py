@@ -60,8 +60,9 @@ def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip):
     assert f.processed > 3 * s.processed
     assert s.skipped > 0  # the slow engine skipped to the newest frame
     assert f.fps > 15 and s.fps < 6
-    # capacity: frames per busy second, ~1/delay whatever the source's rate
-    assert f.capacity_fps > 100 and 2 < s.capacity_fps < 7
+    # capacity: frames per busy second (hand-over to boxes back), ~1/delay whatever the source's
+    # rate: the fast engine's is well above the 30 fps it is fed, the slow one's (0.2 s) about 5
+    assert f.capacity_fps > 2 * f.fps and 2 < s.capacity_fps < 7
     assert s.busy_pct > 80 and f.busy_pct < 50
 
 
