@@ -18,6 +18,12 @@
 # Expects the wheels rtmon needs on PYTHONPATH (../shared/device/README.md) and the sample clip
 # in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
 # the other variables below override the defaults.
+#
+# Time it takes (H200, 2026-12-01): a cold Inductor compile of torch-graph-compiled costs 30-60 s
+# per batch size (cached in /tmp/rtmon-engines/inductor for the rest of the call), so a step
+# that loads `optimized` needs a limit of minutes, not seconds; stage y's defaults below were
+# too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
+# never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
 stage=${1:?a, b, c, d, e, f, x or y}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -102,16 +108,16 @@ case "$stage" in
     ;;
   y)
     pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
-    step single-stream "${LIMIT_SINGLE:-130}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,optimized,torch-graph,null}" \
+    step single-stream "${LIMIT_SINGLE:-330}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,optimized,torch-graph,null}" \
       --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
     pack
-    step eval "${LIMIT_EVAL:-70}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
+    step eval "${LIMIT_EVAL:-150}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
       --out "$res/eval" "${at[@]}"
     pack
-    step offline "${LIMIT_OFFLINE:-120}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,4,8,16,32}" \
+    step offline "${LIMIT_OFFLINE:-400}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,4,8,16,32}" \
       --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
     pack
-    step multi-stream "${LIMIT_MULTI:-110}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
+    step multi-stream "${LIMIT_MULTI:-300}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
       --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
       --out "$res/multi-stream" "${at[@]}"
     pack
