@@ -17,7 +17,7 @@ class _Prometheus:
         self.settings, self.snapshot, self.exporter = settings, snapshot, None
 
     def start(self) -> None:
-        from rtmon.prometheus import start_exporter
+        from rtmon.prometheus.exporter import start_exporter
 
         self.exporter = start_exporter(self.settings, self.snapshot)
 
@@ -52,18 +52,18 @@ def factory(settings) -> Callable[[SnapshotFn, Mapping[int, str]], Outlets] | No
     if not (wants_mqtt or wants_prometheus):
         return None
     if wants_mqtt:
-        from rtmon.mqtt import validate
+        from rtmon.mqtt.address import validate
 
         validate(settings.mqtt)
     if wants_prometheus:
-        from rtmon.prometheus import check_listen
+        from rtmon.prometheus.exporter import check_listen
 
         check_listen(settings.prometheus)
 
     def build(snapshot: SnapshotFn, class_names: Mapping[int, str]) -> Outlets:
         items: list = []
         if wants_mqtt:
-            from rtmon.mqtt import MetricsPublisher
+            from rtmon.mqtt.publisher import MetricsPublisher
 
             items.append(MetricsPublisher(settings.mqtt, snapshot, class_names))
         if wants_prometheus:
