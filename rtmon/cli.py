@@ -410,7 +410,7 @@ def watch(
 ) -> None:
     """External display: show the live metrics every rtmon instance publishes to an MQTT broker."""
     settings = _parent_settings(ctx, config=config, sets=sets, **{"mqtt.url": mqtt})
-    from rtmon.mqtt import validate
+    from rtmon.mqtt.address import validate
     from rtmon.watch import run_watch
 
     validate(settings.mqtt)

@@ -6,18 +6,30 @@ stops them, whatever happens, when it ends."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
+from rtmon.config import PrometheusSettings, Settings
 from rtmon.snapshot import MonitorSnapshot
 
 SnapshotFn = Callable[[], MonitorSnapshot]
 
 
+class Outlet(Protocol):
+    """What `Outlets` starts and stops: the MQTT publisher, the Prometheus endpoint."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class _Prometheus:
-    def __init__(self, settings, snapshot: SnapshotFn) -> None:
+    """The endpoint as an outlet: it binds its port only when started."""
+
+    def __init__(self, settings: PrometheusSettings, snapshot: SnapshotFn) -> None:
         self.settings, self.snapshot, self.exporter = settings, snapshot, None
 
     def start(self) -> None:
-        from rtmon.prometheus import start_exporter
+        from rtmon.prometheus.exporter import start_exporter
 
         self.exporter = start_exporter(self.settings, self.snapshot)
 
@@ -30,9 +42,9 @@ class _Prometheus:
 class Outlets:
     """Started together, stopped together (in reverse), each at most once."""
 
-    def __init__(self, items: list) -> None:
+    def __init__(self, items: list[Outlet]) -> None:
         self.items = items
-        self._started: list = []
+        self._started: list[Outlet] = []
 
     def start(self) -> None:
         for item in self.items:
@@ -44,7 +56,7 @@ class Outlets:
             self._started.pop().stop()
 
 
-def factory(settings) -> Callable[[SnapshotFn, Mapping[int, str]], Outlets] | None:
+def factory(settings: Settings) -> Callable[[SnapshotFn, Mapping[int, str]], Outlets] | None:
     """`(snapshot_fn, class_names) -> Outlets` for the outlets the settings ask for, or None. The
     broker URL, TLS files and the Prometheus address are checked here (a UserError on the first
     problem), before anything slow starts."""
@@ -52,18 +64,18 @@ def factory(settings) -> Callable[[SnapshotFn, Mapping[int, str]], Outlets] | No
     if not (wants_mqtt or wants_prometheus):
         return None
     if wants_mqtt:
-        from rtmon.mqtt import validate
+        from rtmon.mqtt.address import validate
 
         validate(settings.mqtt)
     if wants_prometheus:
-        from rtmon.prometheus import check_listen
+        from rtmon.prometheus.exporter import check_listen
 
         check_listen(settings.prometheus)
 
     def build(snapshot: SnapshotFn, class_names: Mapping[int, str]) -> Outlets:
-        items: list = []
+        items: list[Outlet] = []
         if wants_mqtt:
-            from rtmon.mqtt import MetricsPublisher
+            from rtmon.mqtt.publisher import MetricsPublisher
 
             items.append(MetricsPublisher(settings.mqtt, snapshot, class_names))
         if wants_prometheus:

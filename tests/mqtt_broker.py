@@ -1,19 +1,29 @@
 """A real mosquitto broker for the MQTT tests: plain, TLS + password, TLS + client certificate, and
 an ACL-restricted (no Home Assistant topics) listener on free loopback ports, configured from
-files generated under a temporary folder.
+files generated under a temporary folder; small clients that read what it holds; and a fake
+pipeline that feeds a publisher. The `broker` and `certs` fixtures are in conftest.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from rtmon.config import MqttSettings
 
 USER, PASSWORD = "display", "s3cret-pass"
 
@@ -145,17 +155,69 @@ class Broker:
         self.proc = None
 
 
+needs_broker = pytest.mark.skipif(bool(missing_tools()), reason=missing_tools() or "")
+
+
+def settings(url: str, **kw) -> MqttSettings:
+    """MqttSettings for the tests: instance `cam1`, 10 messages a second unless told otherwise."""
+    return MqttSettings(url=url, instance=kw.pop("instance", "cam1"), rate_hz=kw.pop("rate_hz", 10), **kw)
+
+
+def listen(port: int, topic: str, seconds: float,
+           then: Callable[[aiomqtt.Client], Awaitable[None]] | None = None) -> list[tuple[bytes, bool]]:  # fmt: skip
+    """Subscribe to `topic`, call `then(client)` once subscribed (e.g. to publish), and collect
+    (payload, retain flag) for `seconds`."""
+
+    async def main() -> list[tuple[bytes, bool]]:
+        got: list[tuple[bytes, bool]] = []
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(topic, qos=1)
+            if then:
+                await then(client)
+
+            async def gather() -> None:
+                async for message in client.messages:
+                    got.append((bytes(message.payload), bool(message.retain)))
+
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(gather(), seconds)
+        return got
+
+    return asyncio.run(main())
+
+
+def retained(port: int, topic: str, seconds: float = 0.4) -> list[tuple[bytes, bool]]:
+    """(payload, retain flag) of what arrives on `topic` within `seconds` of subscribing."""
+    return listen(port, topic, seconds)
+
+
+def config_on_broker(port: int, topic: str = "homeassistant/device/rtmon_cam1/config") -> dict | None:
+    """The Home Assistant config the broker keeps for an instance, or None."""
+    got = [payload for payload, _ in retained(port, topic) if payload]
+    return json.loads(got[-1]) if got else None
+
+
+def status_of(s: MqttSettings, instance: str = "cam1") -> str | None:
+    """What `rtmon watch` sees on the instance's status topic: online, offline or None."""
+    from rtmon.watch import collect
+
+    inst = collect(s, 0.3).instances.get(instance)
+    return inst.status if inst else None
+
+
 class FakePipeline:
     """Stands in for the pipeline: a thread that 'processes' a frame every `frame_s` (sleeping,
-    as an engine waiting on the GPU would) and records it in real `EngineMetrics`."""
+    as an engine waiting on the GPU would) and records it in real `EngineMetrics`. With
+    `streams=n` its frames come from n sources in turn and its snapshots carry each stream's
+    figures, as the pipeline's do with several sources."""
 
     def __init__(self, frame_s: float = 0.002, engines: tuple[str, ...] = ("baseline", "optimized"),
-                 streams: bool = False) -> None:  # fmt: skip
+                 streams: int = 0) -> None:  # fmt: skip
         from rtmon.core import EngineState, GpuMemory, Role
         from rtmon.metrics import EngineMetrics
 
         self.frame_s = frame_s
-        self.with_streams = streams  # per-stream figures cost percentiles per snapshot: only when asked
+        self.streams = int(streams)  # per-stream figures cost percentiles per snapshot: only when asked
         self.metrics = {
             name: EngineMetrics(name, Role.BASELINE if name == "baseline" else Role.OPTIMIZED) for name in engines
         }
@@ -185,7 +247,7 @@ class FakePipeline:
         while not self._stop.is_set():
             t0 = time.perf_counter()
             time.sleep(self.frame_s)
-            frame = Frame(self.frames, image, t0)
+            frame = Frame(self.frames, image, t0, self.frames % max(self.streams, 1))
             t_start = time.perf_counter() - self.frame_s
             for name, metrics in self.metrics.items():
                 metrics.record(Result(name, frame, boxes, StageTimes(0.1, self.frame_s * 1e3, 0.2), t_start=t_start))
@@ -199,15 +261,24 @@ class FakePipeline:
     def snapshot(self):
         from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
 
-        source = SourceStatus("fake://", "sample", 2, 2, None, None, "running", "", self.frames)
+        count = max(self.streams, 1)
+        sources = tuple(
+            SourceStatus(f"fake://{i}" if count > 1 else "fake://", "sample", 2, 2, None, None, "running", "",
+                         (self.frames + count - 1 - i) // count, stream=i)
+            for i in range(count)
+        )  # fmt: skip
         streams = ()
-        if self.with_streams:
-            streams = (StreamSnapshot(source, {n: figures[0] for n, m in self.metrics.items() if (figures := m.streams())}),)
+        if self.streams:
+            figures = {name: m.streams() for name, m in self.metrics.items()}
+            streams = tuple(
+                StreamSnapshot(source, {name: of[source.stream] for name, of in figures.items() if source.stream in of})
+                for source in sources
+            )
         return MonitorSnapshot(
             time=time.time(),
             uptime_s=time.time() - self.started,
             model="fake",
-            sources=(source,),
+            sources=sources,
             engines=tuple(m.snapshot() for m in self.metrics.values()),
             engine_info={},
             gpu=None,
@@ -218,8 +289,7 @@ class FakePipeline:
 
 def _publish_until_killed(url: str, instance: str) -> None:
     """The child process of the last-will test: publish a fake pipeline until SIGKILL."""
-    from rtmon.config import MqttSettings
-    from rtmon.mqtt import MetricsPublisher
+    from rtmon.mqtt.publisher import MetricsPublisher
 
     pipeline = FakePipeline().start()
     MetricsPublisher(MqttSettings(url=url, instance=instance, rate_hz=10), pipeline.snapshot).start()

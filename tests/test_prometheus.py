@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import eventually
 from mqtt_broker import FakePipeline
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,7 +22,8 @@ from rtmon import __version__
 from rtmon.config import PrometheusSettings
 from rtmon.errors import UserError
 from rtmon.gpu import GpuSample
-from rtmon.prometheus import check_listen, families, parse_listen, start_exporter
+from rtmon.prometheus.exporter import check_listen, parse_listen, start_exporter
+from rtmon.prometheus.families import families
 from tests.cli_helpers import assert_one_line_error
 
 MIB = 1024 * 1024
@@ -80,10 +82,10 @@ def test_the_endpoint_serves_the_live_figures_one_snapshot_per_scrape() -> None:
 
     exporter = start_exporter(PrometheusSettings(listen="127.0.0.1:0"), snapshot)
     try:
-        time.sleep(0.5)
+        eventually(lambda: pipeline.frames > 100, 5, what="the fake pipeline's first frames")
         first = scrape(exporter.url)
         assert len(calls) == 1
-        time.sleep(0.5)
+        time.sleep(0.5)  # time passes, not a wait for anything: nothing may sample meanwhile
         assert len(calls) == 1  # nothing is sampled between scrapes
         second = scrape(exporter.url)
         assert len(calls) == 2

@@ -1,21 +1,17 @@
-"""MQTT metrics feed: one publisher the pipeline never waits on.
+"""The MQTT publisher: one object the pipeline never waits on.
 
 `MetricsPublisher` runs its own asyncio loop in a daemon thread. At `rate_hz` it reads one
-`MonitorSnapshot`, turns it into JSON payloads (the pure `*_payload` builders below, schema in
-docs/mqtt.md) and puts them in a bounded queue that drops the oldest message when full. A
-sender drains the queue into an `aiomqtt.Client`; when the broker is unreachable or goes away
-it reconnects with exponential back-off, and a broker that is down at start is just the first
-outage. The status topic carries a plain retained `online`, and a retained `offline` as the
-client's last will, so a crash shows as `offline` (the convention Home Assistant and Frigate use).
+`MonitorSnapshot`, turns it into JSON payloads (`payloads.py`, schema in docs/mqtt.md) and puts
+them in a bounded queue that drops the oldest message when full. A sender drains the queue into
+an `aiomqtt.Client`; when the broker is unreachable or goes away it reconnects with exponential
+back-off (`rtmon.retry`), and a broker that is down at start is just the first outage. The
+status topic carries a plain retained `online`, and a retained `offline` as the client's last
+will, so a crash shows as `offline` (the convention Home Assistant and Frigate use).
 
-With `discovery` on, the publisher also keeps Home Assistant's device config
-(`rtmon/homeassistant.py`) retained on the broker: it sends it on connect and whenever the
-sensors change, again when Home Assistant announces itself on its birth topic, and it removes
-components a previous run left behind. A broker that refuses the discovery topics costs one
-warning; the metrics flow on.
-
-Credentials come from the settings or `RTMON_MQTT_USERNAME` / `RTMON_MQTT_PASSWORD` and never
-appear in a log message or an error.
+With `discovery` on, the publisher also keeps Home Assistant's device config (`discovery.py`)
+retained on the broker: it sends it on connect and whenever the sensors change, again when Home
+Assistant announces itself on its birth topic, and it removes components a previous run left
+behind. A broker that refuses the discovery topics costs one warning; the metrics flow on.
 """
 
 from __future__ import annotations
@@ -26,31 +22,34 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
-from rtmon import homeassistant as ha
 from rtmon.config import MqttSettings
-from rtmon.errors import UserError
-from rtmon.metrics import EngineSnapshot
-from rtmon.snapshot import MonitorSnapshot, StreamSnapshot
+from rtmon.errors import one_line
+from rtmon.mqtt import discovery as ha
+from rtmon.mqtt.address import BACKOFF_FIRST_S, BACKOFF_MAX_S, client_options, login_refused, validate
+from rtmon.mqtt.payloads import (
+    ONLINE,
+    detections_payload,
+    encode,
+    engine_payload,
+    gpu_payload,
+    status_payload,
+    stream_payload,
+)
+from rtmon.mqtt.topics import instance_id, topics
+from rtmon.retry import delays
+from rtmon.snapshot import MonitorSnapshot
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-BACKOFF_FIRST_S = 0.25
-# Short enough that a returning broker is used again within a couple of seconds.
-BACKOFF_MAX_S = 2.0
 STOP_GRACE_S = 1.5
 STATUS_QOS = 1
 METRICS_QOS = 0
@@ -61,251 +60,6 @@ DISCOVERY_JITTER_S = 1.0
 # How long the broker may take to deliver our own discovery config back to us; no echo means
 # it did not take it (typically an ACL).
 DISCOVERY_ECHO_S = 3.0
-# MQTT 3.1.1 CONNACK codes 4/5 and their MQTT 5 equivalents: the login itself was refused.
-_AUTH_REFUSED = {4, 5, 134, 135}
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """`mqtt://host[:port]` or `mqtts://host[:port]` → BrokerAddress; anything else: UserError."""
-    text = url.strip()
-    if "://" not in text:
-        raise UserError(f"mqtt: '{text}' is not a broker URL; write mqtt://host:port or mqtts://host:port")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise UserError(f"mqtt: cannot parse the broker URL ({exc}); write mqtt://host:port") from None
-    if parts.username is not None or parts.password is not None:
-        # The URL is printed in logs and errors; secrets belong in the settings or environment.
-        raise UserError(
-            "mqtt: the broker URL must not contain credentials; set mqtt.username / mqtt.password "
-            "or RTMON_MQTT_USERNAME / RTMON_MQTT_PASSWORD"
-        )
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise UserError(f"mqtt: unknown scheme '{parts.scheme}' in '{text}' (known: mqtt, mqtts)")
-    if not parts.hostname:
-        raise UserError(f"mqtt: no host in '{text}'; write {scheme}://host:port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UserError(f"mqtt: '{text}' has a path or query; topics are set with mqtt.prefix")
-    if port == 0:
-        raise UserError(f"mqtt: port 0 in '{text}' is not a broker port")
-    return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[scheme], scheme == "mqtts")
-
-
-def credentials(settings: MqttSettings) -> tuple[str | None, str | None]:
-    """(username, password) from the settings, else from the environment; None when unset."""
-    username = settings.username or os.environ.get("RTMON_MQTT_USERNAME", "")
-    password = settings.password or os.environ.get("RTMON_MQTT_PASSWORD", "")
-    return username or None, password or None
-
-
-def client_options(settings: MqttSettings, address: BrokerAddress) -> dict[str, Any]:
-    """Where and how to connect, as `aiomqtt.Client` keyword arguments (publisher and watcher)."""
-    username, password = credentials(settings)
-    tls = None
-    if address.tls:
-        tls = aiomqtt.TLSParameters(
-            ca_certs=settings.ca_file or None,  # None: the system's trusted CAs
-            certfile=settings.cert_file or None,
-            keyfile=settings.key_file or None,
-        )
-    return {
-        "hostname": address.host,
-        "port": address.port,
-        "username": username,
-        "password": password,
-        "tls_params": tls,
-    }
-
-
-def login_refused(exc: aiomqtt.MqttError) -> bool:
-    """True when the broker answered but refused the credentials (retrying won't help soon)."""
-    code = getattr(exc, "rc", None)
-    return getattr(code, "value", code) in _AUTH_REFUSED
-
-
-def _check_topic_level(name: str, value: str) -> None:
-    if not value or any(c in value for c in "+#\0"):
-        raise UserError(f"mqtt: {name} '{value}' must be non-empty and contain no '+', '#'")
-
-
-def validate(settings: MqttSettings) -> BrokerAddress:
-    """Start-up checks: the URL, the topic names, the TLS files. UserError on the first problem."""
-    address = parse_mqtt_url(settings.url)
-    for part in settings.prefix.split("/"):
-        _check_topic_level("prefix", part)
-    _check_topic_level("instance", instance_id(settings))
-    for part in settings.discovery_prefix.split("/"):
-        _check_topic_level("discovery_prefix", part)
-    if "/" in instance_id(settings):
-        raise UserError(f"mqtt: instance '{instance_id(settings)}' must not contain '/'")
-    tls_files = {"ca_file": settings.ca_file, "cert_file": settings.cert_file, "key_file": settings.key_file}
-    for key, path in tls_files.items():
-        if path and not address.tls:
-            raise UserError(f"mqtt: {key} is set but the URL is mqtt://; use mqtts:// for TLS")
-        if path and not Path(path).is_file():
-            raise UserError(f"mqtt: {key} {path}: no such file")
-    if settings.key_file and not settings.cert_file:
-        raise UserError("mqtt: key_file is set without cert_file")
-    username, password = credentials(settings)
-    if password and not username:
-        raise UserError("mqtt: a password is set without a username")
-    return address
-
-
-def instance_id(settings: MqttSettings) -> str:
-    return settings.instance or socket.gethostname()
-
-
-def _level(name: str) -> str:
-    """An engine name as one topic level."""
-    return "".join("_" if c in "/+#" else c for c in name) or "_"
-
-
-@dataclass(frozen=True)
-class Topics:
-    base: str  # <prefix>/<instance>
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def gpu(self) -> str:
-        return f"{self.base}/gpu"
-
-    def metrics(self, engine: str) -> str:
-        return f"{self.base}/engines/{_level(engine)}/metrics"
-
-    def detections(self, engine: str) -> str:
-        return f"{self.base}/engines/{_level(engine)}/detections"
-
-    def stream(self, stream: int) -> str:
-        return f"{self.base}/streams/{stream}/metrics"
-
-
-def topics(settings: MqttSettings) -> Topics:
-    return Topics(f"{settings.prefix}/{instance_id(settings)}")
-
-
-def discovery_topic(settings: MqttSettings) -> str:
-    return ha.discovery_topic(settings.discovery_prefix, instance_id(settings))
-
-
-# ---- payloads: pure functions of a snapshot, schema v2 (docs/mqtt.md) ----
-
-
-def _header(ts: float) -> dict[str, Any]:
-    return {"schema": SCHEMA, "ts": round(float(ts), 3)}
-
-
-def _num(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-def status_payload(online: bool) -> bytes:
-    """The status topic's plain text: what Home Assistant's availability expects."""
-    return (ha.ONLINE if online else ha.OFFLINE).encode()
-
-
-def stream_payload(snapshot: MonitorSnapshot, stream: StreamSnapshot) -> dict[str, Any]:
-    """One source of several: its state and, per engine that takes it, what that engine delivered."""
-    src = stream.source
-    return {
-        **_header(snapshot.time),
-        "stream": src.stream,
-        "source": src.uri,
-        "state": src.state,
-        "reconnects": src.reconnects,
-        "source_fps": _num(src.fps),
-        "engines": {
-            name: {
-                "fps": _num(fig.fps),
-                "latency_ms": None if fig.latency is None else {
-                    "p50": _num(fig.latency.p50), "p95": _num(fig.latency.p95), "p99": _num(fig.latency.p99)},
-                "frames_processed": fig.processed,
-                "frames_dropped": fig.dropped,
-            }
-            for name, fig in stream.engines.items()
-        },
-    }
-
-
-def engine_payload(snapshot: MonitorSnapshot, engine: EngineSnapshot) -> dict[str, Any]:
-    info = snapshot.engine_info.get(engine.name)
-    lat = engine.latency
-    head = snapshot.headline
-    return {
-        **_header(snapshot.time),
-        "engine": engine.name,
-        "role": str(engine.role),
-        "backend": info.backend if info else None,
-        "precision": info.precision if info else None,
-        "device": info.device if info else None,
-        "model": snapshot.model,
-        "state": engine.state,
-        "error": engine.error,
-        "fps": _num(engine.fps),
-        "fps_overall": _num(engine.fps_overall),
-        "capacity_fps": _num(engine.capacity_fps),
-        "busy_pct": _num(engine.busy_pct, 1),
-        "latency_ms": None
-        if lat is None
-        else {"mean": _num(lat.mean), "p50": _num(lat.p50), "p95": _num(lat.p95), "p99": _num(lat.p99)},
-        "stages_ms": {stage: _num(ms) for stage, ms in engine.stages_ms.items()},
-        "frames_processed": engine.processed,
-        "frames_skipped": engine.skipped,
-        "gpu_mem_mib": _num(engine.gpu_mem_mib, 1),
-        "gpu_mem": {counter: _num(mib, 1) for counter, mib in engine.memory.as_dict().items()},
-        "speedup_vs_baseline": _num(head.speedup) if head and head.optimized == engine.name else None,
-    }
-
-
-def gpu_payload(snapshot: MonitorSnapshot) -> dict[str, Any]:
-    """Device telemetry; every field null when there is no GPU (unknown, not zero)."""
-    gpu = snapshot.gpu
-    return {
-        **_header(snapshot.time),
-        "name": gpu.name if gpu else None,
-        "utilization_pct": _num(gpu.utilization_pct, 1) if gpu else None,
-        "memory_used_mib": _num(gpu.memory_used_mib, 1) if gpu else None,
-        "memory_total_mib": _num(gpu.memory_total_mib, 1) if gpu else None,
-        "temperature_c": _num(gpu.temperature_c, 1) if gpu else None,
-        "power_w": _num(gpu.power_w, 1) if gpu else None,
-        "process_mem_mib": _num(gpu.process_mem_mib, 1) if gpu else None,
-        "allocator_peak_mib": _num(gpu.allocator_peak_mib, 1) if gpu else None,
-    }
-
-
-def detections_payload(
-    snapshot: MonitorSnapshot, engine: EngineSnapshot, class_names: Mapping[int, str] | None = None
-) -> dict[str, Any]:
-    """Per-class counts in the engine's latest frame, keyed by class name (or id as text)."""
-    names = class_names or {}
-    return {
-        **_header(snapshot.time),
-        "engine": engine.name,
-        "counts": {names.get(cid, str(cid)): n for cid, n in sorted(engine.class_counts.items())},
-    }
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-
-
-# ---- the publisher ----
 
 
 async def _until_first_ends(jobs: list) -> None:
@@ -359,8 +113,8 @@ def _refused(granted: Any) -> bool:
 class MetricsPublisher:
     """Publishes snapshots to a broker from a daemon thread; `start()` / `stop()` from sync code.
 
-    `published`, `dropped`, `connected` and `discovery_sent` are plain attributes for tests and
-    the TUI.
+    `published`, `dropped`, `connected`, `connect_failures` and `discovery_sent` are plain
+    attributes for tests and the TUI.
     """
 
     def __init__(
@@ -372,13 +126,12 @@ class MetricsPublisher:
         self.address = validate(settings)
         self.settings = settings
         self.topics = topics(settings)
-        self.discovery_topic = discovery_topic(settings)
-        self.birth_topic = ha.birth_topic(settings.discovery_prefix)
         self._snapshot = snapshot
         self._class_names = dict(class_names or {})
         self.published = 0
         self.dropped = 0
         self.connected = False
+        self.connect_failures = 0  # attempts that ended in an MqttError (refused, unreachable, lost)
         self.discovery_sent = 0
         self._queue: deque[_Message] = deque()
         self._thread: threading.Thread | None = None
@@ -487,22 +240,22 @@ class MetricsPublisher:
 
     async def _connect_forever(self) -> None:
         assert self._stopping is not None
-        backoff = BACKOFF_FIRST_S
+        backoff = delays(BACKOFF_FIRST_S, BACKOFF_MAX_S)
         while not self._stopping.is_set():
             try:
                 async with self._new_client() as client:
                     self.connected = True
-                    backoff = BACKOFF_FIRST_S
+                    backoff = delays(BACKOFF_FIRST_S, BACKOFF_MAX_S)  # a new outage starts short again
                     self._warned_unreachable = False
                     log.info("mqtt: connected to %s, publishing under %s", self.address, self.topics.base)
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
+                self.connect_failures += 1
                 self._report_failure(exc)
             finally:
                 self.connected = False
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await asyncio.wait_for(self._stopping.wait(), next(backoff))
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Publish `online`, drain the queue (and keep discovery up to date) until the connection
@@ -529,11 +282,11 @@ class MetricsPublisher:
         # without discovery nothing is subscribed and it yields nothing until it raises.
         async for message in client.messages:
             payload = bytes(message.payload) if isinstance(message.payload, (bytes, bytearray)) else b""
-            if message.topic.matches(self.birth_topic):
-                if payload == ha.ONLINE.encode():
+            if message.topic.matches(self.topics.birth):
+                if payload == ONLINE.encode():
                     assert self._loop is not None
                     self._loop.call_later(random.uniform(0, DISCOVERY_JITTER_S), self._request_discovery)
-            elif message.topic.matches(self.discovery_topic):
+            elif message.topic.matches(self.topics.discovery):
                 self._on_config_seen(payload)
 
     def _request_discovery(self) -> None:
@@ -562,10 +315,10 @@ class MetricsPublisher:
         leftovers, and the echo that proves the broker took our config). Returns whether the
         echo can be expected."""
         can_confirm = True
-        for topic in (self.birth_topic, self.discovery_topic):
+        for topic in (self.topics.birth, self.topics.discovery):
             if _refused(await client.subscribe(topic, qos=DISCOVERY_QOS)):
                 self._warn_discovery(f"the broker refused the subscription to {topic}")
-                can_confirm = can_confirm and topic != self.discovery_topic
+                can_confirm = can_confirm and topic != self.topics.discovery
         return can_confirm
 
     async def _announce_forever(self, client: aiomqtt.Client, can_confirm: bool) -> None:
@@ -583,10 +336,10 @@ class MetricsPublisher:
                     self._resend = False
                     if removed:
                         removal = encode(ha.removal_config(config, removed))
-                        await client.publish(self.discovery_topic, removal, qos=DISCOVERY_QOS, retain=True)
+                        await client.publish(self.topics.discovery, removal, qos=DISCOVERY_QOS, retain=True)
                     self._echoed.clear()
                     self._sent_config = sent_here = payload
-                    await client.publish(self.discovery_topic, payload, qos=DISCOVERY_QOS, retain=True)
+                    await client.publish(self.topics.discovery, payload, qos=DISCOVERY_QOS, retain=True)
                     # Leftovers seen while publishing stay in `_on_broker`, for the next round.
                     self._on_broker = (self._on_broker - removed) | ha.live_components(config)
                     self.discovery_sent += 1
@@ -599,7 +352,7 @@ class MetricsPublisher:
         try:
             await asyncio.wait_for(self._echoed.wait(), DISCOVERY_ECHO_S)
         except asyncio.TimeoutError:
-            self._warn_discovery(f"the broker did not take the discovery config on {self.discovery_topic}")
+            self._warn_discovery(f"the broker did not take the discovery config on {self.topics.discovery}")
 
     def _warn_discovery(self, what: str) -> None:
         if self._warned_discovery:
@@ -632,11 +385,11 @@ class MetricsPublisher:
                     "mqtt: %s refused the login (%s); check mqtt.username / mqtt.password "
                     "(or RTMON_MQTT_USERNAME / RTMON_MQTT_PASSWORD). Still retrying; the pipeline runs on.",
                     self.address,
-                    exc,
+                    one_line(exc),
                 )
             return
         if not self._warned_unreachable:
             self._warned_unreachable = True
-            log.warning("mqtt: lost or cannot reach %s (%s); retrying in the background", self.address, exc)
+            log.warning("mqtt: lost or cannot reach %s (%s); retrying in the background", self.address, one_line(exc))
         else:
-            log.debug("mqtt: %s still unreachable (%s)", self.address, exc)
+            log.debug("mqtt: %s still unreachable (%s)", self.address, one_line(exc))

@@ -1,5 +1,6 @@
 """Home Assistant MQTT discovery: one retained device config that turns rtmon's metrics topics
-into Home Assistant sensors. Pure functions of a snapshot; `rtmon/mqtt.py` publishes the result.
+into Home Assistant sensors. Pure functions of a snapshot; `rtmon/mqtt/publisher.py` keeps the
+result on the broker, and `rtmon/mqtt/topics.py` names the topics.
 
 This is Home Assistant's *device-based* discovery
 (https://www.home-assistant.io/integrations/mqtt/#device-discovery-payload): one message at
@@ -17,17 +18,14 @@ way: the config is sent once more with that component reduced to its platform (`
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rtmon import __version__
+from rtmon.mqtt.payloads import OFFLINE, ONLINE
+from rtmon.mqtt.topics import Topics, object_id
 from rtmon.snapshot import MonitorSnapshot
 
-if TYPE_CHECKING:
-    from rtmon.mqtt import Topics
-
-ONLINE, OFFLINE = "online", "offline"
 # A template that renders Python's None makes Home Assistant show the sensor as `unknown`
 # (its MQTT sensor treats the rendered text "None" as no value), which is what a null means.
 _LATENCY = "{{{{ value_json.latency_ms.{q} if value_json.latency_ms else None }}}}"
@@ -59,20 +57,6 @@ GPU_FIGURES = (
     Figure("gpu_utilization", "GPU utilization", "{{ value_json.utilization_pct }}", "%", precision=0, icon="mdi:expansion-card"),
     Figure("gpu_memory_used", "GPU memory used", "{{ value_json.memory_used_mib }}", "MiB", device_class="data_size", precision=0),
 )
-
-
-def object_id(text: str) -> str:
-    """`text` as a Home Assistant discovery id: only [a-zA-Z0-9_-]."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", text) or "_"
-
-
-def discovery_topic(discovery_prefix: str, instance: str) -> str:
-    return f"{discovery_prefix}/device/rtmon_{object_id(instance)}/config"
-
-
-def birth_topic(discovery_prefix: str) -> str:
-    """Where Home Assistant says `online` when it (re)starts: the cue to send discovery again."""
-    return f"{discovery_prefix}/status"
 
 
 def expire_after_s(rate_hz: float) -> int:
