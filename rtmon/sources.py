@@ -26,6 +26,7 @@ import numpy as np
 from rtmon.bus import FrameBus
 from rtmon.core import Frame, SourceState
 from rtmon.errors import UserError, one_line
+from rtmon.retry import delays
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +315,9 @@ class FrameReader(threading.Thread):
         """Reopen a lost camera/stream with exponential back-off until it works or we stop."""
         if cap is not None:
             cap.release()
-        delay = 0.5
+        backoff = delays(min(0.5, self.reopen_max_s), self.reopen_max_s)
         while not self._halt.is_set():
+            delay = next(backoff)
             self.status.state = SourceState.RECONNECTING
             self.status.error = f"{self.spec.label} lost; retrying in {delay:.1f} s"
             log.warning("%s", self.status.error)
@@ -328,7 +330,6 @@ class FrameReader(threading.Thread):
                 self.status.state, self.status.error = self._running_state(), ""
                 return cap
             cap.release()
-            delay = min(delay * 2, self.reopen_max_s)
         return None
 
 

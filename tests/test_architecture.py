@@ -1,6 +1,6 @@
 """The house rules a reader relies on, checked on the source tree: engines are built only in
-engine processes, the modules import each other without a cycle, every module imports without
-building an engine, and rooms stay small."""
+engine processes, every module imports without building an engine, and rooms stay small (no
+import cycle: tests/test_import_cycles.py)."""
 
 from __future__ import annotations
 
@@ -58,47 +58,6 @@ def test_no_engine_is_built_outside_an_engine_process():
             if called in engines or (called == "create" and owner in {"registry", "engines"}):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {owner + '.' if owner else ''}{called}")
     assert not offenders, offenders
-
-
-def _top_level_imports(path: Path) -> set[str]:
-    """The rtmon modules `path` imports at module level, type-checking imports included (not
-    those imported inside functions: a lazy import is how a module avoids loading another)."""
-    out = set()
-    body = ast.parse(path.read_text()).body
-    nodes = [*body, *(n for stmt in body if isinstance(stmt, ast.If) for n in stmt.body)]
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("rtmon")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rtmon") and node.level == 0:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names}
-    return out
-
-
-def test_modules_import_each_other_without_a_cycle():
-    graph: dict[str, set[str]] = {}
-    names = {_module_name(p) for p in _modules()}
-    for path in _modules():
-        graph[_module_name(path)] = {m for m in _top_level_imports(path) if m in names} - {_module_name(path)}
-
-    state: dict[str, int] = {}
-    cycles = []
-
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
-            elif nxt not in state:
-                visit(nxt, [*trail, nxt])
-        state[node] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [name])
-    # A package's __init__ importing its own submodules is how packages re-export: not a cycle.
-    real = [c for c in cycles if not all(m == c[0] or m.startswith(c[0] + ".") or c[0].startswith(m + ".") for m in c)]
-    assert not real, real
 
 
 def test_every_module_imports_without_building_an_engine(monkeypatch):
