@@ -12,7 +12,7 @@ from textual.app import App
 from textual.widgets import Static
 
 from rtmon.config import MonitorSettings
-from rtmon.core import EngineInfo, EngineState, GpuMemory, Role
+from rtmon.core import EngineInfo, EngineState, GpuMemory, Role, SourceState
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
@@ -21,7 +21,7 @@ from rtmon.tui.widgets import EnginePanel, GpuPanel, PreviewWidget, StatusLine, 
 
 ENGINES = ("torch-fp32", "ort-cpu")
 INFO = {
-    "torch-fp32": EngineInfo("torch-fp32", "torch", "fp32", "cpu", 640),
+    "torch-fp32": EngineInfo("torch-fp32", "pytorch (ultralytics predict)", "fp32", "cpu", 640),  # as the baseline says
     "ort-cpu": EngineInfo("ort-cpu", "onnxruntime", "fp32", "cpu", 640),
 }
 H100 = GpuSample("NVIDIA H100 80GB HBM3", 45.0, 1234.0, 81559.0, 45.0, 120.0, 900.0)
@@ -47,7 +47,7 @@ class FakeControl:
         self,
         gpu: GpuSample | None = None,
         engine_errors: dict[str, str] | None = None,
-        source_state: str = "running",
+        source_state: SourceState = SourceState.RUNNING,
         source_error: str = "",
         frozen: bool = False,
     ) -> None:
@@ -61,11 +61,22 @@ class FakeControl:
         self.recording = ""
         self.recordings = 0
         self.tick = 0
+        self.version = 0
         self.calls: list[tuple[str, tuple, float]] = []
         self.lock = threading.Lock()
 
     def _log(self, name: str, *args: object) -> None:
         self.calls.append((name, args, time.perf_counter()))
+        if name in {"set_enabled", "set_paused", "toggle_recording"}:
+            self.version += 1  # a command changes what the snapshot shows
+
+    def snapshot_version(self) -> int:
+        """Different at every call while the engines run (their numbers move); frozen, only a
+        command changes it."""
+        self._log("snapshot_version")
+        with self.lock:
+            self.version += not self.frozen
+            return self.version
 
     def called(self, name: str) -> list[tuple]:
         return [args for call, args, _ in self.calls if call == name]
@@ -106,12 +117,13 @@ class FakeControl:
         )
 
     def snapshot(self) -> MonitorSnapshot:
+        self._log("snapshot")
         with self.lock:
             tick = self.tick if self.frozen else self.tick + 1
             self.tick = tick
         source = SourceStatus(
             uri="sample", kind="sample", width=1280, height=720, fps=30.0, nominal_fps=30.0,
-            state="paused" if self.paused and self.source_state == "running" else self.source_state,
+            state=SourceState.PAUSED if self.paused and self.source_state == SourceState.RUNNING else self.source_state,
             error=self.source_error, frames=1000 + tick,
         )
         return MonitorSnapshot(
@@ -261,7 +273,7 @@ async def test_a_failing_command_is_reported_and_the_screen_stays_up() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         notes = capture_notifications(app)
         await press_and_settle(app, pilot, "s")
-        assert notes == ["snapshot: No space left on device"]
+        assert notes == ["snapshot: OSError: No space left on device"]  # one line, with what went wrong
         assert app.is_running
 
 
@@ -444,20 +456,20 @@ async def test_panel_shows_latency_percentiles_and_counts() -> None:
         assert f"P50 {engine.latency.p50:.1f}" in numbers
         assert f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy 50%" in numbers
         assert "GPU mem 512 MiB (own 112 MiB)" in numbers
-        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "torch · fp32 · on cpu · 640px"
+        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "pytorch (ultralytics predict) · fp32 · on cpu · 640px"
         fps = text_of(panel(app, 1).query_one(".fps-text", Static))
         assert fps.startswith(f"FPS {engine.fps:.1f} · capacity {engine.capacity_fps:.0f}")
 
 
 async def test_lost_source_is_shown_in_the_status_line_and_the_ui_stays_up() -> None:
-    control = FakeControl(source_state="reconnecting", source_error="camera 0 lost (retry in 2 s)")
+    control = FakeControl(source_state=SourceState.RECONNECTING, source_error="camera 0 lost (retry in 2 s)")
     app = MonitorApp(control)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         source = app.query_one(".status-source", Static)
         assert "reconnecting: camera 0 lost (retry in 2 s)" in text_of(source)
         assert source.has_class("-trouble")
-        control.source_state, control.source_error = "running", ""
+        control.source_state, control.source_error = SourceState.RUNNING, ""
         app.poll()
         await pilot.pause()
         assert not source.has_class("-trouble")
@@ -476,7 +488,7 @@ async def test_a_snapshot_that_cannot_be_read_is_reported_not_fatal() -> None:
         app.poll()
         await pilot.pause()
         source = app.query_one(StatusLine).query_one(".status-source", Static)
-        assert text_of(source) == "cannot read the pipeline's state: pipeline stopped"
+        assert text_of(source) == "cannot read the pipeline's state: RuntimeError: pipeline stopped"
         assert source.has_class("-trouble")
         assert app.is_running
 
