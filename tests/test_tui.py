@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from textual.app import App
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
 
 from rtmon.config import MonitorSettings
 from rtmon.core import EngineInfo, EngineState, GpuMemory, Role, SourceState
@@ -17,7 +19,18 @@ from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.tui import HelpScreen, MonitorApp, run_monitor
-from rtmon.tui.widgets import EnginePanel, GpuPanel, PreviewWidget, StatusLine, fit_size, half_block_strips
+from rtmon.tui import app as app_module
+from rtmon.tui.widgets import (
+    EnginePanel,
+    GpuPanel,
+    PreviewWidget,
+    StatusLine,
+    engine_info_text,
+    fit_size,
+    half_block_strips,
+    headline_text,
+    ms_tick,
+)
 
 ENGINES = ("torch-fp32", "ort-cpu")
 INFO = {
@@ -50,12 +63,14 @@ class FakeControl:
         source_state: SourceState = SourceState.RUNNING,
         source_error: str = "",
         frozen: bool = False,
+        info: dict[str, EngineInfo] | None = None,
     ) -> None:
         self.gpu = gpu
         self.engine_errors = engine_errors or {}
         self.source_state = source_state
         self.source_error = source_error
         self.frozen = frozen
+        self.info = info or INFO
         self.enabled = dict.fromkeys(ENGINES, True)
         self.paused = False
         self.recording = ""
@@ -132,7 +147,7 @@ class FakeControl:
             model="yolo11n",
             sources=(source,),
             engines=tuple(self._engine(i, name, tick) for i, name in enumerate(ENGINES)),
-            engine_info=INFO,
+            engine_info=self.info,
             gpu=self.gpu,
             recording=self.recording,
         )
@@ -596,7 +611,72 @@ def test_run_monitor_returns_the_apps_exit_code(monkeypatch: pytest.MonkeyPatch)
     assert run_monitor(FakeControl(), MonitorSettings(refresh_hz=10)) == 0
 
 
+async def test_the_screen_reads_a_snapshot_only_when_the_version_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "REFRESH_AT_LEAST_S", 1e9)  # no reading now and then, to see it
+    control = FakeControl(frozen=True)  # nothing changes unless a command is given
+    app = MonitorApp(control, refresh_hz=0.2)  # the test polls by hand
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert len(control.called("snapshot")) == 1  # the first one, on mount
+        for _ in range(5):
+            app.poll()
+        assert len(control.called("snapshot_version")) >= 6 and len(control.called("snapshot")) == 1
+        await pilot.press("p")
+        app.poll()
+        assert len(control.called("snapshot")) == 2
+
+
+async def test_the_headline_is_the_one_wording_with_the_engines_and_the_pace() -> None:
+    control = FakeControl(frozen=True)
+    app = MonitorApp(control)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        head = app.last_snapshot.headline
+        assert head.text() == "OPTIMIZED 1.6x faster than BASELINE (capacity), P95 1.8x higher"  # metrics.py's words
+        shown = text_of(app.query_one("#headline", Static))
+        assert shown == f"{head.text()} · ort-cpu vs torch-fp32 · pace realtime"
+        assert "×" not in shown  # the plain x of the one wording, the overlay's too
+    measuring = replace(control.snapshot(), engines=tuple(replace(e, capacity_fps=None) for e in control.snapshot().engines))
+    assert headline_text(measuring) == "ort-cpu vs torch-fp32: measuring... · pace realtime"
+
+
+@pytest.mark.parametrize(("ms", "tick"), [(0.5, "0.5 ms"), (5.66, "5.7 ms"), (8.0, "8 ms"), (22.6, "23 ms"),
+                                          (1782.0, "1,782 ms")])
+def test_latency_ticks_read_at_a_glance(ms: float, tick: str) -> None:
+    assert ms_tick(ms) == tick
+
+
+async def test_histograms_say_their_units() -> None:
+    app = MonitorApp(FakeControl(frozen=True))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        for number in (1, 2):
+            drawn = panel(app, number).query_one(PlotextPlot).render().plain
+            assert "% of frames by latency (log)" in drawn  # the engines differ 8-fold or more: a log axis
+            assert "8 ms" in drawn and "23 ms" in drawn and "64 ms" in drawn  # the shared axis, powers of two at the ends
+            assert "0%" in drawn and "e+" not in drawn
+            assert re.search(r"\b[1-9]\d?%", drawn)  # the tallest bar's share of the frames
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_each_panel_s_first_line_reads_whole(size: tuple[int, int]) -> None:
+    """Review finding: at 160×48 the baseline's first line was cut to "on c…" beside room to spare."""
+    on_gpu = {name: replace(info, device="NVIDIA H100 80GB HBM3") for name, info in INFO.items()}
+    app = MonitorApp(FakeControl(gpu=H100, info=on_gpu))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        for number, name in enumerate(ENGINES, start=1):
+            line = panel(app, number).query_one(".engine-info", Static)
+            assert text_of(line) == engine_info_text(on_gpu[name])
+            assert line.region.width >= len(text_of(line)) and app.screen.region.contains_region(line.region)
+
+
 def test_layout_snapshot_100x30(snap_compare) -> None:
     app = MonitorApp(FakeControl(gpu=H100, frozen=True))
     assert snap_compare(app, terminal_size=(100, 30))
+
+
+def test_layout_snapshot_160x48(snap_compare) -> None:
+    app = MonitorApp(FakeControl(gpu=H100, frozen=True))
+    assert snap_compare(app, terminal_size=(160, 48))
 
