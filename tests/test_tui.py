@@ -20,17 +20,8 @@ from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.tui import HelpScreen, MonitorApp, run_monitor
 from rtmon.tui import app as app_module
-from rtmon.tui.widgets import (
-    EnginePanel,
-    GpuPanel,
-    PreviewWidget,
-    StatusLine,
-    engine_info_text,
-    fit_size,
-    half_block_strips,
-    headline_text,
-    ms_tick,
-)
+from rtmon.tui.preview import PreviewWidget, fit_size, half_block_strips
+from rtmon.tui.widgets import EnginePanel, GpuPanel, StatusLine, engine_info_text, headline_text, ms_tick
 
 ENGINES = ("torch-fp32", "ort-cpu")
 INFO = {
@@ -360,9 +351,9 @@ async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_convert
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A slow machine must not starve the preview: each new picture waits for the one in flight."""
-    import rtmon.tui.widgets as widgets
+    import rtmon.tui.preview as preview_mod
 
-    real = widgets.half_block_strips
+    real = preview_mod.half_block_strips
     converted: list[int] = []
 
     def slow(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list:
@@ -370,7 +361,7 @@ async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_convert
         converted.append(int(image_bgr[0, 0, 0]))
         return real(image_bgr, cells_w, cells_h)
 
-    monkeypatch.setattr(widgets, "half_block_strips", slow)
+    monkeypatch.setattr(preview_mod, "half_block_strips", slow)
 
     class OnlyPreview(App[None]):
         def compose(self):

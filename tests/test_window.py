@@ -153,6 +153,14 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def holds(predicate, seconds: float) -> None:
+    """`predicate` stays true for `seconds`: what should not happen does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate()
+        time.sleep(0.05)
+
+
 def shown_as(image: np.ndarray, window: tuple[int, int]) -> np.ndarray:
     """`image` as the window should show it: letterboxed into a (width, height) window."""
     out = np.zeros((window[1], window[0], 3), np.uint8)
@@ -512,8 +520,7 @@ def test_window_process_shows_the_split_screen_and_sends_keys_and_close_back(dis
         wait_until(lambda: host.keys == ["1", "2", "r", "p", "s", "q"], 10, f"the keys (got {host.keys})")
         click_close_button(display, window_id)
         wait_until(lambda: host.keys[6:] == ["q"], 10, "the close button as q")
-        time.sleep(0.5)
-        assert host.keys == ["1", "2", "r", "p", "s", "q", "q"]  # one click, one q
+        holds(lambda: host.keys == ["1", "2", "r", "p", "s", "q", "q"], 0.5)  # one click, one q
         assert not control.called("set_enabled")  # the window only passes keys on; the host acts
     finally:
         window.close()

@@ -24,11 +24,11 @@ from textual.widgets import Footer, Static
 from rtmon.errors import one_line
 from rtmon.keys import ENGINE_KEYS, MONITOR_KEYS, MonitorActions, Notice, Where
 from rtmon.snapshot import MonitorControl, MonitorSnapshot
+from rtmon.tui.preview import PreviewWidget
 from rtmon.tui.widgets import (
     EnginePanel,
     GpuPanel,
     HeadlineBar,
-    PreviewWidget,
     StatusLine,
     StreamsTable,
     headline_text,
