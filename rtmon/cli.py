@@ -191,7 +191,7 @@ def bench(
         raise UserError(f"--strict: --frames must be at least 1024, not {settings.bench.frames}")
     from rtmon import engines as registry
     from rtmon.bench import check_out_dir, run_bench
-    from rtmon.pipeline import timestamped
+    from rtmon.files import timestamped
 
     engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
@@ -277,7 +277,7 @@ def evaluate(
     from rtmon import engines as registry
     from rtmon.bench import check_out_dir
     from rtmon.evaluate import run_eval
-    from rtmon.pipeline import timestamped
+    from rtmon.files import timestamped
 
     names = registry.resolve_names(settings.engine.bench)
     out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")

@@ -17,6 +17,7 @@ Two rates, because a camera hides the difference between engines:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -27,6 +28,14 @@ import numpy as np
 from rtmon.core import BenchPhase, EngineState, GpuMemory, Result, Role
 
 PERCENTILES = (50, 90, 95, 99)
+_stamps = itertools.count(1)
+
+
+def change_stamp() -> int:
+    """The next number of one counter for the whole process: whatever changed last holds the
+    largest, so the largest stamp among several holders says whether any of them changed, even
+    when a holder is replaced by a new one (a runner falling back to its next engine)."""
+    return next(_stamps)  # one C call: no two threads get the same number
 
 
 def throughput_fps(frames: int, t_begin: float, t_end: float) -> float | None:
@@ -232,6 +241,7 @@ class EngineMetrics:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        self.version = change_stamp()  # what front ends compare before asking for a snapshot
         self.processed = 0
         self.skipped = 0
         self._latencies: deque[float] = deque(maxlen=self.window)
@@ -249,6 +259,7 @@ class EngineMetrics:
 
     def record(self, result: Result, skipped: int = 0) -> None:
         with self._lock:
+            self.version = change_stamp()
             self.processed += 1
             self.skipped += skipped
             latency = result.latency_ms
@@ -275,10 +286,12 @@ class EngineMetrics:
     def set_state(self, state: EngineState, error: str = "") -> None:
         with self._lock:
             self.state, self.error = EngineState(state), error
+            self.version = change_stamp()
 
     def set_memory(self, memory: GpuMemory) -> None:
         with self._lock:
             self.memory = memory
+            self.version = change_stamp()
 
     def latencies(self) -> np.ndarray:
         with self._lock:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rtmon.config import MonitorSettings
 from rtmon.errors import UserError
+from rtmon.keys import QUIT_KEY, MonitorActions
 from rtmon.models import ModelRef
 from rtmon.sources import SourceSpec
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from rtmon.window import Window
 
 log = logging.getLogger("rtmon")
+LOG_LEVELS = {"information": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}  # a notice's severity
 
 
 def run_live(settings, model: ModelRef, specs: list[SourceSpec], engines: list[list[str]], publisher_factory=None,
@@ -121,17 +123,22 @@ def _run_without_terminal(control: MonitorControl, window: Window | None) -> int
 
 
 class _WindowOnlyHost:
-    """No terminal UI: the window's keys act on the pipeline directly; what they did goes to the log."""
+    """No terminal UI: the window's keys act on the pipeline directly (`MonitorActions`, as the
+    terminal UI's keys do, each from a fresh snapshot); what they did goes to the log."""
 
     def __init__(self, control: MonitorControl) -> None:
         self.control = control
+        self.actions = MonitorActions(control)
         self.stop = threading.Event()
         self.lost = ""
 
     def press(self, key: str) -> None:
-        from rtmon.window import act_on_key
-
-        act_on_key(key, self.control, log.info, self.stop.set)
+        if key == QUIT_KEY:
+            self.stop.set()
+            return
+        notice = self.actions.press(key, self.control.snapshot())
+        if notice is not None:
+            log.log(LOG_LEVELS[notice.severity], "%s", notice.text)
 
     def window_lost(self, reason: str) -> None:
         self.lost = reason

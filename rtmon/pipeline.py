@@ -1,16 +1,18 @@
-"""The live core: sources → engine runners → results → metrics, picture, recording.
+"""The live core: sources → engine runners → results and metrics, for every front end to read.
 
     FrameReader(stream 0) ─┐                  ┌─▶ EngineRunner(baseline)  ─ its own process ─┐
     FrameReader(stream 1) ─┼─▶ FrameBus ──────┤                                             ├─▶ Result ─▶ EngineMetrics
     …                      ┘   (latest)       └─▶ EngineRunner(optimized) ─ its own process ─┘           latest boxes
-                                                                                    Recorder ◀── compose() ◀─┘
+
+    newest frames + latest results + snapshot ─▶ render.compose() ─▶ window, TUI preview, sinks (MP4, PNG)
 
 Readers decode in threads of this process; each engine runs in its own process
 (`rtmon.runner`), taking the newest frame of each of its streams whenever it has room, so a slow
 or failing engine never holds back another engine, the feed or the UI, and engines never share
 an interpreter. Front ends (the TUI, the window, MQTT, Prometheus, `rtmon record`) read
-`Pipeline.snapshot()` and call the `MonitorControl` methods; nothing downstream calls back into
-an engine.
+`Pipeline.snapshot()` (and `snapshot_version()` to see whether it changed) and call the
+`MonitorControl` methods; nothing downstream calls back into an engine. The picture is drawn by
+`rtmon.render` from what the pipeline hands it, and written by `rtmon.sinks`.
 """
 
 from __future__ import annotations
@@ -21,23 +23,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from rtmon import engines as registry
-from rtmon import gpu
+from rtmon import gpu, render
 from rtmon.bus import FrameBus
-from rtmon.core import EngineInfo, EngineState, Result
+from rtmon.core import EngineInfo, EngineState, Frame, Result
 from rtmon.errors import UserError
-from rtmon.metrics import headline
+from rtmon.files import timestamped
+from rtmon.metrics import change_stamp
 from rtmon.models import ModelRef
-from rtmon.render import HalfView, draw_headline, mosaic, render_half, split_screen, stream_tile, tile_width
 from rtmon.runner import EngineRunner, RunnerOptions, slot_bytes_for
-from rtmon.sinks import H264Writer
+from rtmon.sinks import Recorder, save_png
 from rtmon.snapshot import MonitorSnapshot, SourceStatus, StreamSnapshot
 from rtmon.sources import FrameReader, SourceSpec, open_capture
 
@@ -105,6 +105,9 @@ class Pipeline:
         self._stopping = threading.Event()
         self._t0 = time.perf_counter()
         self._gpu_cache: tuple[float, gpu.GpuSample | None] = (0.0, None)
+        self._version_lock = threading.Lock()
+        self._watched: tuple = ()
+        self._watched_stamp = change_stamp()
 
     # -- opening --------------------------------------------------------------------------------
     @staticmethod
@@ -217,7 +220,8 @@ class Pipeline:
         path = path or timestamped(Path(self.settings.record.out_dir), "rtmon", ".mp4")
         fps = self.readers[0].status.nominal_fps or 30.0
         self.recording_error = ""
-        self.recorder = Recorder(self, path, fps, max_frames)
+        self.recorder = Recorder(self.split_screen, lambda: self.finished, path, fps, self.settings.record.crf,
+                                 max_frames)
         self.recorder.start()
         return path
 
@@ -230,19 +234,26 @@ class Pipeline:
         return rec.result
 
     def split_screen(self) -> np.ndarray | None:
+        """The picture of this instant (`render.compose`), or None before any engine answered."""
         if all(r.latest is None for r in self.runners):
             return None
-        return self.compose()
+        return render.compose(self._newest_frames(), self._latest_results(), self.snapshot(), self.model.class_names)
 
     def save_snapshot_png(self) -> str:
         image = self.split_screen()
         if image is None:
             raise RuntimeError("no frame processed yet")
-        path = timestamped(Path(self.settings.record.out_dir), "snapshot", ".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), image):
-            raise OSError(f"cannot write {path}")
-        return str(path)
+        return str(save_png(image, Path(self.settings.record.out_dir)))
+
+    def snapshot_version(self) -> int:
+        """See `MonitorControl.snapshot_version`: the newest change stamp of the engines' metrics
+        (results, states, memory) and of what this pipeline notices by looking (source states,
+        a recording that started, stopped or failed)."""
+        watched = (tuple(r.status.state for r in self.readers), self.recorder is None or self.recorder.done.is_set())
+        with self._version_lock:
+            if watched != self._watched:  # readers and the recorder change these in their own threads
+                self._watched, self._watched_stamp = watched, change_stamp()
+            return max(self._watched_stamp, *(r.metrics.version for r in self.runners))
 
     def snapshot(self) -> MonitorSnapshot:
         now = time.perf_counter()
@@ -268,14 +279,14 @@ class Pipeline:
             recording_error=self.recording_error,
             pace=self.pace,
             streams=streams,
-            compared=self.record_pair,
+            compared=(self.runner(self.record_pair[0]).name, self.runner(self.record_pair[1]).name),
         )
 
     # -- helpers ---------------------------------------------------------------------------------
     def _source_status(self, stream: int, reader: FrameReader) -> SourceStatus:
         st, spec = reader.status, reader.spec
         return SourceStatus(spec.uri, spec.kind, st.width, st.height, st.fps, st.nominal_fps, st.state, st.error,
-                            st.frames, st.reconnects, stream)
+                            st.frames, st.reconnects, stream, spec.label)
 
     def _check_recorder(self) -> None:
         """A recording that failed says so, and stops showing as running."""
@@ -298,102 +309,13 @@ class Pipeline:
             self._gpu_cache = (now, sample)
         return sample
 
-    def _newest(self, stream: int) -> tuple[np.ndarray, int] | None:
-        frame = self.bus.newest(stream)
-        return None if frame is None else (frame.image, frame.index)
+    def _newest_frames(self) -> dict[int, Frame]:
+        return {i: frame for i in range(len(self.readers)) if (frame := self.bus.newest(i)) is not None}
 
-    def compose(self) -> np.ndarray:
-        """The split screen of the compared pair (one source) or the mosaic (several)."""
-        if len(self.readers) > 1:
-            return self._mosaic()
-        snaps = {r.name: r.metrics.snapshot() for r in self.runners}
-        newest = self._newest(0)
-        halves = []
-        for name in self.record_pair:
-            runner = self.runner(name)
-            result = runner.latest_by_stream.get(0)
-            image, index = newest or ((result.frame.image, result.frame.index) if result else (None, 0))
-            if image is None:
-                image = np.zeros((540, 960, 3), np.uint8)
-            view = HalfView(image, result, snaps.get(runner.name), runner.info, self.pace, index)
-            halves.append(render_half(view, runner.name, self.model.class_names))
-        return draw_headline(split_screen(halves[0], halves[1]), headline(tuple(snaps.values()), self.record_pair[1]))
-
-    def _mosaic(self) -> np.ndarray:
-        """Every stream as a tile with the compared optimized engine's boxes and its figures."""
-        runner = self.runner(self.record_pair[1])
-        figures = runner.metrics.streams()
-        width = tile_width(len(self.readers))
-        tiles = []
-        for i, reader in enumerate(self.readers):
-            newest = self._newest(i)
-            image = newest[0] if newest else np.zeros((540, 960, 3), np.uint8)
-            fig = figures.get(i)
-            p99 = fig.latency.p99 if fig and fig.latency else None
-            fps = fig.fps if fig else None
-            caption = [f"{i}: {reader.spec.label} · {reader.status.state}",
-                       f"{runner.name}: FPS {fps:.1f}" if fps is not None else f"{runner.name}: FPS n/a",
-                       f"P99 {p99:.1f} ms" if p99 is not None else "P99 n/a"]
-            tiles.append(stream_tile(image, runner.latest_by_stream.get(i), self.model.class_names, caption, width))
-        return mosaic(tiles)
-
-
-class Recorder(threading.Thread):
-    """Writes the composed picture to an H.264 MP4 at the source's frame rate, on the clock."""
-
-    def __init__(self, pipeline: Pipeline, path: Path, fps: float, max_frames: int) -> None:
-        super().__init__(name="rtmon-recorder", daemon=True)
-        self.pipeline, self.path = pipeline, path
-        self.fps, self.max_frames = fps, max_frames
-        self.result: Path | None = None
-        self.error = ""
-        self.written = 0
-        self.done = threading.Event()
-        self._halt = threading.Event()
-        self._writer: H264Writer | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
-
-    def run(self) -> None:
-        try:
-            self._loop()
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log.error("recording failed: %s", self.error)
-            if self._writer is not None:
-                self._writer.abort()  # a recording that failed is not a recording
-                self._writer = None
-        finally:
-            if self._writer is not None:
-                self.result = self._writer.close()
-            self.done.set()
-
-    def _loop(self) -> None:
-        period = 1.0 / self.fps
-        next_due = time.perf_counter()
-        while not self._halt.is_set():
-            if self.pipeline.finished and self.written:
-                return
-            if all(r.latest is None for r in self.pipeline.runners):
-                self._halt.wait(0.02)  # nothing processed yet: nothing to show
-                next_due = time.perf_counter()
-                continue
-            image = self.pipeline.compose()
-            if self._writer is None:
-                self._writer = H264Writer(self.path, self.fps, (image.shape[1], image.shape[0]),
-                                          self.pipeline.settings.record.crf)
-            self._writer.write(image)
-            self.written += 1
-            if self.max_frames and self.written >= self.max_frames:
-                return
-            next_due += period
-            self._halt.wait(max(next_due - time.perf_counter(), 0.0))
+    def _latest_results(self) -> dict[str, dict[int, Result]]:
+        return {r.name: dict(r.latest_by_stream) for r in self.runners}
 
 
 def _named(callback: Callable[[str, Result, int], None], label: str, result: Result, skipped: int) -> None:
     callback(result.engine, result, skipped)
 
-
-def timestamped(folder: Path, stem: str, suffix: str) -> Path:
-    return folder / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}"

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rtmon.errors import UserError
-from rtmon.files import write_folder
+from rtmon.files import timestamped, write_folder
 from rtmon.models import ModelRef
-from rtmon.pipeline import Pipeline, timestamped
+from rtmon.pipeline import Pipeline
 from rtmon.reporting import header
 from rtmon.snapshot import MonitorSnapshot
 from rtmon.sources import SourceSpec

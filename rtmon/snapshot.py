@@ -30,6 +30,7 @@ class SourceStatus:
     frames: int
     reconnects: int = 0
     stream: int = 0  # its number when there are several sources
+    label: str = ""  # how status lines and pictures name it ("sample clip", "camera 0", a file's name)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +76,12 @@ class MonitorControl(Protocol):
     """The commands a front end may give a running pipeline."""
 
     def snapshot(self) -> MonitorSnapshot: ...
+
+    # A number that is different whenever something a snapshot shows has changed since (a result
+    # arrived, an engine or a source changed state, a recording started or stopped), and costs
+    # nothing to ask for: front ends that redraw at a display's rate compare it before asking for
+    # a snapshot, which computes every engine's and stream's percentiles.
+    def snapshot_version(self) -> int: ...
 
     def set_enabled(self, engine: str, enabled: bool) -> None: ...
 

@@ -1,5 +1,5 @@
 """The live core with fake engines, each in its own process: isolation, failures, toggling, pause,
-recording, snapshots, and what a review found."""
+recording, snapshots and their version, and what a review found."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 import rtmon.pipeline as pipeline_mod
 from rtmon.config import load_settings
-from rtmon.core import EngineState
+from rtmon.core import EngineState, SourceState
+from rtmon.metrics import EngineMetrics
 from rtmon.models import ModelRef
 from rtmon.sinks import H264Writer
 from rtmon.sources import resolve_source
@@ -47,12 +49,25 @@ def wait(cond, timeout=15.0):
     raise AssertionError("condition not met in time")
 
 
+def settled(value, hold_s: float = 0.5, timeout: float = 15.0):
+    """`value()` once it has stayed the same for `hold_s` (something stopped happening)."""
+    deadline = time.time() + timeout
+    last, since = value(), time.time()
+    while time.time() < deadline:
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= hold_s:
+            return now
+    raise AssertionError(f"still changing after {timeout:.0f} s")
+
+
 def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip):
     p = _pipeline(tmp_path, clip, ["fast", "slow"], pace="realtime")
     p.start()
     try:
-        wait(lambda: p.snapshot().engine("slow").processed >= 3)
-        time.sleep(1.5)
+        wait(lambda: p.snapshot().engine("slow").processed >= 10)  # two seconds: the FPS window
         snap = p.snapshot()
     finally:
         p.stop()
@@ -73,7 +88,7 @@ def test_an_engine_that_fails_becomes_failed_and_the_rest_run_on(tmp_path, clip,
     try:
         wait(lambda: p.snapshot().engine(bad).state == EngineState.FAILED)
         n = p.snapshot().engine("fast").processed
-        time.sleep(0.6)
+        wait(lambda: p.snapshot().engine("fast").processed > n + 5)
         snap = p.snapshot()
     finally:
         p.stop()
@@ -94,10 +109,8 @@ def test_toggle_off_stops_inference_and_on_resumes(tmp_path, clip):
         wait(lambda: p.snapshot().engine("fast").processed > 5)
         p.set_enabled("fast", False)
         assert p.snapshot().engine("fast").state == EngineState.OFF
-        time.sleep(0.3)
-        n = p.snapshot().engine("fast").processed
-        time.sleep(0.5)
-        assert p.snapshot().engine("fast").processed == n
+        n = settled(lambda: p.snapshot().engine("fast").processed)  # the frames in flight answered, then none
+        assert p.snapshot().engine("fast").state == EngineState.OFF
         p.set_enabled("fast", True)
         wait(lambda: p.snapshot().engine("fast").processed > n + 3)
         snap = p.snapshot().engine("fast")
@@ -112,11 +125,8 @@ def test_pause_stops_the_feed_and_ended_stays_ended(tmp_path, clip):
     try:
         wait(lambda: p.snapshot().source.frames > 5)
         p.set_paused(True)
-        time.sleep(0.2)
-        frames = p.snapshot().source.frames
-        time.sleep(0.4)
-        assert p.snapshot().source.frames <= frames + 1
-        assert p.snapshot().source.state == "paused"
+        frames = settled(lambda: p.snapshot().source.frames)
+        assert p.snapshot().source.state == SourceState.PAUSED
         p.set_paused(False)
         wait(lambda: p.snapshot().source.frames > frames + 3)
     finally:
@@ -128,10 +138,10 @@ def test_pausing_twice_after_the_end_does_not_say_running(tmp_path, clip):
     p = _pipeline(tmp_path, clip, ["fast"], sets={"source.loop": False})
     p.start()
     try:
-        wait(lambda: p.snapshot().source.state == "ended")
+        wait(lambda: p.snapshot().source.state == SourceState.ENDED)
         p.set_paused(True)
         p.set_paused(False)
-        assert p.snapshot().source.state == "ended"
+        assert p.snapshot().source.state == SourceState.ENDED
     finally:
         p.stop()
 
@@ -143,7 +153,7 @@ def test_recording_toggle_and_snapshot_png(tmp_path, clip):
         wait(lambda: p.latest("fast") is not None and p.latest("echo") is not None)
         path = p.toggle_recording()
         assert p.snapshot().recording == path
-        time.sleep(1.0)
+        wait(lambda: p.recorder.written > 10)
         assert p.toggle_recording() == ""
         png = p.save_snapshot_png()
     finally:
@@ -151,7 +161,9 @@ def test_recording_toggle_and_snapshot_png(tmp_path, clip):
     with av.open(path) as c:
         n = sum(1 for _ in c.decode(video=0))
     assert n > 10
-    assert Path(png).stat().st_size > 0
+    picture = cv2.imread(png)
+    assert picture.shape == (720, 1920, 3)  # the split screen: two 960-pixel halves of the 4:3 clip, whole
+    assert not list(Path(png).parent.glob(".*"))
     assert p.snapshot().gpu is None  # no GPU here: unknown, not zero
 
 
@@ -210,7 +222,7 @@ def test_monitor_keeps_retrying_a_camera_that_does_not_open(tmp_path):
     p = pipeline_mod.Pipeline([resolve_source("9", tmp_path)], MODEL, settings, [["fast"]], retry_open=True, factory=make)
     p.start()
     try:
-        wait(lambda: p.snapshot().source.state == "reconnecting", 5)
+        wait(lambda: p.snapshot().source.state == SourceState.RECONNECTING, 5)
         assert "camera 9" in p.snapshot().source.error
         assert p.snapshot().engine("fast").state == EngineState.RUNNING  # the engines and the UI stay up
     finally:
@@ -236,8 +248,9 @@ def test_several_sources_each_with_their_own_figures_and_a_mosaic(tmp_path, clip
                   engine_streams={"fast": {0}})
     p.start()
     try:
-        wait(lambda: len(p.snapshot().streams) == 3 and all("echo" in s.engines for s in p.snapshot().streams))
-        time.sleep(1.0)
+        wait(lambda: len(p.snapshot().streams) == 3
+             and all("echo" in s.engines and s.engines["echo"].processed > 5 for s in p.snapshot().streams))
+        wait(lambda: all(s.engines["echo"].fps > 10 for s in p.snapshot().streams))
         snap = p.snapshot()
         picture = p.split_screen()
     finally:
@@ -249,3 +262,33 @@ def test_several_sources_each_with_their_own_figures_and_a_mosaic(tmp_path, clip
     assert set(snap.streams[0].engines) == {"fast", "echo"}  # the baseline-like engine takes stream 0 only
     assert "fast" not in snap.streams[1].engines
     assert picture.shape[1] == 1920 and picture.shape[0] >= 2 * 540 - 2  # a 2×2 mosaic
+
+
+def test_the_snapshot_version_changes_with_what_a_snapshot_shows_and_only_then(tmp_path, clip):
+    p = _pipeline(tmp_path, clip, ["fast"], pace="realtime")
+    p.start()
+    try:
+        wait(lambda: p.snapshot().engine("fast").processed > 3)
+        v = p.snapshot_version()
+        wait(lambda: p.snapshot_version() != v)  # results keep arriving
+        for command in (lambda: p.set_enabled("fast", False), lambda: p.set_paused(True), p.toggle_recording,
+                        p.toggle_recording):
+            v = p.snapshot_version()
+            command()
+            assert p.snapshot_version() > v  # at once: the front ends redraw what the command did
+        quiet = settled(p.snapshot_version)  # engine off, feed paused: nothing changes
+        snap = p.snapshot()
+        assert p.snapshot_version() == quiet  # reading a snapshot changes nothing
+        assert snap.engine("fast").state == EngineState.OFF and snap.source.state == SourceState.PAUSED
+        p.set_paused(False)
+        p.set_enabled("fast", True)
+        wait(lambda: p.snapshot_version() > quiet and p.snapshot().engine("fast").processed > snap.engine("fast").processed)
+    finally:
+        p.stop()
+
+
+def test_a_runner_s_new_metrics_carry_a_newer_version_than_its_old_ones():
+    """A runner that falls back to its next engine replaces its metrics: the version must not go back."""
+    old = EngineMetrics("fail-load")
+    old.set_state(EngineState.FAILED, "weights are gone")
+    assert EngineMetrics("fast").version > old.version

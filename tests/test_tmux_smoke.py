@@ -51,6 +51,18 @@ def _fps(screen: str) -> list[str]:
     return re.findall(r"FPS (\d+\.\d)", screen)
 
 
+def _eventually(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.1)
+
+
+# The headline in metrics.py's one wording, either way: which engine is faster is what it measures,
+# not what a test may assume. (The engines it compares follow it, past 80 columns.)
+HEADLINE = re.compile(r"OPTIMIZED \d+\.\dx (faster|slower) than BASELINE \(capacity\)")
+
+
 def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
     session = f"rtmon-{uuid.uuid4().hex[:8]}"
     exit_file = tmp_path / "exit"
@@ -65,10 +77,9 @@ def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
         assert "terminal too small" not in screen
         first = _fps(screen)
         screen = _wait_for(session, lambda s: len(_fps(s)) >= 2 and _fps(s) != first and "P99" in s
-                           and "faster than BASELINE" in s, 60)
+                           and HEADLINE.search(s) is not None, 60)
         # roles on the panels, and the headline computed from the figures on screen
         assert "BASELINE torch-fp32" in screen and "OPTIMIZED ort-cpu" in screen
-        assert re.search(r"OPTIMIZED ort-cpu \d+\.\d× faster than BASELINE torch-fp32 \(capacity\)", screen), screen
 
         _tmux("send-keys", "-t", session, "1")
         _wait_for(session, lambda s: re.search(r"^│off\b", s, re.M) is not None, 15)
@@ -77,7 +88,9 @@ def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
 
         _tmux("send-keys", "-t", session, "r")
         _wait_for(session, lambda s: "● REC" in s, 15)
-        time.sleep(4)
+        recordings = tmp_path / "recordings"
+        # a few seconds of H.264 in the file being written (the encoder holds its first frames back)
+        _eventually(lambda: sum(p.stat().st_size for p in recordings.glob(".*partial*")) > 64_000, 60, "video")
         _tmux("send-keys", "-t", session, "r")
         _wait_for(session, lambda s: "saved" in s, 30)
 
@@ -91,8 +104,7 @@ def test_monitor_in_tmux_panels_toggle_record_quit(tmp_path, rtmon_env):
         assert took < 2.0, f"q took {took:.2f} s"
         # the terminal is back to the shell: no panel borders left on screen
         assert "╭" not in _screen(session)
-        time.sleep(1.0)
-        assert not _spawned_in(tmp_path), "an engine process outlived the monitor"
+        _eventually(lambda: not _spawned_in(tmp_path), 1.0, "the engine processes to end with the monitor")
     finally:
         _tmux("kill-session", "-t", session)
     videos = list((tmp_path / "recordings").glob("*.mp4"))

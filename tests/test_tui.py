@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -10,18 +11,21 @@ import numpy as np
 import pytest
 from textual.app import App
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
 
 from rtmon.config import MonitorSettings
-from rtmon.core import EngineInfo, EngineState, GpuMemory, Role
+from rtmon.core import EngineInfo, EngineState, GpuMemory, Role, SourceState
 from rtmon.gpu import GpuSample
 from rtmon.metrics import EngineSnapshot, LatencyStats
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.tui import HelpScreen, MonitorApp, run_monitor
-from rtmon.tui.widgets import EnginePanel, GpuPanel, PreviewWidget, StatusLine, fit_size, half_block_strips
+from rtmon.tui import app as app_module
+from rtmon.tui.preview import PreviewWidget, fit_size, half_block_strips
+from rtmon.tui.widgets import EnginePanel, GpuPanel, StatusLine, engine_info_text, headline_text, ms_tick
 
 ENGINES = ("torch-fp32", "ort-cpu")
 INFO = {
-    "torch-fp32": EngineInfo("torch-fp32", "torch", "fp32", "cpu", 640),
+    "torch-fp32": EngineInfo("torch-fp32", "pytorch (ultralytics predict)", "fp32", "cpu", 640),  # as the baseline says
     "ort-cpu": EngineInfo("ort-cpu", "onnxruntime", "fp32", "cpu", 640),
 }
 H100 = GpuSample("NVIDIA H100 80GB HBM3", 45.0, 1234.0, 81559.0, 45.0, 120.0, 900.0)
@@ -47,25 +51,38 @@ class FakeControl:
         self,
         gpu: GpuSample | None = None,
         engine_errors: dict[str, str] | None = None,
-        source_state: str = "running",
+        source_state: SourceState = SourceState.RUNNING,
         source_error: str = "",
         frozen: bool = False,
+        info: dict[str, EngineInfo] | None = None,
     ) -> None:
         self.gpu = gpu
         self.engine_errors = engine_errors or {}
         self.source_state = source_state
         self.source_error = source_error
         self.frozen = frozen
+        self.info = info or INFO
         self.enabled = dict.fromkeys(ENGINES, True)
         self.paused = False
         self.recording = ""
         self.recordings = 0
         self.tick = 0
+        self.version = 0
         self.calls: list[tuple[str, tuple, float]] = []
         self.lock = threading.Lock()
 
     def _log(self, name: str, *args: object) -> None:
         self.calls.append((name, args, time.perf_counter()))
+        if name in {"set_enabled", "set_paused", "toggle_recording"}:
+            self.version += 1  # a command changes what the snapshot shows
+
+    def snapshot_version(self) -> int:
+        """Different at every call while the engines run (their numbers move); frozen, only a
+        command changes it."""
+        self._log("snapshot_version")
+        with self.lock:
+            self.version += not self.frozen
+            return self.version
 
     def called(self, name: str) -> list[tuple]:
         return [args for call, args, _ in self.calls if call == name]
@@ -106,12 +123,13 @@ class FakeControl:
         )
 
     def snapshot(self) -> MonitorSnapshot:
+        self._log("snapshot")
         with self.lock:
             tick = self.tick if self.frozen else self.tick + 1
             self.tick = tick
         source = SourceStatus(
             uri="sample", kind="sample", width=1280, height=720, fps=30.0, nominal_fps=30.0,
-            state="paused" if self.paused and self.source_state == "running" else self.source_state,
+            state=SourceState.PAUSED if self.paused and self.source_state == SourceState.RUNNING else self.source_state,
             error=self.source_error, frames=1000 + tick,
         )
         return MonitorSnapshot(
@@ -120,7 +138,7 @@ class FakeControl:
             model="yolo11n",
             sources=(source,),
             engines=tuple(self._engine(i, name, tick) for i, name in enumerate(ENGINES)),
-            engine_info=INFO,
+            engine_info=self.info,
             gpu=self.gpu,
             recording=self.recording,
         )
@@ -261,7 +279,7 @@ async def test_a_failing_command_is_reported_and_the_screen_stays_up() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         notes = capture_notifications(app)
         await press_and_settle(app, pilot, "s")
-        assert notes == ["snapshot: No space left on device"]
+        assert notes == ["snapshot: OSError: No space left on device"]  # one line, with what went wrong
         assert app.is_running
 
 
@@ -333,9 +351,9 @@ async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_convert
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A slow machine must not starve the preview: each new picture waits for the one in flight."""
-    import rtmon.tui.widgets as widgets
+    import rtmon.tui.preview as preview_mod
 
-    real = widgets.half_block_strips
+    real = preview_mod.half_block_strips
     converted: list[int] = []
 
     def slow(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list:
@@ -343,7 +361,7 @@ async def test_preview_keeps_showing_pictures_that_arrive_faster_than_it_convert
         converted.append(int(image_bgr[0, 0, 0]))
         return real(image_bgr, cells_w, cells_h)
 
-    monkeypatch.setattr(widgets, "half_block_strips", slow)
+    monkeypatch.setattr(preview_mod, "half_block_strips", slow)
 
     class OnlyPreview(App[None]):
         def compose(self):
@@ -444,20 +462,20 @@ async def test_panel_shows_latency_percentiles_and_counts() -> None:
         assert f"P50 {engine.latency.p50:.1f}" in numbers
         assert f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy 50%" in numbers
         assert "GPU mem 512 MiB (own 112 MiB)" in numbers
-        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "torch · fp32 · on cpu · 640px"
+        assert text_of(panel(app, 1).query_one(".engine-info", Static)) == "pytorch (ultralytics predict) · fp32 · on cpu · 640px"
         fps = text_of(panel(app, 1).query_one(".fps-text", Static))
         assert fps.startswith(f"FPS {engine.fps:.1f} · capacity {engine.capacity_fps:.0f}")
 
 
 async def test_lost_source_is_shown_in_the_status_line_and_the_ui_stays_up() -> None:
-    control = FakeControl(source_state="reconnecting", source_error="camera 0 lost (retry in 2 s)")
+    control = FakeControl(source_state=SourceState.RECONNECTING, source_error="camera 0 lost (retry in 2 s)")
     app = MonitorApp(control)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         source = app.query_one(".status-source", Static)
         assert "reconnecting: camera 0 lost (retry in 2 s)" in text_of(source)
         assert source.has_class("-trouble")
-        control.source_state, control.source_error = "running", ""
+        control.source_state, control.source_error = SourceState.RUNNING, ""
         app.poll()
         await pilot.pause()
         assert not source.has_class("-trouble")
@@ -476,7 +494,7 @@ async def test_a_snapshot_that_cannot_be_read_is_reported_not_fatal() -> None:
         app.poll()
         await pilot.pause()
         source = app.query_one(StatusLine).query_one(".status-source", Static)
-        assert text_of(source) == "cannot read the pipeline's state: pipeline stopped"
+        assert text_of(source) == "cannot read the pipeline's state: RuntimeError: pipeline stopped"
         assert source.has_class("-trouble")
         assert app.is_running
 
@@ -584,7 +602,72 @@ def test_run_monitor_returns_the_apps_exit_code(monkeypatch: pytest.MonkeyPatch)
     assert run_monitor(FakeControl(), MonitorSettings(refresh_hz=10)) == 0
 
 
+async def test_the_screen_reads_a_snapshot_only_when_the_version_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "REFRESH_AT_LEAST_S", 1e9)  # no reading now and then, to see it
+    control = FakeControl(frozen=True)  # nothing changes unless a command is given
+    app = MonitorApp(control, refresh_hz=0.2)  # the test polls by hand
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert len(control.called("snapshot")) == 1  # the first one, on mount
+        for _ in range(5):
+            app.poll()
+        assert len(control.called("snapshot_version")) >= 6 and len(control.called("snapshot")) == 1
+        await pilot.press("p")
+        app.poll()
+        assert len(control.called("snapshot")) == 2
+
+
+async def test_the_headline_is_the_one_wording_with_the_engines_and_the_pace() -> None:
+    control = FakeControl(frozen=True)
+    app = MonitorApp(control)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        head = app.last_snapshot.headline
+        assert head.text() == "OPTIMIZED 1.6x faster than BASELINE (capacity), P95 1.8x higher"  # metrics.py's words
+        shown = text_of(app.query_one("#headline", Static))
+        assert shown == f"{head.text()} · ort-cpu vs torch-fp32 · pace realtime"
+        assert "×" not in shown  # the plain x of the one wording, the overlay's too
+    measuring = replace(control.snapshot(), engines=tuple(replace(e, capacity_fps=None) for e in control.snapshot().engines))
+    assert headline_text(measuring) == "ort-cpu vs torch-fp32: measuring... · pace realtime"
+
+
+@pytest.mark.parametrize(("ms", "tick"), [(0.5, "0.5 ms"), (5.66, "5.7 ms"), (8.0, "8 ms"), (22.6, "23 ms"),
+                                          (1782.0, "1,782 ms")])
+def test_latency_ticks_read_at_a_glance(ms: float, tick: str) -> None:
+    assert ms_tick(ms) == tick
+
+
+async def test_histograms_say_their_units() -> None:
+    app = MonitorApp(FakeControl(frozen=True))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        for number in (1, 2):
+            drawn = panel(app, number).query_one(PlotextPlot).render().plain
+            assert "% of frames by latency (log)" in drawn  # the engines differ 8-fold or more: a log axis
+            assert "8 ms" in drawn and "23 ms" in drawn and "64 ms" in drawn  # the shared axis, powers of two at the ends
+            assert "0%" in drawn and "e+" not in drawn
+            assert re.search(r"\b[1-9]\d?%", drawn)  # the tallest bar's share of the frames
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_each_panel_s_first_line_reads_whole(size: tuple[int, int]) -> None:
+    """Review finding: at 160×48 the baseline's first line was cut to "on c…" beside room to spare."""
+    on_gpu = {name: replace(info, device="NVIDIA H100 80GB HBM3") for name, info in INFO.items()}
+    app = MonitorApp(FakeControl(gpu=H100, info=on_gpu))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        for number, name in enumerate(ENGINES, start=1):
+            line = panel(app, number).query_one(".engine-info", Static)
+            assert text_of(line) == engine_info_text(on_gpu[name])
+            assert line.region.width >= len(text_of(line)) and app.screen.region.contains_region(line.region)
+
+
 def test_layout_snapshot_100x30(snap_compare) -> None:
     app = MonitorApp(FakeControl(gpu=H100, frozen=True))
     assert snap_compare(app, terminal_size=(100, 30))
+
+
+def test_layout_snapshot_160x48(snap_compare) -> None:
+    app = MonitorApp(FakeControl(gpu=H100, frozen=True))
+    assert snap_compare(app, terminal_size=(160, 48))
 

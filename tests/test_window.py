@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import select
 import shutil
@@ -23,16 +24,12 @@ import pytest
 
 from rtmon.config import MonitorSettings
 from rtmon.errors import UserError
-from rtmon.window import (
-    CloseRequested,
-    FrameBuffer,
-    KeyPressed,
-    Window,
-    act_on_key,
-    check_can_open,
-    initial_size,
-    letterbox,
-)
+from rtmon.keys import MonitorActions
+from rtmon.window import Window, check_can_open
+from rtmon.window import host as window_host
+from rtmon.window.buffer import FrameBuffer
+from rtmon.window.messages import CloseRequested, KeyPressed, WindowOpened
+from rtmon.window.view import initial_size, letterbox
 from tests.cli_helpers import assert_one_line_error, rtmon_command, run_rtmon
 from tests.test_tui import FakeControl, split_screen_image
 
@@ -156,6 +153,14 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def holds(predicate, seconds: float) -> None:
+    """`predicate` stays true for `seconds`: what should not happen does not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate()
+        time.sleep(0.05)
+
+
 def shown_as(image: np.ndarray, window: tuple[int, int]) -> np.ndarray:
     """`image` as the window should show it: letterboxed into a (width, height) window."""
     out = np.zeros((window[1], window[0], 3), np.uint8)
@@ -247,37 +252,83 @@ def test_frame_buffer_hands_over_the_latest_picture_whole():
 # --- keys without the terminal UI ----------------------------------------------------------------
 
 
-def test_window_keys_act_like_the_terminal_keys():
-    control, notes, quits = FakeControl(), [], []
-    act = lambda key: act_on_key(key, control, notes.append, lambda: quits.append(True))  # noqa: E731
+def test_window_keys_act_like_the_terminal_keys(caplog):
+    from rtmon.monitor import _WindowOnlyHost
+
+    control = FakeControl()
+    host = _WindowOnlyHost(control)
+    caplog.set_level(logging.INFO, logger="rtmon")
+    act = host.press
     act("1")
     assert control.called("set_enabled") == [("torch-fp32", False)]
     act("1")
     act("2")
     assert control.called("set_enabled")[1:] == [("torch-fp32", True), ("ort-cpu", False)]
-    assert notes == ["torch-fp32 turned off", "torch-fp32 turned on", "ort-cpu turned off"]
+    assert caplog.messages == ["torch-fp32 turned off", "torch-fp32 turned on", "ort-cpu turned off"]
     act("7")
-    assert notes[-1] == "there is no engine 7"
+    assert caplog.messages[-1] == "there is no engine 7"
     act("p")
     act("p")
     assert control.called("set_paused") == [(True,), (False,)]
-    assert notes[-2:] == ["feed paused", "feed resumed"]
+    assert caplog.messages[-2:] == ["feed paused", "feed resumed"]
     act("r")
     act("r")
-    assert notes[-2:] == ["recording to recordings/rec-1.mp4", "recording stopped, saved recordings/rec-1.mp4"]
+    assert caplog.messages[-2:] == ["recording to recordings/rec-1.mp4", "recording stopped, saved recordings/rec-1.mp4"]
     act("s")
-    assert notes[-1] == "saved recordings/snapshot-1.png"
-    assert quits == []
+    assert caplog.messages[-1] == "saved recordings/snapshot-1.png"
+    assert not host.stop.is_set()
     act("q")
-    assert quits == [True]
+    assert host.stop.is_set()
+
+
+def test_a_window_key_that_fails_is_one_line_in_the_log(caplog):
+    from rtmon.monitor import _WindowOnlyHost
+
+    control = FakeControl()
+
+    def disk_full() -> str:
+        raise OSError(28, "No space left on device")
+
+    control.save_snapshot_png = disk_full
+    caplog.set_level(logging.INFO, logger="rtmon")
+    _WindowOnlyHost(control).press("s")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "snapshot: OSError: [Errno 28] No space left on device")]
 
 
 def test_engine_keys_start_from_the_pipelines_state():
     """Whoever turned an engine off (the terminal UI, another key), its key turns it back on."""
     control = FakeControl()
     control.set_enabled("ort-cpu", False)
-    act_on_key("2", control, print, lambda: None)
+    MonitorActions(control).press("2", control.snapshot())
     assert control.called("set_enabled")[-1] == ("ort-cpu", True)
+
+
+def test_the_window_composes_only_when_the_snapshot_version_changes(monkeypatch):
+    """At the display's rate the window asks only for the version; a snapshot and a new split
+    screen only when it changed (here: never now and then, to see it)."""
+    monkeypatch.setattr(window_host, "REFRESH_AT_LEAST_S", 1e9)
+    monkeypatch.setattr(window_host, "RATE_CHECK_S", 1e9)
+    control = FakeControl(frozen=True)  # nothing changes unless a command is given
+    buffer = FrameBuffer.create(split_screen_image().nbytes)
+    window = window_host.Window(None, None, buffer, WindowOpened("test", 200.0))
+    pump = threading.Thread(target=window._pump, args=(control,), daemon=True)
+    pump.start()
+    try:
+        wait_until(lambda: len(control.called("snapshot_version")) >= 30, 10, "the window to ask 30 times")
+        assert len(control.called("split_screen")) == 1  # the first picture, then nothing changed
+        assert len(control.called("snapshot")) == 1  # the source's rate, once
+        control.set_paused(True)
+        wait_until(lambda: len(control.called("split_screen")) == 2, 5, "a picture after the change")
+        reader = FrameBuffer.attach(buffer.name)
+        number, shown = reader.read()
+        reader.close()
+        assert number == 2 and np.array_equal(shown, split_screen_image())
+    finally:
+        window._closing.set()
+        pump.join(timeout=5)
+        buffer.close()
+        buffer.unlink()
 
 
 async def test_with_the_terminal_ui_a_window_key_is_that_key_in_the_terminal_ui():
@@ -395,7 +446,7 @@ def test_without_the_window_extra_is_one_line(rtmon_env, xvfb, tmp_path, monkeyp
 def view(display, monkeypatch):
     import pygame
 
-    from rtmon.window import WindowView
+    from rtmon.window.view import WindowView
 
     monkeypatch.setenv("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     view = WindowView()
@@ -469,8 +520,7 @@ def test_window_process_shows_the_split_screen_and_sends_keys_and_close_back(dis
         wait_until(lambda: host.keys == ["1", "2", "r", "p", "s", "q"], 10, f"the keys (got {host.keys})")
         click_close_button(display, window_id)
         wait_until(lambda: host.keys[6:] == ["q"], 10, "the close button as q")
-        time.sleep(0.5)
-        assert host.keys == ["1", "2", "r", "p", "s", "q", "q"]  # one click, one q
+        holds(lambda: host.keys == ["1", "2", "r", "p", "s", "q", "q"], 0.5)  # one click, one q
         assert not control.called("set_enabled")  # the window only passes keys on; the host acts
     finally:
         window.close()

@@ -1,11 +1,16 @@
 """The monitor screen: panels per engine, a GPU line, a status line, a footer with the keys.
 
-The app reads `MonitorControl.snapshot()` on a steady timer (at most 10 Hz) however fast the
-engines run, and gives the pipeline commands only through `MonitorControl`. Commands that may
-write files (recording, PNG snapshot) run in a thread so a key never waits on a disk.
+The app looks at `MonitorControl.snapshot_version()` on a steady timer (at most 10 Hz) however
+fast the engines run, reads a snapshot when it changed, and gives the pipeline commands only
+through `rtmon.keys.MonitorActions`, as the window does; its keys come from `rtmon.keys`.
+Commands that may write files (recording, PNG snapshot) run in a thread so a key never waits on
+a disk.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from textual import events
 from textual.app import App, ComposeResult
@@ -16,13 +21,14 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from rtmon.core import EngineState
+from rtmon.errors import one_line
+from rtmon.keys import ENGINE_KEYS, MONITOR_KEYS, MonitorActions, Notice, Where
 from rtmon.snapshot import MonitorControl, MonitorSnapshot
+from rtmon.tui.preview import PreviewWidget
 from rtmon.tui.widgets import (
     EnginePanel,
     GpuPanel,
     HeadlineBar,
-    PreviewWidget,
     StatusLine,
     StreamsTable,
     headline_text,
@@ -31,29 +37,40 @@ from rtmon.tui.widgets import (
 
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 MAX_REFRESH_HZ = 10.0
-MAX_ENGINE_KEYS = 9
+REFRESH_AT_LEAST_S = 1.0  # read a snapshot this often even when nothing changed: the uptime ticks, FPS decays
+TEXTUAL_KEY_NAMES = {"?": "question_mark"}  # Textual names some keys by a word
 
-HELP_TEXT = """\
+KEY_LINES = "\n".join(f"  [b]{k.display or k.key:<4}[/b] {k.help}" for k in MONITOR_KEYS)
+HELP_TEXT = f"""\
 [b]rtmon — keys[/b]
 
-  [b]1[/b]…[b]9[/b]  turn engine 1…9 on or off (numbered as on its panel)
-  [b]r[/b]    start / stop recording the split screen to recordings/
-  [b]p[/b]    pause / resume the feed
-  [b]s[/b]    save a PNG snapshot of the split screen
-  [b]v[/b]    show / hide the in-terminal preview of the split screen
-  [b]?[/b]    this help
-  [b]q[/b]    quit (also Ctrl-C)
+{KEY_LINES}
 
 Each panel names its role (BASELINE, PEER, OPTIMIZED), the engine
 and the device it really runs on. FPS is what it delivered; capacity
 is what it could sustain (frames per second of busy time), so the
 difference shows even when a camera paces both. Latency runs from
-capture to boxes on the host; every histogram shares one axis. GPU
-memory is the engine's own process (NVML), with its share beside
+capture to boxes on the host; each histogram shows the % of recent
+frames per latency bin, on one axis (ms) that every panel shares.
+GPU memory is the engine's own process (NVML), with its share beside
 the CUDA context; "n/a" where NVML cannot tell. The top line
 compares optimized and baseline from these same figures.
 
 [dim]escape or ? closes this help[/dim]"""
+
+
+def monitor_bindings() -> list[Binding]:
+    """The terminal UI's keys, from the one table in `rtmon.keys`."""
+    bindings = []
+    for k in MONITOR_KEYS:
+        if k.where == Where.WINDOW:
+            continue
+        if k.action == "toggle_engine":
+            bindings.append(Binding(ENGINE_KEYS[0], f"toggle_engine({ENGINE_KEYS[0]})", k.label, key_display=k.display))
+            bindings += [Binding(key, f"toggle_engine({key})", show=False) for key in ENGINE_KEYS[1:]]
+        else:
+            bindings.append(Binding(TEXTUAL_KEY_NAMES.get(k.key, k.key), k.action, k.label, key_display=k.display or k.key))
+    return [*bindings, Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -75,19 +92,8 @@ class MonitorApp(App[None]):
     TITLE = "rtmon"
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (160, "-wide")]  # noqa: RUF012
-    BINDINGS = [  # noqa: RUF012
-        Binding("1", "toggle_engine(1)", "engine on/off", key_display="1-9"),
-        *(Binding(str(i), f"toggle_engine({i})", show=False) for i in range(2, MAX_ENGINE_KEYS + 1)),
-        Binding("r", "toggle_recording", "record"),
-        Binding("p", "toggle_pause", "pause"),
-        Binding("s", "save_snapshot", "snapshot"),
-        Binding("v", "toggle_preview", "preview"),
-        Binding("question_mark", "help", "help", key_display="?"),
-        Binding("q", "quit", "quit"),
-        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
-    ]
+    BINDINGS = monitor_bindings()
 
-    paused: reactive[bool] = reactive(False)
     show_preview: reactive[bool] = reactive(False)
     too_small: reactive[bool] = reactive(False)
 
@@ -96,12 +102,13 @@ class MonitorApp(App[None]):
             raise ValueError(f"refresh_hz must be in (0, {MAX_REFRESH_HZ:g}], got {refresh_hz}")
         super().__init__()
         self.control = control
+        self.actions = MonitorActions(control)
         self.refresh_hz = refresh_hz
         self.last_snapshot: MonitorSnapshot | None = None
+        self._seen_version: int | None = None
+        self._read_at = -REFRESH_AT_LEAST_S
         self._engine_names: tuple[str, ...] = ()
         self._panels: list[EnginePanel] = []
-        self._wanted_on: dict[str, bool] = {}
-        self._recording_path = ""
         self._status = StatusLine(id="status")
         self._headline = HeadlineBar(id="headline")
         self._streams = StreamsTable(id="streams")
@@ -131,12 +138,17 @@ class MonitorApp(App[None]):
     # --- reading the pipeline -------------------------------------------------------------
 
     def poll(self) -> None:
-        """Read one snapshot (and the preview picture while it is shown) and hand it to the panels."""
+        """Read a snapshot (and the preview picture while it is shown) when the pipeline's version
+        says something changed, or REFRESH_AT_LEAST_S passed, and hand it to the panels."""
         try:
+            version, now = self.control.snapshot_version(), time.monotonic()
+            if version == self._seen_version and now - self._read_at < REFRESH_AT_LEAST_S:
+                return
             snapshot = self.control.snapshot()
         except Exception as exc:  # the pipeline's trouble must not take the screen down with it
-            self._status.problem = f"cannot read the pipeline's state: {exc}"
+            self._status.problem = f"cannot read the pipeline's state: {one_line(exc)}"
             return
+        self._seen_version, self._read_at = version, now
         self._status.problem = ""
         self.last_snapshot = snapshot
         self._show(snapshot)
@@ -150,7 +162,7 @@ class MonitorApp(App[None]):
         status.recording = snapshot.recording
         status.recording_error = snapshot.recording_error
         status.sources = len(snapshot.sources)
-        status.paused = self.paused
+        status.paused = self.actions.feed_paused(snapshot)
         self._headline.update(headline_text(snapshot))
         self._streams.snapshot = snapshot
         self._gpu.gpu = snapshot.gpu
@@ -165,7 +177,7 @@ class MonitorApp(App[None]):
             panel.axis = axis
             panel.engine = engine
             panel.info = snapshot.engine_info.get(engine.name)
-            panel.wanted_on = self._wanted_on.setdefault(engine.name, engine.state != EngineState.OFF)
+            panel.wanted_on = self.actions.engine_on(engine)
 
     # --- terminal size --------------------------------------------------------------------
 
@@ -184,50 +196,32 @@ class MonitorApp(App[None]):
     # --- keys -----------------------------------------------------------------------------
 
     def action_toggle_engine(self, number: int) -> None:
-        if not 1 <= number <= len(self._engine_names):
-            self.notify(f"there is no engine {number}", severity="warning")
-            return
-        name = self._engine_names[number - 1]
-        self._wanted_on[name] = not self._wanted_on.get(name, True)
-        self.control.set_enabled(name, self._wanted_on[name])
+        self._say(self.actions.toggle_engine(number, self.last_snapshot), quiet=True)
+        self._show_again()
+
+    def action_toggle_pause(self) -> None:
+        self._say(self.actions.toggle_pause(self.last_snapshot), quiet=True)
+        self._show_again()
+
+    def action_toggle_recording(self) -> None:
+        self._in_thread(lambda: self.actions.toggle_recording(self.last_snapshot))
+
+    def action_save_snapshot(self) -> None:
+        self._in_thread(self.actions.save_snapshot)
+
+    def _show_again(self) -> None:
+        """Show the latest snapshot again, now with what was just asked ("turning off…", "paused")."""
         if self.last_snapshot is not None:
             self._show(self.last_snapshot)
 
-    def action_toggle_pause(self) -> None:
-        self.paused = not self.paused
-        self.control.set_paused(self.paused)
-        self._status.paused = self.paused
+    def _in_thread(self, command: Callable[[], Notice]) -> None:
+        """Run a command that writes files in a thread, so a key never waits on a disk; say what it did."""
+        self.run_worker(lambda: self.call_from_thread(self._say, command()), thread=True, group="commands")
 
-    def action_toggle_recording(self) -> None:
-        self.run_worker(self._toggle_recording, thread=True, group="commands")
-
-    def _toggle_recording(self) -> None:
-        try:
-            path = self.control.toggle_recording()
-        except Exception as exc:
-            self.call_from_thread(self.notify, f"recording: {exc}", severity="error")
-            return
-        self.call_from_thread(self._recording_toggled, path)
-
-    def _recording_toggled(self, path: str) -> None:
-        if path:
-            self._recording_path = path
-            self.notify(f"recording to {path}", title="recording")
-        else:
-            saved = self._recording_path or (self.last_snapshot.recording if self.last_snapshot else "")
-            self.notify(f"recording stopped{f', saved {saved}' if saved else ''}", title="recording")
-            self._recording_path = ""
-
-    def action_save_snapshot(self) -> None:
-        self.run_worker(self._save_snapshot, thread=True, group="commands")
-
-    def _save_snapshot(self) -> None:
-        try:
-            path = self.control.save_snapshot_png()
-        except Exception as exc:
-            self.call_from_thread(self.notify, f"snapshot: {exc}", severity="error")
-            return
-        self.call_from_thread(self.notify, f"saved {path}", title="snapshot")
+    def _say(self, notice: Notice, quiet: bool = False) -> None:
+        """A notification of what a key did; `quiet`: only trouble, as the screen itself shows the change."""
+        if not quiet or notice.severity != "information":
+            self.notify(notice.text, title=notice.title, severity=notice.severity)
 
     def action_toggle_preview(self) -> None:
         self.show_preview = not self.show_preview

@@ -1,4 +1,5 @@
-"""The monitor's panels. Each owns what it shows as reactive attributes and redraws when they change.
+"""The monitor's panels (the picture preview is `preview.py`). Each owns what it shows as reactive
+attributes and redraws when they change.
 
 Nothing here talks to the pipeline: the app assigns snapshots, the widgets format them.
 Colours and layout live in `app.tcss`; widgets only set CSS classes that name a state.
@@ -7,41 +8,27 @@ Colours and layout live in `app.tcss`; widgets only set CSS classes that name a 
 from __future__ import annotations
 
 import time
-from functools import lru_cache, partial
 
-import cv2
 import numpy as np
-from rich.color import Color as RichColor
-from rich.segment import Segment
-from rich.style import Style
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.strip import Strip
-from textual.widget import Widget
 from textual.widgets import Sparkline, Static
-from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from rtmon.core import EngineInfo, EngineState
-from rtmon.formatting import fmt_mib
+from rtmon.core import EngineInfo, EngineState, Role, SourceState
+from rtmon.formatting import NA, fmt, fmt_mib
 from rtmon.gpu import GpuSample
-from rtmon.metrics import EngineSnapshot, Headline
+from rtmon.metrics import EngineSnapshot
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 
-NA = "n/a"
-ENGINE_STATES = tuple(state.value for state in EngineState)  # app.tcss styles each one
 ACTIVE_STATES = (EngineState.STARTING, EngineState.LOADING, EngineState.RUNNING)
-SOURCE_TROUBLE = ("reconnecting", "failed", "ended")
+SOURCE_TROUBLE = (SourceState.RECONNECTING, SourceState.FAILED, SourceState.ENDED)
+PANEL_ROLES = (Role.BASELINE, Role.PEER, Role.OPTIMIZED)  # app.tcss colours each one's title
 HIST_BINS = 20
+HIST_TITLE = "% of frames by latency"
 HIST_REDRAW_S = 1.0
 LOG_AXIS_SPREAD = 8.0  # a shared axis goes logarithmic when the slowest frame is this many times the fastest
-UPPER_HALF = "▀"
-
-
-def fmt_num(value: float | None, spec: str = ".1f", unit: str = "") -> str:
-    """`value` formatted, or "n/a" when it is not known."""
-    return NA if value is None else f"{value:{spec}}{unit}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -88,25 +75,25 @@ def engine_numbers_text(engine: EngineSnapshot) -> str:
     own = f" (own {fmt_mib(mem.engine_mib)})" if mem.engine_mib is not None else ""
     return (
         f"{latency}\n"
-        f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy {fmt_num(engine.busy_pct, '.0f', '%')}\n"
+        f"frames {engine.processed:,}  skipped {engine.skipped:,}  busy {fmt(engine.busy_pct, '.0f', '%')}\n"
         f"GPU mem {fmt_mib(mem.process_mib)}{own}"
     )
 
 
 def engine_fps_text(engine: EngineSnapshot) -> str:
-    return f"FPS {fmt_num(engine.fps)} · capacity {fmt_num(engine.capacity_fps, '.0f')} "
+    return f"FPS {fmt(engine.fps)} · capacity {fmt(engine.capacity_fps, '.0f')} "
 
 
 def headline_text(snapshot: MonitorSnapshot) -> str:
-    """The comparison, from the figures on screen; with the pace the feed runs at."""
-    head: Headline | None = snapshot.headline
+    """The comparison in `Headline.text()`'s one wording (the overlay's too), followed by the
+    engines it compares and the pace the feed runs at."""
+    head = snapshot.headline
     pace = f"pace {snapshot.pace}"
     if head is None:
         return f"{pace} · add the baseline and an optimized engine to compare them"
-    if head.speedup is None:
-        return f"{head.optimized} vs {head.baseline}: measuring… · {pace}"
-    p95 = f" · P95 {head.p95_ratio:.1f}× lower" if head.p95_ratio else ""
-    return f"OPTIMIZED {head.optimized} {head.speedup:.1f}× faster than BASELINE {head.baseline} (capacity){p95} · {pace}"
+    if head.speedup is None:  # "<optimized> vs <baseline>: measuring...", the names already in it
+        return f"{head.text()} · {pace}"
+    return f"{head.text()} · {head.optimized} vs {head.baseline} · {pace}"
 
 
 def shared_axis(engines: tuple[EngineSnapshot, ...]) -> tuple[float, float, bool] | None:
@@ -126,14 +113,32 @@ def axis_edges(axis: tuple[float, float, bool]) -> np.ndarray:
     return np.geomspace(lo, hi, HIST_BINS + 1) if log else np.linspace(lo, hi, HIST_BINS + 1)
 
 
+def ms_tick(ms: float) -> str:
+    """A latency tick that reads at a glance: "0.5 ms", "5.7 ms", "23 ms", "1,024 ms"."""
+    return f"{ms:.2g} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
+def latency_ticks(edges: np.ndarray) -> tuple[list[float], list[str]]:
+    """The x ticks of a histogram drawn bin by bin (bin i centred on i, so edge k lies at k - 0.5):
+    both ends of the shared axis and its middle, in ms."""
+    picks = [0, (len(edges) - 1) // 2, len(edges) - 1]
+    return [k - 0.5 for k in picks], [ms_tick(float(edges[k])) for k in picks]
+
+
+def share_ticks(top: float) -> tuple[list[float], list[str]]:
+    """The y ticks of a histogram of shares: 0, half the tallest bar and the tallest, in % of frames."""
+    values = [0.0, top / 2, top]
+    return values, [f"{v:.0f}%" for v in values]
+
+
 def gpu_text(gpu: GpuSample | None) -> str:
     if gpu is None:
         return f"GPU {NA} (no NVIDIA GPU visible)"
     used, total = gpu.memory_used_mib, gpu.memory_total_mib
     memory = f"{used:,.0f} / {fmt_mib(total)}" if used is not None and total is not None else f"mem {NA}"
     return (
-        f"GPU {gpu.name} · util {fmt_num(gpu.utilization_pct, '.0f', '%')} · {memory}"
-        f" · {fmt_num(gpu.temperature_c, '.0f', ' °C')} · {fmt_num(gpu.power_w, '.0f', ' W')}"
+        f"GPU {gpu.name} · util {fmt(gpu.utilization_pct, '.0f', '%')} · {memory}"
+        f" · {fmt(gpu.temperature_c, '.0f', ' °C')} · {fmt(gpu.power_w, '.0f', ' W')}"
         f" · rtmon {fmt_mib(gpu.process_mem_mib)}"
         + (f" (torch peak {fmt_mib(gpu.allocator_peak_mib)})" if gpu.allocator_peak_mib is not None else "")
     )
@@ -141,12 +146,12 @@ def gpu_text(gpu: GpuSample | None) -> str:
 
 def source_text(source: SourceStatus, paused: bool) -> str:
     name = source.kind if source.uri == source.kind else f"{source.kind} {source.uri}"
-    state = "paused" if paused and source.state == "running" else source.state
+    state = SourceState.PAUSED if paused and source.state == SourceState.RUNNING else source.state
     if source.error:
         # In trouble the error is what matters; size and rate would push it off an 80-column line.
         return f"{name} · {state}: {source.error}"
     size = f"{source.width}×{source.height}" if source.width and source.height else NA
-    return f"{name} · {size} @ {fmt_num(source.fps, '.1f', ' fps')} · {state}"
+    return f"{name} · {size} @ {fmt(source.fps, '.1f', ' fps')} · {state}"
 
 
 class EnginePanel(Vertical):
@@ -172,9 +177,9 @@ class EnginePanel(Vertical):
         self._hist = PlotextPlot(classes="latency-hist")
 
     def compose(self) -> ComposeResult:
+        yield self._info  # across the whole panel: a long backend and device must read whole
         with Horizontal(classes="engine-body"):
             with Vertical(classes="engine-stats"):
-                yield self._info
                 yield self._state
                 with Horizontal(classes="fps-row"):
                     yield self._fps
@@ -205,10 +210,10 @@ class EnginePanel(Vertical):
         if engine is None:
             return
         self.border_title = panel_title(self.index, engine, self.engine_name)
-        for role in ("baseline", "peer", "optimized"):
-            self.set_class(engine.role.value == role, f"-{role}")
-        for state in ENGINE_STATES:
-            self.set_class(EngineState(engine.state).value == state, f"-{state}")
+        for role in PANEL_ROLES:
+            self.set_class(engine.role == role, f"-{role.value}")
+        for state in EngineState:  # app.tcss styles each one
+            self.set_class(engine.state == state, f"-{state.value}")
         self._state.update(engine_state_text(engine, self.wanted_on))
         self._fps.update(engine_fps_text(engine))
         self._spark.data = list(engine.fps_history)
@@ -229,13 +234,13 @@ class EnginePanel(Vertical):
         if latencies and axis is not None:
             edges, log = axis_edges(axis), axis[2]
             counts, _ = np.histogram(np.clip(latencies, edges[0], edges[-1]), bins=edges)
-            position = np.arange(len(counts))  # bins are drawn evenly; their labels say the ms
-            plt.bar(list(position), list(counts / max(len(latencies), 1)), width=1)
-            ticks = [0, len(counts) // 2, len(counts) - 1]
-            plt.xticks(ticks, [f"{edges[t]:.3g}" for t in ticks])
-            plt.title("capture→boxes ms" + (" (log)" if log else "") + ", shared axis")
+            shares = 100.0 * counts / max(len(latencies), 1)
+            plt.bar(list(range(len(counts))), list(shares), width=1)  # bins drawn evenly; the ticks say the ms
+            plt.xticks(*latency_ticks(edges))
+            plt.yticks(*share_ticks(float(shares.max())))
+            plt.title(HIST_TITLE + (" (log)" if log else ""))
         else:
-            plt.title("capture→boxes ms")
+            plt.title(HIST_TITLE)
         self._hist.refresh()
 
     def watch_axis(self) -> None:
@@ -273,8 +278,8 @@ def streams_text(snapshot: MonitorSnapshot) -> str:
                 cells.append(f"{'—':<14} {'':>4} {'':>4} {'':>4} {'':>5}")
                 continue
             lat = fig.latency
-            cells.append(f"{'':<14} {fmt_num(fig.fps, '.0f'):>4} {fmt_num(lat.p95 if lat else None, '.0f'):>4} "
-                         f"{fmt_num(lat.p99 if lat else None, '.0f'):>4} {fig.dropped:>5}")
+            cells.append(f"{'':<14} {fmt(fig.fps, '.0f'):>4} {fmt(lat.p95 if lat else None, '.0f'):>4} "
+                         f"{fmt(lat.p99 if lat else None, '.0f'):>4} {fig.dropped:>5}")
         lines.append(f"{src.stream:>6} {src.uri[-16:]:<16} {src.state[:13]:<13} {src.reconnects:>6}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -351,7 +356,7 @@ class StatusLine(Horizontal):
             source_widget.update(f"source {NA}")
         state = self.source.state if self.source is not None else ""
         source_widget.set_class(bool(self.problem) or state in SOURCE_TROUBLE, "-trouble")
-        source_widget.set_class(self.paused or state == "paused", "-paused")
+        source_widget.set_class(self.paused or state == SourceState.PAUSED, "-paused")
         self._uptime.update(f"up {fmt_duration(self.uptime_s)}")
         rec = self._rec
         if self.recording:
@@ -362,95 +367,3 @@ class StatusLine(Horizontal):
             rec.update("rec off")
         rec.set_class(bool(self.recording), "-on")
         rec.set_class(bool(self.recording_error) and not self.recording, "-failed")
-
-
-def fit_size(image_w: int, image_h: int, cells_w: int, cells_h: int) -> tuple[int, int]:
-    """Largest (pixels wide, pixels high) that keeps the image's aspect within the cells.
-
-    A cell shows two pixels stacked, so the box is `cells_w` × `2 * cells_h` pixels; the height
-    is kept even so every cell gets a top and a bottom pixel.
-    """
-    box_h = 2 * cells_h
-    scale = min(cells_w / image_w, box_h / image_h)
-    width = max(1, min(cells_w, round(image_w * scale)))
-    height = max(2, min(box_h, round(image_h * scale / 2) * 2))
-    return width, height
-
-
-@lru_cache(maxsize=16384)
-def _rgb(red: int, green: int, blue: int) -> RichColor:
-    return RichColor.from_rgb(red, green, blue)
-
-
-def half_block_strips(image_bgr: np.ndarray, cells_w: int, cells_h: int) -> list[Strip]:
-    """`image_bgr` as lines of '▀' cells: foreground = the upper pixel, background = the lower."""
-    width, height = fit_size(image_bgr.shape[1], image_bgr.shape[0], cells_w, cells_h)
-    small = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_AREA)
-    rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-    # 6 bits a channel (low bits copied from the high ones, so 0 and 255 stay exact): colours
-    # repeat far more often, and the colour cache above stays useful from frame to frame.
-    rgb = ((rgb & 0xFC) | (rgb >> 6)).tolist()
-    pad = (cells_w - width) // 2
-    lead = [Segment(" " * pad)] if pad else []
-    strips: list[Strip] = []
-    for row in range(height // 2):
-        top, bottom = rgb[2 * row], rgb[2 * row + 1]
-        segments = lead + [
-            Segment(UPPER_HALF, Style.from_color(_rgb(*up), _rgb(*down)))
-            for up, down in zip(top, bottom, strict=True)
-        ]
-        strips.append(Strip(segments, pad + width))
-    return strips
-
-
-class PreviewWidget(Widget):
-    """A low-resolution picture of the split screen in half-block characters, for SSH without a window.
-
-    Scaling and colouring a picture takes tens of milliseconds, so it happens in a thread worker,
-    one at a time: a picture that arrives while one is being converted waits, and only the newest
-    waiting picture is converted next. (Cancelling the conversion in flight instead would starve
-    the preview whenever pictures arrive faster than a slow machine converts them.)
-    """
-
-    # Arrays do not compare to a single bool, so every assignment counts as a change.
-    frame: reactive[np.ndarray | None] = reactive(None, always_update=True)
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._strips: list[Strip] = []
-        self._converting = False
-        self._stale = False
-
-    def watch_frame(self, frame: np.ndarray | None) -> None:
-        self._convert()
-
-    def on_resize(self) -> None:
-        self._convert()
-
-    def _convert(self) -> None:
-        frame, (width, height) = self.frame, self.size
-        if frame is None or width < 1 or height < 1:
-            self._strips = []
-            self.refresh()
-            return
-        if self._converting:
-            self._stale = True
-            return
-        self._converting, self._stale = True, False
-        self.run_worker(partial(half_block_strips, frame, width, height), thread=True, group="preview")
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "preview" or not event.worker.is_finished:
-            return
-        if event.state == WorkerState.SUCCESS:
-            self._strips = event.worker.result
-            self.refresh()
-        self._converting = False
-        if self._stale:
-            self._convert()
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        if self.frame is None:
-            return Strip([Segment("preview: no picture yet")]) if y == 0 else Strip.blank(width)
-        return self._strips[y].crop_extend(0, width, None) if y < len(self._strips) else Strip.blank(width)
