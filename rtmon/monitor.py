@@ -9,17 +9,15 @@ the monitor runs until q, the window's close button, Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rtmon.config import MonitorSettings
 from rtmon.errors import UserError
 from rtmon.keys import QUIT_KEY, MonitorActions
 from rtmon.models import ModelRef
+from rtmon.processes import sigterm_as_interrupt, stop_on_signals
 from rtmon.sources import SourceSpec
 
 if TYPE_CHECKING:
@@ -37,10 +35,7 @@ def run_live(settings, model: ModelRef, specs: list[SourceSpec], engines: list[l
     stopped here, whatever happens (SIGTERM included)."""
     from rtmon.pipeline import Pipeline
 
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    sigterm_as_interrupt()
     window, notice = _open_window(settings.monitor)  # before the slow engine loading: a bad display fails fast
     pipeline = publisher = None
     try:
@@ -114,7 +109,7 @@ def _run_without_terminal(control: MonitorControl, window: Window | None) -> int
     host = _WindowOnlyHost(control)
     if window:
         window.follow(control, host)
-    with _stop_on_signals(host.stop):
+    with stop_on_signals(host.stop):
         while not host.stop.wait(0.5):
             pass
     if host.lost:
@@ -143,15 +138,3 @@ class _WindowOnlyHost:
     def window_lost(self, reason: str) -> None:
         self.lost = reason
         self.stop.set()
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C and SIGTERM end the monitor like q does (a normal stop, exit code 0)."""
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in handled}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

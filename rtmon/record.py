@@ -9,7 +9,6 @@ SIGTERM finalize the file; a recording that fails is an error, and no partial fi
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -20,16 +19,10 @@ from rtmon.errors import UserError
 from rtmon.files import timestamped, write_folder
 from rtmon.models import ModelRef
 from rtmon.pipeline import Pipeline
+from rtmon.processes import sigterm_as_interrupt
 from rtmon.reporting import header
 from rtmon.snapshot import MonitorSnapshot
 from rtmon.sources import SourceSpec
-
-
-def _sigterm_as_interrupt() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def run_record(
@@ -44,7 +37,7 @@ def run_record(
     if path.suffix.lower() != ".mp4":
         raise UserError(f"out: {path}: the recording is an H.264 MP4; give a path ending in .mp4")
     pipeline = Pipeline(specs, model, settings, engines, record_pair=(left, right), engine_streams=engine_streams)
-    _sigterm_as_interrupt()
+    sigterm_as_interrupt()
     publisher = publisher_factory(pipeline.snapshot, model.class_names) if publisher_factory else None
     result: Path | None = None
     error = ""
