@@ -67,8 +67,12 @@ def capacity_fps(t_begin: np.ndarray, t_end: np.ndarray) -> float | None:
     """rtmon's one definition of capacity: frames answered per second of busy time (the engine
     holding at least one frame, from its hand-over to its boxes in the main process): the rate
     the engine could sustain if frames came as fast as it takes them."""
-    busy = busy_seconds(np.asarray(t_begin, np.float64), np.asarray(t_end, np.float64))
-    return len(t_begin) / busy if busy > 0 else None
+    return per_busy_second(len(t_begin), busy_seconds(np.asarray(t_begin, np.float64), np.asarray(t_end, np.float64)))
+
+
+def per_busy_second(frames: int, busy_s: float) -> float | None:
+    """Capacity from its two parts (a live window accumulates the busy time as results come)."""
+    return frames / busy_s if frames and busy_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,10 @@ class _Rates:
 
     def capacity(self) -> float | None:
         """`capacity_fps` over the window (its busy time, accumulated as results came)."""
-        busy = sum(b for _, _, b in self.events)
-        return len(self.events) / busy if self.events and busy > 0 else None
+        return per_busy_second(len(self.events), sum(b for _, _, b in self.events))
 
     def capacity_overall(self) -> float | None:
-        return self.count / self.busy_total if self.busy_total > 0 else None
+        return per_busy_second(self.count, self.busy_total)
 
     def busy_pct(self, now: float) -> float | None:
         if not self.events:

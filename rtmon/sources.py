@@ -26,6 +26,7 @@ import numpy as np
 from rtmon.bus import FrameBus
 from rtmon.core import Frame, SourceState
 from rtmon.errors import UserError, one_line
+from rtmon.metrics import throughput_fps
 from rtmon.retry import delays
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ class FrameReader(threading.Thread):
                 now = time.perf_counter()
                 arrivals.append(now)
                 if len(arrivals) > 1 and arrivals[-1] > arrivals[0]:
-                    self.status.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+                    self.status.fps = throughput_fps(len(arrivals) - 1, arrivals[0], arrivals[-1])
                 self.status.height, self.status.width = image.shape[:2]
                 self.bus.publish(Frame(index, image, now, self.stream))
                 index += 1

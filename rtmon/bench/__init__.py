@@ -28,7 +28,7 @@ from rtmon.core import BenchPhase, GpuMemory, Role, SourceState
 from rtmon.errors import UserError
 from rtmon.files import write_folder
 from rtmon.formatting import fmt, fmt_mib
-from rtmon.metrics import EngineSnapshot, LatencyStats
+from rtmon.metrics import EngineSnapshot, LatencyStats, throughput_fps
 from rtmon.models import ModelRef
 from rtmon.reporting import header
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
@@ -252,8 +252,8 @@ def decoding_capacity(spec: SourceSpec, camera_fps: float, cameras_needed: int, 
     while threads <= cores:
         with ThreadPoolExecutor(threads) as pool:
             total = sum(pool.map(decode, range(threads)))
-        fps = total / seconds
-        rows.append({"decoder": "OpenCV (CPU)", "threads": threads, "fps": fps, "cameras": fps / camera_fps})
+        fps = throughput_fps(total, 0.0, seconds)
+        rows.append({"decoder": "OpenCV (CPU)", "threads": threads, "fps": fps, "cameras": fps / camera_fps if fps else None})
         threads *= 2
     from rtmon.nvdec import nvdec_unavailable_reason
 
@@ -265,8 +265,8 @@ def decoding_capacity(spec: SourceSpec, camera_fps: float, cameras_needed: int, 
         for n, _frame in open_nvdec(spec.target):  # noqa: B007 - counting
             if time.perf_counter() - t0 > seconds:
                 break
-        fps = (n + 1) / (time.perf_counter() - t0)
-        rows.append({"decoder": "NVDEC (PyNvVideoCodec)", "threads": 1, "fps": fps, "cameras": fps / camera_fps})
+        fps = throughput_fps(n + 1, t0, time.perf_counter())
+        rows.append({"decoder": "NVDEC (PyNvVideoCodec)", "threads": 1, "fps": fps, "cameras": fps / camera_fps if fps else None})
     else:
         rows.append({"decoder": "NVDEC", "threads": None, "fps": None, "cameras": None, "note": why})
     best = max((r["cameras"] for r in rows if r.get("cameras")), default=0)

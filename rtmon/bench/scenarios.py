@@ -29,7 +29,7 @@ from rtmon import gpu
 from rtmon.bench.harness import EngineUnderTest, Measured, early_stopping_estimate, stability
 from rtmon.core import Frame, Handed
 from rtmon.errors import UserError
-from rtmon.metrics import LatencyStats
+from rtmon.metrics import LatencyStats, throughput_fps
 from rtmon.runner import RunnerOptions
 
 MIN_QUERIES = 1024  # MLPerf SingleStream's minimum query count
@@ -315,7 +315,7 @@ def capacity_trial(eut: EngineUnderTest, streams: int, camera_fps: float, second
     scheduled = delivered + dropped
     drop_pct = 100.0 * dropped / scheduled if scheduled else 100.0
     p99 = float(np.percentile(lat, 99)) if len(lat) else None
-    fps = delivered / seconds if seconds else None
+    fps = throughput_fps(delivered, 0.0, seconds)
     passed = p99 is not None and p99 <= 1000.0 / camera_fps and drop_pct <= MAX_DROP_PCT
     engine_s = np.unique(np.stack([measured.t_start[keep], measured.t_done[keep]], axis=1), axis=0) if delivered else None
     return Trial(streams, p99, drop_pct, delivered, dropped, fps, passed,

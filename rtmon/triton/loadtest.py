@@ -241,7 +241,8 @@ def _time_network(run, batch: np.ndarray, seconds: float) -> dict:
         t = time.perf_counter()
         run(batch)
         calls.append((time.perf_counter() - t) * 1e3)
-    return {"batch": len(batch), "fps": len(batch) * len(calls) / (sum(calls) / 1e3), "call_ms": float(np.mean(calls))}
+    return {"batch": len(batch), "fps": throughput_fps(len(batch) * len(calls), 0.0, sum(calls) / 1e3),
+            "call_ms": float(np.mean(calls))}
 
 
 # --- the run ------------------------------------------------------------------------------------
