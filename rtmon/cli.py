@@ -162,7 +162,7 @@ def bench(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     engines: Annotated[str | None, typer.Option("--engines", "-e", help="comma-separated engines (default: baseline,optimized)")] = None,
-    scenario: Annotated[str | None, typer.Option("--scenario", help="single-stream (latency, one frame at a time; default) | offline (throughput, micro-batch sweep) | multi-stream (how many cameras)")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="single-stream (latency, one frame at a time; default) | offline (throughput, micro-batch sweep) | multi-stream (how many cameras) | soak (a long live run: memory and drops over time)")] = None,
     source: SourceOpt = None,
     model: ModelOpt = None,
     frames: Annotated[int | None, typer.Option("--frames", "-n", help="timed frames per engine, at least (1,024 for a VALID single-stream result)")] = None,
@@ -213,7 +213,8 @@ def bench(
         return
     run_bench(settings, model_ref, specs, engines_, out_dir, console, settings.bench.scenario, factory,
               reference=not no_reference)
-    console.print(f"report: {out_dir}/ (bench.md, bench.json, bench.csv and a plot)")
+    console.print(f"report: {out_dir}/ " + ("(soak.md, soak.json, soak.png)" if settings.bench.scenario == "soak" else
+                                            "(bench.md, bench.json, bench.csv and a plot)"))
 
 
 @app.command()

@@ -77,9 +77,9 @@ class EngineSettings(_Section):
 
 
 class BenchSettings(_Section):
-    scenario: Literal["single-stream", "offline", "multi-stream"] = Field(
+    scenario: Literal["single-stream", "offline", "multi-stream", "soak"] = Field(
         "single-stream", description="single-stream (latency, one frame at a time) | offline (throughput, "
-        "micro-batch sweep) | multi-stream (how many cameras)")
+        "micro-batch sweep) | multi-stream (how many cameras) | soak (a long live run: memory and drops over time)")
     frames: int = Field(1024, ge=1, le=10_000_000, description="timed frames per engine, at least (single-stream: "
                         "1,024 for a VALID result; offline: per batch size)")
     warmup: int = Field(32, ge=0, le=100_000, description="untimed warm-up frames per engine")
@@ -95,6 +95,10 @@ class BenchSettings(_Section):
     trial_warmup_s: float = Field(1.0, ge=0, description="multi-stream: seconds before measuring, per camera count")
     max_streams: int = Field(256, ge=1, le=100_000, description="multi-stream: search no further")
     concurrent_warmup_s: float = Field(3.0, ge=0, description="--concurrent: seconds before each phase is measured")
+    soak_minutes: float = Field(4.0, gt=0, le=1440, description="soak: minutes of each phase (recording the split "
+                                "screen of the engines, then `soak_streams` streams on the last engine)")
+    soak_streams: int = Field(16, ge=1, le=1024, description="soak: streams of the second phase")
+    soak_sample_s: float = Field(5.0, gt=0, le=600, description="soak: seconds between two readings")
     out: str = Field("", description="report folder; empty = recordings/bench-<time>")
 
     @field_validator("batches")

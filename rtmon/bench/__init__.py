@@ -34,7 +34,7 @@ from rtmon.reporting import header
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.sources import SourceSpec
 
-SCENARIOS = ("single-stream", "offline", "multi-stream")
+SCENARIOS = ("single-stream", "offline", "multi-stream", "soak")
 REFERENCE_SCENARIOS = ("single-stream", "offline")  # where a plain predict loop is the same measurement
 POLICIES = {
     "single-stream": "each engine alone in its own process; frame N+1 handed over the instant frame N's boxes are "
@@ -102,6 +102,10 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario: unknown scenario '{scenario}' (known: {', '.join(SCENARIOS)})")
     check_out_dir(out)
+    if scenario == "soak":
+        from rtmon.bench.soak import run_soak
+
+        return run_soak(settings, model, specs, engines, out, console)
     b = settings.bench
     batches = sorted(set(b.batches)) if scenario == "offline" else [1]
     max_batch = max(batches) if scenario == "offline" else settings.engine.max_batch

@@ -228,6 +228,11 @@ class EngineRunner:
         return self.options.depth or (self.lanes + self.options.queued_batches) * self.max_batch
 
     @property
+    def pid(self) -> int | None:
+        """The engine process's pid (None before it starts)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def in_flight(self) -> int:
         with self._cv:
             return len(self._in_flight)
