@@ -11,6 +11,7 @@
 #   bash scripts/device_run.sh y   # single-stream (baseline, optimized, torch-graph, null + the plain
 #                                  # ultralytics reference), eval parity, offline sweep, multi-stream capacity;
 #                                  # the results are packed after every step, so a cut run still returns them
+#   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
 #                                  # an offline sweep, and a profile of the baseline's engine process
@@ -25,7 +26,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, x or y}
+stage=${1:?a, b, c, d, e, f, s, x or y}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -122,6 +123,10 @@ case "$stage" in
       --out "$res/multi-stream" "${at[@]}"
     pack
     exit 0
+    ;;
+  s)  # the soak: 2 × SOAK_MIN minutes (record baseline + optimized, then 16 streams on optimized)
+    step soak $(( ${SOAK_MIN:-4} * 120 + 240 )) "${rt[@]}" bench --scenario soak --engines "baseline,$OPTIMIZED" \
+      --set bench.soak_minutes="${SOAK_MIN:-4}" --set bench.soak_streams="${STREAMS:-16}" --out "$res/soak" "${at[@]}"
     ;;
   x)
     nb=(--no-reference --set bench.timing_probe=0 --min-duration 5 --set bench.max_duration_s=6)
