@@ -111,17 +111,19 @@ class BenchSettings(_Section):
 
 class Int8Settings(_Section):
     """INT8 calibration (rtmon/quantize.py), shared by ort-cpu-int8 and trt with engine.precision = "int8".
-    The defaults were chosen by measurement: docs/benchmarks/cpu-2026-12-01-int8/choice.md."""
+    The defaults were chosen by measurement: docs/benchmarks/cpu-2026-12-01-int8/choice.md (of the layer
+    sets within its accuracy rule, the one whose CPU network ran fastest against FP32's)."""
 
     calibration_dir: str = Field("", description="a folder of images to calibrate on; empty = rtmon's synthetic "
                                  "scenes from seeds that are neither the sample clip's nor the demo detector's")
-    calibration_frames: int = Field(64, ge=1, le=10_000, description="calibration frames (a folder: its first N "
+    calibration_frames: int = Field(32, ge=1, le=10_000, description="calibration frames (a folder: its first N "
                                     "images by name)")
-    method: Literal["minmax", "entropy", "percentile"] = Field("percentile", description="how activation ranges are "
+    method: Literal["minmax", "entropy", "percentile"] = Field("entropy", description="how activation ranges are "
                                                                 "taken from the calibration frames")
-    fp32_layers: list[Literal["stem", "output", "decode", "head"]] = Field(
-        ["decode"], description="layers left in FP32: stem (the first convolution) | output (the detect head's box "
-        "arithmetic and class sigmoid, after its DFL) | decode (output and the DFL) | head (the whole detect head)")
+    fp32_layers: list[Literal["stem", "silu", "output", "decode", "head"]] = Field(
+        ["stem", "silu", "decode"], description="layers left in FP32: stem (the first convolution) | silu (every SiLU activation, "
+        "one float pass between integer convolutions on the CPU) | output (the detect head's box arithmetic and "
+        "class sigmoid, after its DFL) | decode (output and the DFL) | head (the whole detect head)")
 
 
 class RecordSettings(_Section):

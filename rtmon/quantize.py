@@ -15,7 +15,11 @@ One calibration, two targets, which differ only in how activations are stored:
   with signed activations it runs float Conv between DequantizeLinear nodes instead (measured on
   the 2-core EPYC of 2026-12-01: 65 ms a frame against 16). The input is pinned to scale 1/255,
   zero point 0 and its QuantizeLinear removed, so the network takes the letterboxed frame's bytes
-  as they are: the quantized value of pixel p/255 is p, exactly.
+  as they are: the quantized value of pixel p/255 is p, exactly. Layers kept in FP32 for speed
+  (`int8.fp32_layers`; docs/benchmarks/cpu-2026-12-01-int8/choice.md measured them): each SiLU
+  becomes ONNX Runtime's fused float QuickGelu between a DequantizeLinear and a QuantizeLinear
+  (`rtmon.int8_layers.fuse_silu`), and the stem convolution stays float (its 3 input channels
+  make a poor integer GEMM); the input is then float, as FP32's is.
 - `tensorrt`: signed, symmetric activations (TensorRT supports only zero point 0) on the inputs
   of convolutions and matrix products only, where TensorRT's documentation places Q/DQ so that
   it can fuse each convolution with its activation; float biases; float input.
@@ -40,7 +44,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -53,6 +56,7 @@ import numpy as np
 from rtmon.engines.prepost import letterbox_cpu, to_nchw
 from rtmon.errors import UserError
 from rtmon.files import atomic_path, sha256_of
+from rtmon.int8_layers import fp32_nodes, fuse_silu
 from rtmon.models import OPSET, ModelRef, export_onnx
 from rtmon.scene import SAMPLE_SIZE, SAMPLE_VERSION, render_scene
 
@@ -65,7 +69,7 @@ FRAMES_PER_SCENE = 4
 # resized between them, and the light has drifted.
 SCENE_STRIDE = 60
 # Bump when the quantization below changes what it writes: cached models of another recipe are rebuilt.
-RECIPE = 1
+RECIPE = 2
 # Calibration frames held by a calibrator at a time: the histogram calibrators keep every
 # activation of every frame they hold (about 250 MB a frame for yolo11n at 640).
 CALIBRATION_WINDOW = 8
@@ -236,61 +240,6 @@ class Quantized:
 METADATA_KEY = "rtmon.int8.key"
 
 
-FP32_GROUPS = ("stem", "output", "decode", "head")
-
-
-def fp32_nodes(graph, groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The nodes of an ultralytics export's graph kept in FP32 for `groups`:
-
-    - `stem`: the first module (`/model.0/`, a 3-channel convolution, which integer GEMMs run poorly);
-    - `output`: the detect head's box arithmetic after its DFL and the class sigmoid, which end in
-      one tensor of pixel coordinates and probabilities (one INT8 scale for both rounds every
-      probability to zero: an INT8 model that finds nothing);
-    - `decode`: `output` and the DFL before it (everything of the head after its convolution
-      branches cv2/cv3);
-    - `head`: the whole detect head, its convolutions included.
-
-    The head is the export's last module, `/model.N/`.
-    """
-    names = [n.name for n in graph.node]
-    indices = [int(m.group(1)) for name in names if (m := re.match(r"/model\.(\d+)/", name))]
-    if groups and not indices:
-        raise UserError(f"int8.fp32_layers: {', '.join(groups)}: the model's ONNX graph has no ultralytics module "
-                        "names (/model.N/…) to find these layers by; use int8.fp32_layers=[]")
-    head = f"/model.{max(indices, default=0)}/"
-    in_head = [n for n in graph.node if n.name.startswith(head)]
-    decode = [n for n in in_head if not n.name.startswith((f"{head}cv2.", f"{head}cv3."))]
-    chosen: set[str] = set()
-    for group in groups:
-        if group == "stem":
-            chosen |= {name for name in names if name.startswith("/model.0/")}
-        elif group == "head":
-            chosen |= {n.name for n in in_head}
-        elif group == "decode":
-            chosen |= {n.name for n in decode}
-        elif group == "output":
-            chosen |= {n.name for n in decode} - _dfl_and_before(decode)
-        else:
-            raise UserError(f"int8.fp32_layers: unknown group '{group}' (known: {', '.join(FP32_GROUPS)})")
-    return tuple(name for name in names if name in chosen)
-
-
-def _dfl_and_before(decode) -> set[str]:
-    """Of the decode nodes, the DFL convolution and those it depends on (its softmax, the
-    concatenation of the levels' box branches)."""
-    dfl = [n for n in decode if n.op_type == "Conv"]
-    producers = {out: n for n in decode for out in n.output}
-    seen: set[str] = set()
-    stack = list(dfl)
-    while stack:
-        node = stack.pop()
-        if node.name in seen:
-            continue
-        seen.add(node.name)
-        stack += [producers[i] for i in node.input if i in producers]
-    return seen
-
-
 @dataclass(frozen=True)
 class _Job:
     """What quantizing a model takes: its key, its calibration set, the FP32 export it starts from."""
@@ -386,6 +335,10 @@ def _quantize(job: _Job, target: Path) -> None:
     extra = {"CalibStridedMinMax": window}  # despite the name, every calibrator reads window by window
     if key.target == "cpu":
         activations, op_types = QuantType.QUInt8, None  # every op ONNX Runtime has an integer kernel for
+        # Data-movement ops (MaxPool, Resize, Split…) share their input's quantization even where a
+        # float op (a SiLU kept in FP32) produced it, so they stay integer instead of running float
+        # between a DequantizeLinear and a QuantizeLinear.
+        extra["ForceQuantizeNoInputCheck"] = True
         extra["TensorQuantOverrides"] = {input_name: [{"scale": np.array(INPUT_SCALE), "zero_point": np.array(0, np.uint8)}]}
     else:
         activations, op_types = QuantType.QInt8, list(TENSORRT_OPS)
@@ -397,6 +350,10 @@ def _quantize(job: _Job, target: Path) -> None:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         try:
             quant_pre_process(str(job.fp32), str(prepared))
+            if key.target == "cpu":  # TensorRT fuses each SiLU into its convolution itself
+                model = onnx.load(str(prepared))
+                if fuse_silu(model, key.fp32_nodes):
+                    onnx.save(model, str(prepared))
             chatter = io.StringIO()  # the calibrators print their progress; keep it off the user's screen
             with contextlib.redirect_stdout(chatter):
                 quantize_static(

@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from rtmon import quantize
+from rtmon import int8_layers, quantize
 from rtmon.config import Int8Settings, load_settings
 from rtmon.core import Detections, Frame
 from rtmon.engines import create
@@ -196,19 +196,42 @@ def test_the_key_of_settings_follows_model_calibration_method_and_layers(demo, e
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((32, 32, 3), np.uint8))
     other_model = replace(demo, sha256="0" * 64)  # the same weights under another hash: exported again
     variants = [key(model=other_model), key(**{"int8.calibration_frames": 16}),
-                key(**{"int8.calibration_dir": str(tmp_path)}), key(**{"int8.method": "entropy"}),
-                key(**{"int8.method": "minmax"}), key(**{"int8.fp32_layers": ["head"]})]
+                key(**{"int8.calibration_dir": str(tmp_path)}), key(**{"int8.method": "percentile"}),
+                key(**{"int8.method": "minmax"}), key(**{"int8.fp32_layers": ["head"]}),
+                key(**{"int8.fp32_layers": ["decode"]}), key(**{"int8.fp32_layers": ["silu", "decode"]}),
+                key(**{"int8.fp32_layers": ["stem", "decode"]})]
     assert len({v.digest for v in variants} | {base.digest}) == len(variants) + 1
 
 
 def test_fp32_layer_groups_are_nested_and_found_in_the_export(demo, engines_dir):
     graph = onnx.load(str(export_onnx(demo, engines_dir, 640, "fp32"))).graph
-    groups = {g: set(quantize.fp32_nodes(graph, [g])) for g in quantize.FP32_GROUPS}
+    groups = {g: set(int8_layers.fp32_nodes(graph, [g])) for g in int8_layers.FP32_GROUPS}
     assert "/model.23/Concat_3" in groups["output"] and "/model.23/dfl/Softmax" not in groups["output"]
     assert groups["output"] < groups["decode"] < groups["head"]
     assert "/model.23/dfl/Softmax" in groups["decode"] and not any("/cv2." in n for n in groups["decode"])
     assert groups["stem"] and all(n.startswith("/model.0/") for n in groups["stem"])
-    assert quantize.fp32_nodes(graph, []) == ()
+    ops = {n.name: n.op_type for n in graph.node}
+    assert sorted(ops[n] for n in groups["silu"]) == ["Mul"] * 77 + ["Sigmoid"] * 77  # every Conv's activation
+    assert "/model.23/Sigmoid" not in groups["silu"]  # the class probabilities are no SiLU
+    assert int8_layers.fp32_nodes(graph, []) == ()
+
+
+def test_fuse_silu_computes_the_same_function_in_one_node():
+    import onnxruntime as ort
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="act/Sigmoid"),
+             helper.make_node("Mul", ["x", "s"], ["y"], name="act/Mul"),
+             helper.make_node("Sigmoid", ["y"], ["p"], name="probabilities")]  # a sigmoid no Mul takes: kept
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 4, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.linspace(-12, 12, 256, dtype=np.float32).reshape(1, 4, 8, 8)
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert int8_layers.fp32_nodes(model.graph, ["silu"]) == ("act/Sigmoid", "act/Mul")
+    assert int8_layers.fuse_silu(model, ("act/Sigmoid", "act/Mul")) == 1
+    assert [(n.op_type, n.name) for n in model.graph.node] == [("QuickGelu", "act/Mul"), ("Sigmoid", "probabilities")]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-7)
 
 
 def test_the_defaults_are_the_measured_choice():
@@ -235,6 +258,21 @@ def test_onnx_runtime_runs_integer_convolutions(cpu_model, demo, engines_dir, tm
     kept = [n for n in convs if n in cpu_model.key.fp32_nodes]
     assert ran.count("QLinearConv") + ran.count("ConvInteger") == len(convs) - len(kept) > 80
     assert ran.count("Conv") + ran.count("FusedConv") <= len(kept)  # float convolutions only where asked
+    # The default keeps SiLU in FP32: each is one fused float pass, not a table lookup and an
+    # integer multiplication...
+    assert {name for pair in int8_layers.silu_pairs(fp32) for name in pair} <= set(cpu_model.key.fp32_nodes)
+    assert ran.count("QuickGelu") == len(int8_layers.silu_pairs(fp32)) == 77 and "QLinearSigmoid" not in ran
+    # ...and the max-pools after one still run on the integers (they share its quantization).
+    assert ran.count("MaxPool") == 0 and ran.count("NhwcMaxPool") == 3
+    assert session.get_inputs()[0].type == "tensor(float)"  # the stem is FP32 by default: it takes FP32's input
+
+
+def test_with_the_stem_in_int8_the_network_takes_the_frames_bytes(demo, engines_dir):
+    import onnxruntime as ort
+
+    settings = _settings(engines_dir, **{"int8.fp32_layers": ["silu", "decode"]})
+    model = quantized_onnx(demo, engines_dir, 640, settings.int8, "cpu")
+    session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(uint8)"  # the frame's bytes go in as they are
 
 
