@@ -11,6 +11,8 @@
 #   bash scripts/device_run.sh y   # single-stream (baseline, optimized, torch-graph, null + the plain
 #                                  # ultralytics reference), eval parity, offline sweep, multi-stream capacity;
 #                                  # the results are packed after every step, so a cut run still returns them
+#   bash scripts/device_run.sh z   # doctor, py-spy over the baseline's bench and its plain reference,
+#                                  # the yardstick's factors, single-stream of the yardstick issue (+ null)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
@@ -26,7 +28,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, s, x or y}
+stage=${1:?a, b, c, d, e, f, s, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -121,6 +123,26 @@ case "$stage" in
     step multi-stream "${LIMIT_MULTI:-300}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
       --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
       --out "$res/multi-stream" "${at[@]}"
+    pack
+    exit 0
+    ;;
+  z)  # the yardstick call: doctor, where the baseline's time goes (py-spy over the bench and its
+      # plain reference), the factors one at a time, and the single-stream report of the yardstick issue
+    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
+    step doctor 90 "${rt[@]}" doctor --json
+    cp "$res/doctor.log" "$res/doctor.json"
+    pack
+    if command -v py-spy > /dev/null || [ -x /root/devsite/bin/py-spy ]; then
+      spy=$(command -v py-spy || echo /root/devsite/bin/py-spy)
+      step spy 150 "$spy" record --subprocesses --idle --format raw -r 250 -o "$res/spy-baseline.txt" -- \
+        "${rt[@]}" bench --engines baseline --frames 512 --min-duration 6 --set bench.max_duration_s=8 \
+        --set bench.timing_probe=0 --out "$res/spied" "${at[@]}"
+    fi
+    pack
+    step ab 150 python3 scripts/yardstick_ab.py --seconds 5 --rounds 1 --out "$res/ab.json"
+    pack
+    step single-stream "${LIMIT_SINGLE:-400}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,ultralytics-ort,optimized,ort-cuda,null}" \
+      --frames "$FRAMES" --min-duration "${MIN_S}" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
     pack
     exit 0
     ;;

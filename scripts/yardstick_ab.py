@@ -117,6 +117,7 @@ def _runner(seconds: float, spin_us: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from multiprocessing import shared_memory
@@ -128,7 +129,7 @@ def main() -> None:
     np.ndarray(frames.shape, np.uint8, block.buf)[:] = frames
     rows = []
     try:
-        for round_ in (1, 2):
+        for round_ in range(1, args.rounds + 1):
             for name, run in (
                 ("plain child", lambda: _in_child(_plain_child, str(DEMO_WEIGHTS), None, None, args.seconds)),
                 ("plain child, shm frames", lambda: _in_child(_plain_child, str(DEMO_WEIGHTS), block.name, frames.shape,
