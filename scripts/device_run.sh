@@ -13,6 +13,9 @@
 #                                  # the results are packed after every step, so a cut run still returns them
 #   bash scripts/device_run.sh z   # doctor, py-spy over the baseline's bench and its plain reference,
 #                                  # the yardstick's factors, single-stream of the yardstick issue (+ null)
+#   bash scripts/device_run.sh r   # doctor (JSON and text), trt-rtx on this GPU (its one-line refusal), the
+#                                  # yardstick issue's single-stream (baseline, ultralytics-ort, optimized,
+#                                  # ort-cuda, null; references alternating with their engines), eval parity
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
@@ -28,7 +31,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, s, x, y or z}
+stage=${1:?a, b, c, d, e, f, r, s, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -143,6 +146,21 @@ case "$stage" in
     pack
     step single-stream "${LIMIT_SINGLE:-400}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,ultralytics-ort,optimized,ort-cuda,null}" \
       --frames "$FRAMES" --min-duration "${MIN_S}" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
+    pack
+    exit 0
+    ;;
+  r)  # the yardstick and TensorRT-RTX call (needs onnxruntime-gpu and tensorrt_rtx on the machine)
+    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
+    step doctor 90 "${rt[@]}" doctor --json
+    cp "$res/doctor.log" "$res/doctor.json"
+    step doctor-text 90 env COLUMNS=140 "${rt[@]}" doctor
+    step trt-rtx 90 "${rt[@]}" bench --engines trt-rtx --frames 64 --min-duration 0 --no-reference --out "$res/trt-rtx" "${at[@]}"
+    pack
+    step single-stream "${LIMIT_SINGLE:-420}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,ultralytics-ort,optimized,ort-cuda,null}" \
+      --frames "$FRAMES" --min-duration "${MIN_S}" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
+    pack
+    step eval "${LIMIT_EVAL:-120}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
+      --out "$res/eval" "${at[@]}"
     pack
     exit 0
     ;;

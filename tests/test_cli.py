@@ -60,6 +60,10 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     report = json.loads((bench_report[0] / "bench.json").read_text())
     (ref,) = report["reference"]  # no ONNX Runtime CUDA here: the baseline's reference only
     assert ref["for"] == "torch-fp32" and ref["frames"] >= 64 and ref["fps"] > 0
+    # reference, baseline, reference, ...: three baseline segments between four of the script's
+    baseline = report["engines"][0]
+    assert len(ref["runs"]) == 4 and len(baseline["segments"]) == 3
+    assert sum(s["frames"] for s in baseline["segments"]) == baseline["frames"] >= 64
     assert {"p50", "p95", "p99", "mean"} <= set(ref["latency_ms"])
     yard = report["yardstick"]
     assert {"pass", "baseline_vs_reference"} <= yard.keys() and isinstance(yard["pass"], bool)
@@ -67,6 +71,7 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert check["engine"] == "torch-fp32"
     assert check["fps_ratio"] == pytest.approx(report["engines"][0]["fps"] / ref["fps"])
     assert check["pass"] == (abs(check["fps_ratio"] - 1) <= 0.03 and abs(check["p50_ratio"] - 1) <= 0.03)
+    assert len(check["rounds"]) == 3 and all(r["fps_ratio"] > 0 for r in check["rounds"])
     for engine in report["engines"]:
         assert engine["speedup_vs_reference"] == pytest.approx(engine["fps"] / ref["fps"])
     text = (bench_report[0] / "bench.md").read_text()

@@ -140,3 +140,49 @@ def test_early_stopping_discards_the_slowest_frames_by_mlperfs_binomial_rule():
     # frame left once the 78 slowest are discarded.
     assert est["discarded"] == 78 and est["estimate_ms"] == 922.0
     assert est["estimate_ms"] >= np.percentile(lat, 90)
+
+
+def _closed_loop_run(t0: float, frames: int, latency_s: float) -> Measured:
+    """A closed loop of `frames` frames from `t0`, each answered `latency_s` after its hand-over."""
+    handed = t0 + np.arange(frames) * latency_s
+    done = handed + latency_s
+    return Measured(np.full(frames, latency_s * 1e3), handed, handed, handed, done, done, np.zeros(frames, int),
+                    np.zeros(frames, int), np.zeros((frames, 4)))
+
+
+def test_segments_joined_count_their_own_time_and_none_of_the_gaps_between_them():
+    """Single-stream's rounds: 100 frames at 10 ms, a 5 s reference segment, 100 frames at 20 ms:
+    the joined stretch lasts 1 s + 2 s, so 200 / 3 FPS, and FPS × mean latency stays 1."""
+    a, b = _closed_loop_run(100.0, 100, 0.010), _closed_loop_run(106.0, 100, 0.020)
+    joined = Measured.joined([a, b])
+    assert joined.frames == 200 and joined.wall_s == pytest.approx(3.0)
+    assert joined.fps == pytest.approx(200 / 3.0)
+    assert joined.fps * joined.latency_ms.mean() / 1e3 == pytest.approx(1.0)
+    assert np.all(np.diff(joined.t_handed) > 0)  # one continuous stretch, in order
+    assert Measured.joined([]).frames == 0 and Measured.joined([a]).wall_s == pytest.approx(a.wall_s)
+
+
+def test_the_yardstick_pairs_each_engine_segment_with_the_reference_segments_around_it():
+    from rtmon.bench.reference import rounds, yardstick
+
+    # The machine slows down during the run; the engine is always 2% behind the script beside it.
+    ref = {"name": "plain", "for": "torch-fp32", "fps": 100.0, "latency_ms": {"p50": 10.0},
+           "runs": [{"fps": 120.0}, {"fps": 100.0}, {"fps": 80.0}, {"fps": 60.0}]}
+    engine = {"name": "torch-fp32", "fps": 98.0, "latency_ms": {"p50": 10.2},
+              "segments": [{"fps": 0.98 * 110}, {"fps": 0.98 * 90}, {"fps": 0.98 * 70}]}
+    paired = rounds(engine, ref)
+    assert [r["reference_fps"] for r in paired] == [110.0, 90.0, 70.0]
+    assert [r["fps_ratio"] for r in paired] == pytest.approx([0.98, 0.98, 0.98])
+    check = yardstick([engine], [ref], "single-stream")["baseline_vs_reference"]
+    assert check["pass"] and check["rounds"] == paired
+    assert rounds({"segments": [{"fps": 1.0}]}, {"runs": [{"fps": 1.0}]}) == []  # not alternated: no pairs
+
+
+def test_bench_json_keeps_at_most_20000_latencies_evenly_spaced():
+    from rtmon.bench.scenarios import STORED_LATENCIES, stored_latencies
+
+    few = stored_latencies(np.arange(1000.0))
+    assert few["latencies_every"] == 1 and len(few["latencies_ms"]) == 1000
+    many = stored_latencies(np.arange(310_001.0))
+    assert many["latencies_every"] == 16 and len(many["latencies_ms"]) <= STORED_LATENCIES
+    assert many["latencies_ms"][:3] == [0.0, 16.0, 32.0]

@@ -9,6 +9,7 @@ finished, so a failed or interrupted run leaves nothing half-written behind.
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
 from collections import defaultdict
@@ -124,11 +125,12 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
             plans = plain.references(model, settings) if with_reference else []
             frames_file = plain.save_frames(pool, Path(tmp)) if plans else None
             runs: dict[str, list[dict]] = {ref.for_engine: [] for ref in plans}
+            duration = (b.min_duration_s, max(b.max_duration_s, b.min_duration_s))
 
             def reference(ref, when: str) -> None:
                 task = progress.add_task(f"reference for {ref.for_engine} ({when})", total=None)
-                runs[ref.for_engine].append(plain.run(ref, frames_file, settings, b.frames, b.warmup, b.min_duration_s,
-                                                      max(b.max_duration_s, b.min_duration_s)))
+                with plain.PlainSession(ref, frames_file, settings, b.warmup) as session:
+                    runs[ref.for_engine].append(session.segment(b.frames, *duration))
                 progress.update(task, completed=1, total=1)
 
             measured_refs = {c[0] for c in engines}
@@ -137,7 +139,8 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                     reference(ref, "alone")
             for name, candidates in zip(names, engines, strict=True):
                 ref = next((r for r in plans if r.for_engine == candidates[0]), None)
-                if ref is not None:
+                interleaved = ref is not None and scenario == "single-stream"
+                if ref is not None and not interleaved:
                     reference(ref, "before")
                 task = progress.add_task(f"{name}: loading", total=None)
 
@@ -149,7 +152,13 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                 options = scenarios.options_for(run_settings, scenario, max_batch, tuple(batches))
                 eut = EngineUnderTest.start(candidates, model, run_settings, options, pool)
                 try:
-                    entry = _measure(eut, scenario, settings, batches, report_progress)
+                    if interleaved:
+                        eut.require_loaded()  # the engine loads first, then its reference: nothing overlaps
+                        with plain.PlainSession(ref, frames_file, settings, b.warmup) as session:
+                            between = _alternate(session, runs[ref.for_engine], b, progress, ref.for_engine)
+                            entry = _measure(eut, scenario, settings, batches, report_progress, between)
+                    else:
+                        entry = _measure(eut, scenario, settings, batches, report_progress)
                 finally:
                     eut.stop()
                 entries.append(entry)
@@ -158,7 +167,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                               None if not lat else LatencyStats(**lat), GpuMemory(**{
                                   k: v for k, v in (entry.get("gpu_mem") or {}).items() if k != "engine_mib"}))
                 progress.update(task, description=f"{name}: {_summary(entry, scenario)}", completed=1, total=1)
-                if ref is not None:
+                if ref is not None and not interleaved:
                     reference(ref, "after")
             refs = [plain.row(ref, runs[ref.for_engine]) for ref in plans]
     finally:
@@ -191,11 +200,26 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     return report
 
 
-def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress) -> dict:
+def _alternate(session, runs: list[dict], b, progress, engine: str):
+    """`between(k)` for single-stream's rounds: the reference's segment k (one more segment than
+    the engine has), with the engine's share of the frames and of the minimum duration (the
+    plain script also stops at the run's maximum duration, a safety cap)."""
+    rounds = b.reference_rounds
+    share = (math.ceil(b.frames / rounds), b.min_duration_s / rounds, max(b.max_duration_s, b.min_duration_s))
+
+    def between(k: int) -> None:
+        task = progress.add_task(f"reference for {engine} ({k + 1} of {rounds + 1})", total=None)
+        runs.append(session.segment(*share))
+        progress.update(task, completed=1, total=1)
+
+    return between
+
+
+def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress, between=None) -> dict:
     b = settings.bench
     if scenario == "single-stream":
         return scenarios.single_stream(eut, b.frames, b.warmup, b.min_duration_s, max(b.max_duration_s, b.min_duration_s),
-                                       b.window_s, b.timing_probe, progress)
+                                       b.window_s, b.timing_probe, progress, b.reference_rounds, between)
     if scenario == "offline":
         return scenarios.offline(eut, batches, b.frames, 2, progress)
     return scenarios.capacity_search(eut, b.camera_fps, b.trial_s, b.trial_warmup_s, b.max_streams, progress)

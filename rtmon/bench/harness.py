@@ -106,6 +106,24 @@ class Measured:
     def frames(self) -> int:
         return len(self.latency_ms)
 
+    @classmethod
+    def joined(cls, parts: list[Measured]) -> Measured:
+        """Segments measured apart (with other work in between) as one stretch: each segment's
+        instants shifted to begin where the previous one ended, so wall time, FPS and windows
+        count the segments' own time and none of the time between them."""
+        parts = [p for p in parts if p.frames]
+        if not parts:
+            return cls(*(np.zeros(0) for _ in range(6)), np.zeros(0, int), np.zeros(0, int), np.zeros((0, len(STAGES))))
+        shifted, end = [], None
+        for part in parts:
+            offset = 0.0 if end is None else end - float(part.t_handed.min())
+            shifted.append([part.t_capture + offset, part.t_handed + offset, part.t_start + offset,
+                            part.t_done + offset, part.t_received + offset])
+            end = float(part.t_received.max()) + offset
+        times = [np.concatenate(column) for column in zip(*shifted, strict=True)]
+        return cls(np.concatenate([p.latency_ms for p in parts]), *times, np.concatenate([p.stream for p in parts]),
+                   np.concatenate([p.skipped for p in parts]), np.concatenate([p.stages for p in parts]))
+
     @property
     def wall_s(self) -> float:
         """From the first hand-over to the last boxes."""

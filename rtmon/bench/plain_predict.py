@@ -2,10 +2,16 @@
 
 `rtmon bench` runs this file as a plain subprocess (`python plain_predict.py JOB.json`) with no
 rtmon code on the timed path: it imports only ultralytics and NumPy, loads the frames rtmon
-decoded (a .npy file of the same decoded frames every engine sees), warms up, then times
-`model.predict(frame, ...)` one frame at a time, exactly as a user's loop would, until it has
-`frames` frames and `min_duration_s` seconds. It prints one JSON line: per-frame latencies (ms),
-the wall time from the first call to the last return, and the versions it ran.
+decoded (a .npy file of the same decoded frames every engine sees), loads the model and warms
+up, prints `{"ready": ...}`, then runs one timed segment per request line on stdin
+(`{"frames": N, "min_duration_s": S, "max_duration_s": M}`): `model.predict(frame, ...)` one
+frame at a time, exactly as a user's loop would, until it has N frames and S seconds (or M
+seconds). Each segment prints one JSON line: per-frame latencies (ms) and the wall time from
+its first call to its last return. End of input ends the script.
+
+Segments let `rtmon bench` alternate the plain script with the engine it is the yardstick of
+(reference, engine, reference, ...), so both see the same machine even when its speed drifts.
+Between segments the script waits on stdin, outside any timing.
 
 Keep it that way: no import of rtmon, no threads, no tricks; it must be what a user would write.
 """
@@ -30,20 +36,25 @@ def main(job_path: str) -> None:
     kwargs.update(job.get("predict", {}))
     for i in range(job["warmup"]):
         model.predict(frames[i % len(frames)], **kwargs)
-    latencies = []
-    t_first = time.perf_counter()
-    i = 0
-    while i < job["frames"] or time.perf_counter() - t_first < job["min_duration_s"]:
-        t0 = time.perf_counter()
-        model.predict(frames[i % len(frames)], **kwargs)
-        latencies.append((time.perf_counter() - t0) * 1e3)
-        i += 1
-        if time.perf_counter() - t_first > job["max_duration_s"]:
-            break
-    wall = time.perf_counter() - t_first
     device = str(model.predictor.device) if model.predictor is not None else ""
-    print(json.dumps({"latencies_ms": latencies, "wall_s": wall, "ultralytics": ultralytics.__version__,
-                      "device": device, "python": sys.version.split()[0]}))
+    print(json.dumps({"ready": True, "ultralytics": ultralytics.__version__, "device": device,
+                      "python": sys.version.split()[0]}), flush=True)
+    i = 0
+    for line in sys.stdin:
+        segment = json.loads(line)
+        latencies = []
+        t_first = time.perf_counter()
+        n = 0
+        while n < segment["frames"] or time.perf_counter() - t_first < segment["min_duration_s"]:
+            t0 = time.perf_counter()
+            model.predict(frames[i % len(frames)], **kwargs)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            i += 1
+            n += 1
+            if time.perf_counter() - t_first > segment["max_duration_s"]:
+                break
+        wall = time.perf_counter() - t_first
+        print(json.dumps({"latencies_ms": latencies, "wall_s": wall}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,22 @@
 
 rtmon's `baseline` must be ultralytics out of the box, and `ultralytics-ort` ultralytics' own
 ONNX Runtime path. To prove it, `rtmon bench` also runs `plain_predict.py` — a plain
-subprocess with no rtmon code on its timed path — on the same decoded frames, right before and
-right after the engine it is the yardstick of, and the **yardstick check** compares the engine
-with it: PASS when its FPS and P50 latency are within 3% of the plain script's.
+subprocess with no rtmon code on its timed path — on the same decoded frames, in segments that
+alternate with the engine it is the yardstick of (reference, engine, reference, …, reference:
+`bench.reference_rounds` engine segments), so a machine whose speed drifts during the run
+slows both alike; the **yardstick check** compares the engine with it: PASS when its FPS and
+P50 latency are within 3% of the plain script's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,38 +63,89 @@ def save_frames(pool: list[np.ndarray], folder: Path) -> Path:
     return path
 
 
-def run(ref: Reference, frames: Path, settings, min_frames: int, warmup: int, min_duration_s: float,
-        max_duration_s: float) -> dict:
-    """Run the plain script for `ref` once: its per-frame latencies and wall time."""
-    m = settings.model
-    job = {"frames_file": str(frames), "model": str(ref.weights), "imgsz": m.imgsz, "conf": m.conf, "iou": m.iou,
-           "max_det": m.max_det, "predict": ref.predict, "warmup": warmup, "frames": min_frames,
-           "min_duration_s": min_duration_s, "max_duration_s": max_duration_s}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(job, fh)
-    job_path = Path(fh.name)
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
-    timeout = max_duration_s + 600
-    try:
-        done = subprocess.run([sys.executable, str(SCRIPT), str(job_path)], capture_output=True, text=True,
-                              env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"reference: the plain ultralytics script did not finish within {timeout:.0f} s") from None
-    finally:
-        job_path.unlink(missing_ok=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise UserError(f"reference: the plain ultralytics script failed ({last[:200]}); --no-reference skips it")
-    out = json.loads(lines[-1])
-    return {"latencies_ms": out["latencies_ms"], "wall_s": out["wall_s"], "ultralytics": out["ultralytics"],
-            "device": out["device"]}
+class PlainSession:
+    """The plain script for `ref`, loaded and warmed up once, then timed segments on request:
+    `segment()` between the engine's own segments, so the two alternate on the same machine."""
+
+    READY_TIMEOUT_S = 600.0  # loading ultralytics and the model, the first CUDA kernels, the warm-up
+
+    def __init__(self, ref: Reference, frames: Path, settings, warmup: int) -> None:
+        m = settings.model
+        self.ref = ref
+        self.runs: list[dict] = []
+        job = {"frames_file": str(frames), "model": str(ref.weights), "imgsz": m.imgsz, "conf": m.conf, "iou": m.iou,
+               "max_det": m.max_det, "predict": ref.predict, "warmup": warmup}
+        self._job = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        with self._job as fh:
+            json.dump(job, fh)
+        self._stderr = tempfile.TemporaryFile("w+")
+        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
+        self._proc = subprocess.Popen([sys.executable, str(SCRIPT), self._job.name], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name="plain-reference-stdout", daemon=True).start()
+        self.facts = self._reply(self.READY_TIMEOUT_S)
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.startswith("{"):
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def _reply(self, timeout: float) -> dict:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise UserError(f"reference: the plain ultralytics script did not answer within {timeout:.0f} s") from None
+        if line is None:
+            self._proc.wait()
+            self._stderr.seek(0)
+            last = (self._stderr.read().strip().splitlines() or [f"exit code {self._proc.returncode}"])[-1]
+            self.close()
+            raise UserError(f"reference: the plain ultralytics script failed ({last[:200]}); --no-reference skips it")
+        return json.loads(line)
+
+    def segment(self, frames: int, min_duration_s: float, max_duration_s: float) -> dict:
+        """One timed segment: at least `frames` frames and `min_duration_s` (at most `max_duration_s`)."""
+        request = {"frames": frames, "min_duration_s": min_duration_s, "max_duration_s": max_duration_s}
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except OSError:
+            pass  # it died: _reply says why
+        out = self._reply(max_duration_s + 120.0)
+        run = {"latencies_ms": out["latencies_ms"], "wall_s": out["wall_s"], "ultralytics": self.facts["ultralytics"],
+               "device": self.facts["device"]}
+        self.runs.append(run)
+        return run
+
+    def close(self) -> None:
+        """End the script (end of its input) and wait for it; kill it if it does not go."""
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        Path(self._job.name).unlink(missing_ok=True)
+        self._stderr.close()
+
+    def __enter__(self) -> PlainSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def row(ref: Reference, runs: list[dict]) -> dict:
-    """The report's row for `ref` from its runs (one before its engine and one after, so a
-    machine that changed speed in between shows as drift): FPS over all runs' frames and wall
-    time, percentiles over all their frames."""
+    """The report's row for `ref` from its segments (alternating with its engine's, so a machine
+    that changed speed meanwhile shows as drift): FPS over all segments' frames and wall time,
+    percentiles over all their frames."""
     latencies = [v for run in runs for v in run["latencies_ms"]]
     lat = LatencyStats.of(latencies)
     per_run = [{"fps": throughput_fps(len(r["latencies_ms"]), 0.0, r["wall_s"]), "frames": len(r["latencies_ms"]),
@@ -101,6 +156,22 @@ def row(ref: Reference, runs: list[dict]) -> dict:
             "drift_pct": 100.0 * (max(fps) - min(fps)) / min(fps) if len(fps) > 1 else None,
             "call": ref.what, "script": "rtmon/bench/plain_predict.py", "ultralytics": runs[0]["ultralytics"],
             "device": runs[0]["device"]}
+
+
+def rounds(engine: dict, ref: dict) -> list[dict]:
+    """Segment by segment, the engine's FPS against the mean of the reference segments just
+    before and just after it: the same comparison, round by round (a drifting machine shows
+    here as ratios that agree while the FPS move)."""
+    segments, runs = engine.get("segments") or [], ref.get("runs") or []
+    if len(runs) != len(segments) + 1:
+        return []
+    out = []
+    for k, seg in enumerate(segments):
+        around = [r["fps"] for r in runs[k : k + 2] if r.get("fps")]
+        ref_fps = float(np.mean(around)) if around else None
+        out.append({"engine_fps": seg["fps"], "reference_fps": ref_fps,
+                    "fps_ratio": seg["fps"] / ref_fps if seg.get("fps") and ref_fps else None})
+    return out
 
 
 def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:
@@ -116,7 +187,7 @@ def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:
         p50_ratio = e50 / r50 if e50 and r50 else None
         ok = bool(abs(fps_ratio - 1) <= WITHIN and p50_ratio is not None and abs(p50_ratio - 1) <= WITHIN)
         checks.append({"engine": engine["name"], "reference": ref["name"], "fps_ratio": fps_ratio,
-                       "p50_ratio": p50_ratio, "pass": ok})
+                       "p50_ratio": p50_ratio, "pass": ok, "rounds": rounds(engine, ref)})
     base = next((c for c in checks if registry.is_baseline(c["engine"])), None)
     return {"pass": bool(base and all(c["pass"] for c in checks)),
             "baseline_vs_reference": base,

@@ -18,6 +18,7 @@ Warm-up is excluded and its length reported.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ STRICT_MIN_DURATION_S = 60.0
 OFFLINE_BATCH_DELAY_MS = 50.0  # frames are all there: a batch fills long before this
 MAX_DROP_PCT = 0.1
 FPS_LATENCY_WITHIN = 0.03  # single-stream: FPS × mean latency within 3% of 1
+STORED_LATENCIES = 20_000  # per-frame latencies kept in bench.json, at most (a null engine does 300,000)
 
 Progress = Callable[[str, float, float], None]  # (what, done, total)
 
@@ -90,24 +92,50 @@ def _closed_loop(eut: EngineUnderTest, first_index: int, count: int | None = Non
 
 
 def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: float, max_duration: float,
-                  window_s: float, timing_probe: int, progress: Progress | None = None) -> dict:
-    """The single-stream scenario for one loaded engine; the engine's entry of bench.json."""
+                  window_s: float, timing_probe: int, progress: Progress | None = None, rounds: int = 1,
+                  between: Callable[[int], None] | None = None) -> dict:
+    """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
+
+    With `between` (the engine's plain-script reference), the run is `rounds` segments with
+    `between(k)` before segment k and `between(rounds)` after the last: reference and engine
+    alternate on the same machine. Each segment has its share of the frames and durations; the
+    stability rule applies to the segments joined (`Measured.joined`), checked in the last."""
     eut.require_loaded()
+    rounds = max(1, rounds) if between is not None else 1
     t_warm = time.perf_counter()
     if warmup:
         _closed_loop(eut, -warmup, warmup)
     warmup_s = time.perf_counter() - t_warm
-    start = eut.collector.count
+    parts: list[Measured] = []
+    answered = 0
+    for k in range(rounds):
+        if between is not None:
+            between(k)
+        start = eut.collector.count
+        last = k == rounds - 1
+        want, least, most = math.ceil(frames / rounds), min_duration / rounds, max_duration / rounds
 
-    def done(n: int, elapsed: float) -> bool:
-        if n < frames or elapsed < min_duration:
-            return False
-        return elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
+        def done(n: int, elapsed: float, start=start, last=last, want=want, least=least, most=most) -> bool:
+            if n < want or elapsed < least:
+                return False
+            return not last or elapsed >= most or stability(Measured.joined([*parts, eut.collector.since(start)]),
+                                                            window_s).stable
 
-    _closed_loop(eut, 0, None, done, progress, frames)
-    measured = eut.collector.since(start)
+        def counted(what: str, n: float, total: float, before=answered) -> None:
+            if progress:
+                progress(what, before + n, frames)
+
+        _closed_loop(eut, answered, None, done, counted, frames)
+        parts.append(eut.collector.since(start))
+        answered += parts[-1].frames
+    if between is not None:
+        between(rounds)
+    measured = Measured.joined(parts)
     entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": {"frames": warmup, "s": warmup_s},
              "optimizations": _optimizations(eut, False, 1), "mode": "single", "batch": 1}
+    if len(parts) > 1:
+        entry["segments"] = [{"frames": p.frames, "fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50))}
+                             for p in parts if p.frames]
     entry["validity"] = _validity(measured, min_duration)
     entry["valid"] = not entry["validity"]
     entry["fps_x_latency"] = fps_times_latency(entry)
@@ -138,8 +166,16 @@ def latency_entry(measured: Measured, window_s: float) -> dict:
         "stages_ms": measured.stage_means(),
         "stability": stab.as_dict(),
         "stable": stab.stable,
-        "latencies_ms": measured.latency_ms.round(4).tolist(),
+        **stored_latencies(measured.latency_ms),
     }
+
+
+def stored_latencies(latency_ms: np.ndarray) -> dict:
+    """Per-frame latencies for bench.json (the CDF plot, a reader's own analysis): all of them up
+    to STORED_LATENCIES, else every k-th frame, in order, with k said (`latencies_every`). The
+    report's percentiles are always computed over every frame."""
+    every = max(1, math.ceil(len(latency_ms) / STORED_LATENCIES))
+    return {"latencies_ms": latency_ms[::every].round(4).tolist(), "latencies_every": every}
 
 
 def _validity(measured: Measured, min_duration: float) -> list[str]:
