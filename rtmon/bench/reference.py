@@ -11,6 +11,7 @@ P50 latency are within 3% of the plain script's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -75,12 +76,12 @@ class PlainSession:
         self.runs: list[dict] = []
         job = {"frames_file": str(frames), "model": str(ref.weights), "imgsz": m.imgsz, "conf": m.conf, "iou": m.iou,
                "max_det": m.max_det, "predict": ref.predict, "warmup": warmup}
-        self._job = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        with self._job as fh:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(job, fh)
-        self._stderr = tempfile.TemporaryFile("w+")
+        self._job_path = Path(fh.name)
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the script; close() ends both)
         env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
-        self._proc = subprocess.Popen([sys.executable, str(SCRIPT), self._job.name], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen([sys.executable, str(SCRIPT), str(self._job_path)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name="plain-reference-stdout", daemon=True).start()
@@ -123,16 +124,14 @@ class PlainSession:
     def close(self) -> None:
         """End the script (end of its input) and wait for it; kill it if it does not go."""
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-            except OSError:
-                pass
             try:
                 self._proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        Path(self._job.name).unlink(missing_ok=True)
+        self._job_path.unlink(missing_ok=True)
         self._stderr.close()
 
     def __enter__(self) -> PlainSession:
