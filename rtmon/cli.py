@@ -280,13 +280,13 @@ def evaluate(
     from rtmon.evaluate import run_eval
     from rtmon.files import timestamped
 
-    names = registry.resolve_names(settings.engine.bench)
+    engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")
     check_out_dir(out_dir)
     model_ref, specs = prepare(settings)
     if len(specs) > 1:
         raise UserError("eval: give one labeled source")
-    run_eval(settings, model_ref, specs[0], names, out_dir, console, frames)
+    run_eval(settings, model_ref, specs[0], engines_, out_dir, console, frames)
     console.print(f"report: {out_dir}/eval.json")
 
 

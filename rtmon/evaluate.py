@@ -59,14 +59,24 @@ LOOSE_AGREEMENT_IOU = 0.5
 
 
 def run_eval(
-    settings, model: ModelRef, spec: SourceSpec, names: list[str], out: Path, console: Console,
-    frames: int | None,
+    settings, model: ModelRef, spec: SourceSpec, engines: list[list[str]], out: Path, console: Console,
+    frames: int | None, factory=None,
 ) -> dict:
-    """Evaluate each engine on the labeled source; write `out/eval.json`, print a table, return the report."""
+    """Evaluate each engine on the labeled source; write `out/eval.json`, print a table, return the report.
+    `engines`: per engine the names to try in order (`rtmon.engines.resolve_engines`: for `optimized`,
+    the next one when one does not load, with a notice, as `rtmon bench` and the live view do)."""
     truth, class_names = _ground_truth(spec, model, frames)
     images = _decode(spec, len(truth), console)
     eval_settings = settings.model_copy(update={"model": settings.model.model_copy(update={"conf": EVAL_CONF})})
-    detections = {name: _detect(name, model, eval_settings, images, console) for name in names}
+    detections: dict[str, list[Detections]] = {}
+    notes: list[str] = []
+    for candidates in engines:
+        name, found, notice = _detect(candidates, model, eval_settings, images, console, factory)
+        detections[name] = found
+        if notice:
+            notes.append(f"{name}: {notice}")
+            console.print(f"[bold yellow]warning:[/] {notice}", highlight=False)
+    names = list(detections)
     baseline = registry.BASELINE
     operating = settings.model.conf
     rows = []
@@ -91,6 +101,7 @@ def run_eval(
         ),
         "agreement": {"reference": baseline, "conf": operating, "iou": AGREEMENT_IOU, "loose_iou": LOOSE_AGREEMENT_IOU},
         "engines": rows,
+        "notes": notes,
     }
     write_folder(Path(out), {"eval.json": lambda path: path.write_text(json.dumps(report, indent=2))})
     console.print(summary_table(report))
@@ -141,34 +152,36 @@ def _decode(spec: SourceSpec, count: int, console: Console) -> list[np.ndarray]:
     return images
 
 
-def _detect(name: str, model: ModelRef, settings, images: list[np.ndarray], console: Console) -> list[Detections]:
+def _detect(candidates: list[str], model: ModelRef, settings, images: list[np.ndarray], console: Console,
+            factory=None) -> tuple[str, list[Detections], str]:
     """One engine's detections on every frame, through the engine runner (its own process, every
-    frame in order, as fast as it takes them); the engine process is stopped before this returns."""
+    frame in order, as fast as it takes them): (the engine that ran, its detections, the notice of
+    a fallback or ""). The engine process is stopped before this returns."""
     found: dict[int, Detections] = {}
 
     def keep(result, skipped: int) -> None:
         found[result.frame.index] = result.detections
 
-    options = RunnerOptions.of(settings, log_dir=None)
-    runner = EngineRunner([name], model, settings, options, role=registry.role(name), on_result=keep)
+    options = RunnerOptions.of(settings, log_dir=None, factory=factory)
+    runner = EngineRunner(list(candidates), model, settings, options, role=registry.role(candidates[0]), on_result=keep)
     runner.start(max(im.nbytes for im in images))
     with _progress(console) as progress:
-        task = progress.add_task(f"{name}: loading", total=len(images))
+        task = progress.add_task(f"{candidates[0]}: loading", total=len(images))
         try:
             if not runner.wait_loaded():
-                raise UserError(f"engine: {name}: {runner.metrics.error}")
-            progress.update(task, description=f"{name}: detecting")
+                raise UserError(f"engine: {runner.name}: {runner.metrics.error}")
+            progress.update(task, description=f"{runner.name}: detecting")
             runner.follow(PoolFeed(images, 0, len(images)), ends_run=False)
             while not runner.fed.wait(0.2):
                 if runner.metrics.state == EngineState.FAILED:
-                    raise UserError(f"engine: {name}: {runner.metrics.error}")
+                    raise UserError(f"engine: {runner.name}: {runner.metrics.error}")
                 progress.update(task, completed=len(found))
             progress.update(task, completed=len(found))
             if runner.metrics.state == EngineState.FAILED:
-                raise UserError(f"engine: {name}: {runner.metrics.error}")
+                raise UserError(f"engine: {runner.name}: {runner.metrics.error}")
         finally:
             runner.stop()
-    return [found[i] for i in range(len(images))]
+    return runner.name, [found[i] for i in range(len(images))], runner.notice
 
 
 def _progress(console: Console) -> Progress:

@@ -153,7 +153,6 @@ case "$stage" in
     pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
     step doctor 90 "${rt[@]}" doctor --json
     cp "$res/doctor.log" "$res/doctor.json"
-    step doctor-text 90 env COLUMNS=140 "${rt[@]}" doctor
     step trt-rtx 90 "${rt[@]}" bench --engines trt-rtx --frames 64 --min-duration 0 --no-reference --out "$res/trt-rtx" "${at[@]}"
     pack
     step single-stream "${LIMIT_SINGLE:-420}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,ultralytics-ort,optimized,ort-cuda,null}" \
@@ -161,6 +160,8 @@ case "$stage" in
     pack
     step eval "${LIMIT_EVAL:-120}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
       --out "$res/eval" "${at[@]}"
+    pack
+    step doctor-text 90 env COLUMNS=140 "${rt[@]}" doctor
     pack
     exit 0
     ;;

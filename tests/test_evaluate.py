@@ -34,7 +34,7 @@ def evaluated(cache_dir, engines_dir, tmp_path_factory):
     model = resolve_model("demo", engines_dir)
     spec = resolve_source("sample", cache_dir)
     console = Console(file=io.StringIO(), width=140)
-    report = run_eval(settings, model, spec, ["torch-fp32", "ort-cpu"], out, console, FRAMES)
+    report = run_eval(settings, model, spec, [["torch-fp32"], ["ort-cpu"]], out, console, FRAMES)
     return report, out, console.file.getvalue()
 
 
@@ -75,8 +75,24 @@ def test_agreement_is_null_without_the_baseline_in_the_run(cache_dir, engines_di
     settings = load_settings(overrides={"paths.engines_dir": str(engines_dir)})
     model = resolve_model("demo", engines_dir)
     spec = resolve_source("sample", cache_dir)
-    report = run_eval(settings, model, spec, ["ort-cpu"], tmp_path, Console(file=io.StringIO()), 3)
+    report = run_eval(settings, model, spec, [["ort-cpu"]], tmp_path, Console(file=io.StringIO()), 3)
     assert report["engines"][0]["agreement_vs_baseline"] is None
+
+
+def test_optimized_falls_back_to_the_next_engine_in_eval_too_with_its_notice(cache_dir, engines_dir, tmp_path):
+    """As in `rtmon bench` and the live view (e.g. trt-rtx on a GPU TensorRT-RTX does not run on):
+    the row is the engine that ran, and the report and the console say why."""
+    from tests.fake_engines import make
+
+    settings = load_settings(overrides={"paths.engines_dir": str(engines_dir)})
+    model = resolve_model("demo", engines_dir)
+    spec = resolve_source("sample", cache_dir)
+    console = Console(file=io.StringIO(), width=200)
+    report = run_eval(settings, model, spec, [["fail-load", "echo"]], tmp_path, console, 3, factory=make)
+    assert [e["name"] for e in report["engines"]] == ["echo"]
+    (note,) = report["notes"]
+    assert note.startswith("echo: fail-load did not load (load failed: RuntimeError: weights are gone); using echo")
+    assert "fail-load did not load" in console.file.getvalue()
 
 
 def test_an_unlabeled_source_is_a_one_line_error_from_the_cli(tmp_path, rtmon_env):
@@ -104,7 +120,7 @@ def test_labels_that_do_not_match_the_video_are_a_one_line_error(cache_dir, tmp_
     spec = SourceSpec(sample.target, "file", sample.target, "clip", labels)
     model = ModelRef(Path("never-loaded.pt"), "m", "user", "0" * 64)
     with pytest.raises(UserError) as err:
-        run_eval(load_settings(), model, spec, ["ort-cpu"], tmp_path / "out", Console(file=io.StringIO()), None)
+        run_eval(load_settings(), model, spec, [["ort-cpu"]], tmp_path / "out", Console(file=io.StringIO()), None)
     message = str(err.value)
     assert message.startswith("labels: other.labels.json describes 10 frames of 640x480 but the video has 600 frames")
     assert "\n" not in message
@@ -115,14 +131,14 @@ def test_a_model_for_other_classes_is_refused(cache_dir, tmp_path):
     spec = resolve_source("sample", cache_dir)
     model = ModelRef(Path("never-loaded.pt"), "yolo11n.pt", "official", "0" * 64, {0: "person", 1: "bicycle"})
     with pytest.raises(UserError, match=r"yolo11n\.pt detects 2 classes \(person, bicycle\) but .* --model demo"):
-        run_eval(load_settings(), model, spec, ["ort-cpu"], tmp_path, Console(file=io.StringIO()), None)
+        run_eval(load_settings(), model, spec, [["ort-cpu"]], tmp_path, Console(file=io.StringIO()), None)
 
 
 def test_frames_must_be_positive(cache_dir, tmp_path):
     spec = resolve_source("sample", cache_dir)
     model = ModelRef(Path("never-loaded.pt"), "m", "user", "0" * 64)
     with pytest.raises(UserError, match="--frames must be at least 1"):
-        run_eval(load_settings(), model, spec, ["ort-cpu"], tmp_path, Console(file=io.StringIO()), 0)
+        run_eval(load_settings(), model, spec, [["ort-cpu"]], tmp_path, Console(file=io.StringIO()), 0)
 
 
 NAMES = {0: "disc", 1: "square"}

@@ -166,7 +166,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                 status.update(name, BenchPhase.DONE, entry.get("frames") or 0, entry.get("fps"),
                               None if not lat else LatencyStats(**lat), GpuMemory(**{
                                   k: v for k, v in (entry.get("gpu_mem") or {}).items() if k != "engine_mib"}))
-                progress.update(task, description=f"{name}: {_summary(entry, scenario)}", completed=1, total=1)
+                progress.update(task, description=f"{entry['name']}: {_summary(entry, scenario)}", completed=1, total=1)
                 if ref is not None and not interleaved:
                     reference(ref, "after")
             refs = [plain.row(ref, runs[ref.for_engine]) for ref in plans]
