@@ -267,7 +267,7 @@ def tensorrt_rtx_verdict(facts: dict[str, Any] | None, cc: Cc | None, gpu_name: 
         said = f"; its runtime says: {facts['refusal']}" if facts.get("refusal") else ""
         return Check(name, FAIL, f"{version} is installed but cannot run on compute capability {cc[0]}.{cc[1]} "
                      f"(it runs on {TENSORRT_RTX_CCS}){said}",
-                     f"{TENSORRT_FOR_DATACENTER}; `optimized` passes over trt-rtx here")  # fmt: skip
+                     f"{TENSORRT_FOR_DATACENTER}; `optimized` falls back from trt-rtx to the next engine here, with a notice")  # fmt: skip
     fix = "update the NVIDIA driver (the cu13 wheels need one for CUDA 13), or pip install -U 'rtmon[tensorrt-rtx]'"
     if facts.get("build_error"):
         return Check(name, FAIL, f"{version} could not build a tiny engine ahead of time: {facts['build_error']}", fix)

@@ -89,7 +89,8 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
             conn.send(NetworkMsg(str(network.input_dtype), tuple(probe.shape[1:]), str(probe.dtype), network.max_batch))
         conn.send(LoadedMsg(engine.info, gpu_memory(context), load_s, lanes, max_batch, engine.max_batch))
     except BaseException as exc:
-        conn.send(FailedMsg(one_line(exc, "load failed")))
+        # An engine's own UserError names the engine already: said once, by the runner.
+        conn.send(FailedMsg(one_line(exc, "load failed").replace(f"load failed: engine: {job.engine}: ", "load failed: ", 1)))
         if engine is not None:
             with contextlib.suppress(BaseException):
                 engine.close()
