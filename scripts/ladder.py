@@ -20,7 +20,7 @@ RUNGS = [
     ("ultralytics-ort", "peer: ultralytics' own ONNX export, FP16, on ONNX Runtime CUDA (what a user would do anyway)"),
     ("torch-fp16-cpu", "+ FP16 network (tensor cores); pre/post still on the CPU"),
     ("torch-graph-cpu", "+ CUDA graph: the network replayed as one launch; pre/post still on the CPU"),
-    ("torch-graph-sync", "+ pre/post on the GPU: letterbox, network and candidates in one graph, one small copy back"),
+    ("torch-graph-sync", "+ pre/post on the GPU: letterbox, network and NMS (fixed shapes) in one graph, one small copy back"),
     ("torch-graph", "+ pipelining where frames wait (two in flight), micro-batches in the offline scenario"),
     ("torch-graph-compiled", "+ compiled kernels: Inductor fuses the network's layers, inside the same graph"),
     ("ort-cuda", "alternative runtime: ONNX Runtime CUDA, IO binding + CUDA graph, same GPU pre/post"),
@@ -28,12 +28,16 @@ RUNGS = [
 ]
 ALTERNATIVES = ("ultralytics-ort", "ort-cuda", "trt")
 # One frame at a time there is nothing to pipeline: `torch-graph` is the pre/post-on-GPU rung.
-SINGLE_STREAM = {"torch-graph": "+ pre/post on the GPU: letterbox, network and candidates in one graph "
+SINGLE_STREAM = {"torch-graph": "+ pre/post on the GPU: letterbox, network and NMS (fixed shapes) in one graph "
                                 "(one frame in flight in this scenario)"}
 
 
 def _num(value, spec: str) -> str:
     return "" if value is None else f"{value:{spec}}"
+
+
+def _times(value) -> str:
+    return "" if value is None else f"{value:.2f}×"
 
 
 def ladder(report: dict) -> str:
@@ -55,7 +59,7 @@ def ladder(report: dict) -> str:
             step = f"{e['fps'] / previous['fps']:.2f}×"
         batch = f" (batch {e['batch']})" if scenario == "offline" else ""
         lines.append(f"| {what} | `{name}` | {_num(e.get('fps'), '.0f')}{batch} | {_num(lat.get('p99'), '.2f')} | "
-                     f"{_num(e.get('speedup_vs_baseline'), '.2f')}× | {step} | {', '.join(e.get('optimizations', [])) or '—'} |")
+                     f"{_times(e.get('speedup_vs_baseline'))} | {step} | {', '.join(e.get('optimizations', [])) or '—'} |")
         if name not in ALTERNATIVES:
             previous = e
     return "\n".join(lines)

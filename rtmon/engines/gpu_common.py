@@ -263,7 +263,7 @@ class GpuEngine:
         self.note("stages: preprocess = the frame's upload; inference = the graph(s): letterbox, network, NMS, "
                   "boxes copied back; postprocess = boxes to Detections on the host")
         self.info = EngineInfo(
-            self.info.name, self.backend, self.precision, torch.cuda.get_device_name(self._device),
+            self.info.name, f"{self.backend} + GPU NMS", self.precision, torch.cuda.get_device_name(self._device),
             self._imgsz, tuple(self._notes),
         )
 
