@@ -70,8 +70,11 @@ class EngineSettings(_Section):
     spin_us: float = Field(500.0, ge=0, le=1_000_000, description="an engine process that answered a frame spins "
                            "this long for the next one before it sleeps (no kernel wake-up when frames follow "
                            "closely; 0: sleep at once)")
-    receive_spin_us: float = Field(0.0, ge=0, le=1_000_000, description="the main process spins this long for a "
-                                   "result before it sleeps (costs a core and the GIL while it spins)")
+    receive_spin_us: float = Field(0.0, ge=0, le=1_000_000, description="the main process sleeps until a result is "
+                                   "due (the engine's recent latency) and spins around that instant, at least this "
+                                   "long on either side (three times the latency's recent deviation when larger, at "
+                                   "most a quarter of the latency); 0 = never spin. Costs CPU while it spins; "
+                                   "not yet measured on a GPU, so off by default")
     precision: Literal["fp16", "int8"] = Field(
         "fp16", description="trt: fp16 plan, or int8 from the calibrated Q/DQ ONNX of [int8] (explicit quantization)")
 

@@ -16,6 +16,8 @@
 #   bash scripts/device_run.sh r   # doctor (JSON and text), trt-rtx on this GPU (its one-line refusal), the
 #                                  # yardstick issue's single-stream (baseline, ultralytics-ort, optimized,
 #                                  # ort-cuda, null; references alternating with their engines), eval parity
+#   bash scripts/device_run.sh q   # the baseline's hand-over: the yardstick issue's single-stream for the baseline
+#                                  # without and with the main process's spin around a due answer (receive_spin_us)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
@@ -31,7 +33,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, r, s, x, y or z}
+stage=${1:?a, b, c, d, e, f, q, r, s, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -163,6 +165,16 @@ case "$stage" in
     pack
     step doctor-text 90 env COLUMNS=140 "${rt[@]}" doctor
     pack
+    exit 0
+    ;;
+  q)  # does waking the main process before an answer is due shorten the baseline's hand-over?
+    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
+    for spin in 0 ${RECEIVE_SPINS:-300 1000 0 300 1000}; do
+      step "baseline-rspin-$spin-$SECONDS" 150 "${rt[@]}" bench --engines baseline,null --frames "$FRAMES" --min-duration "$MIN_S" \
+        --set bench.max_duration_s="$MAX_S" --set bench.timing_probe=0 --set engine.receive_spin_us="$spin" \
+        --out "$res/rspin-$spin-$SECONDS" "${at[@]}"
+      pack
+    done
     exit 0
     ;;
   s)  # the soak: 2 × SOAK_MIN minutes (record baseline + optimized, then 16 streams on optimized)

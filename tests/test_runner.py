@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,31 @@ def test_a_hand_over_is_a_small_fixed_size_record_not_a_pickle():
         assert record == (7, 3.0, 4.0, pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3), 1)
         np.testing.assert_array_equal(got, rows)
         assert box.take_result(0.0) is None
+        other.close()
+    finally:
+        box.close()
+
+
+def test_a_receiver_sleeps_until_an_answer_is_due_then_spins_and_still_gets_early_or_late_answers():
+    box = Mailbox.create(requests=2, results=4, max_det=10)
+    try:
+        other = Mailbox.attach(box.spec)
+        rows = np.zeros((0, 6), np.float32)
+
+        def answer_after(delay: float, ticket: int) -> threading.Thread:
+            thread = threading.Thread(target=lambda: (time.sleep(delay), other.put_result(ticket, 0.0, 0.0, (0, 0, 0), rows)))
+            thread.start()
+            return thread
+
+        for delay, ticket in ((0.005, 1), (0.045, 2), (0.15, 3)):  # before, inside, after the spin window
+            thread = answer_after(delay, ticket)
+            t0 = time.perf_counter()
+            got = box.take_result(2.0, 0.01, t0 + 0.04)
+            assert got is not None and got[0][0] == ticket
+            thread.join()
+        t0 = time.perf_counter()
+        assert box.take_result(0.05, 0.01, t0 + 1.0) is None  # timeout before the window: None, on time
+        assert time.perf_counter() - t0 < 0.5
         other.close()
     finally:
         box.close()

@@ -12,7 +12,10 @@ the memory barrier: POSIX `sem_post`/`sem_wait` order the record's bytes before 
 every architecture, and `sem_post` makes a system call only when the other side sleeps in
 `sem_wait`. A consumer that expects a record soon spins on `sem_trywait` for a bounded time
 (`spin_s`) before it sleeps, so it is awake when the record comes and neither side pays a
-kernel wake-up (measured per machine in `rtmon bench --engines null`).
+kernel wake-up (measured per machine in `rtmon bench --engines null`). The main process, which
+waits a whole frame's time for each result, sleeps until shortly before the result is expected
+(`spin_at`, from the engine's recent latency) and spins only around that instant: a process
+woken after a long sleep pays more than one woken after a short one.
 
 Boxes come back as (max_det, 6) float32 rows (x1 y1 x2 y2 score class) beside each result
 record; an engine never returns more than `max_det` boxes (NMS keeps at most that many).
@@ -82,10 +85,12 @@ class RecordQueue:
         self.commit()
 
     # -- consumer ---------------------------------------------------------------------------------
-    def take(self, timeout: float | None, spin_s: float = 0.0) -> tuple[int, tuple] | None:
-        """(position, record) of the next record, waiting up to `timeout` s (spinning the first
-        `spin_s` of them); None when none came. Call `release()` once the position is read."""
-        if not self._acquire(timeout, spin_s):
+    def take(self, timeout: float | None, spin_s: float = 0.0, spin_at: float | None = None) -> tuple[int, tuple] | None:
+        """(position, record) of the next record, waiting up to `timeout` s; None when none came.
+        It spins `spin_s` before it sleeps, or, with `spin_at` (a `perf_counter` instant: when the
+        record is expected, less a margin), sleeps until then, spins `spin_s` (letting other
+        threads run between tries), then sleeps again. Call `release()` once the position is read."""
+        if not self._acquire(timeout, spin_s, spin_at):
             return None
         position = self._head % self.capacity
         return position, self.records[position].item()
@@ -98,14 +103,25 @@ class RecordQueue:
         self._head += 1
         self._counters[0] = self._head
 
-    def _acquire(self, timeout: float | None, spin_s: float) -> bool:
+    def _acquire(self, timeout: float | None, spin_s: float, spin_at: float | None = None) -> bool:
         if self._sem.acquire(False):
             return True
+        if spin_s > 0 and spin_at is not None:
+            wait = spin_at - time.perf_counter()
+            if wait > 0:
+                if timeout is not None and wait >= timeout:
+                    return bool(self._sem.acquire(True, timeout))
+                if self._sem.acquire(True, wait):
+                    return True
+                if timeout is not None:
+                    timeout = max(timeout - wait, 0.0)
         if spin_s > 0:
             end = time.perf_counter() + spin_s
             while time.perf_counter() < end:
                 if self._sem.acquire(False):
                     return True
+                if spin_at is not None:
+                    time.sleep(0)  # the main process's other threads (the feed, the UI) run meanwhile
             if timeout is not None:
                 timeout = max(timeout - spin_s, 0.0)
         if timeout == 0.0:
@@ -189,9 +205,10 @@ class Mailbox:
     def put_stop(self) -> None:
         self.requests.put((Kind.STOP, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0))
 
-    def take_result(self, timeout: float | None, spin_s: float = 0.0) -> tuple[tuple, np.ndarray] | None:
-        """(result record, its boxes copied out) or None after `timeout`."""
-        taken = self.results.take(timeout, spin_s)
+    def take_result(self, timeout: float | None, spin_s: float = 0.0,
+                    spin_at: float | None = None) -> tuple[tuple, np.ndarray] | None:
+        """(result record, its boxes copied out) or None after `timeout` (`RecordQueue.take`)."""
+        taken = self.results.take(timeout, spin_s, spin_at)
         if taken is None:
             return None
         position, record = taken

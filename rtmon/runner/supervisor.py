@@ -144,7 +144,9 @@ class EngineRunner:
         self._ring: FrameRing | None = None
         self._mailbox: Mailbox | None = None
         self._free: list[int] = []
-        self._in_flight: dict[int, _InFlight] = {}
+        self._in_flight: dict[int, _InFlight] = {}  # in hand-over order (tickets increase)
+        self._latency_s: float | None = None  # recent hand-over → boxes, smoothed
+        self._jitter_s = 0.0  # its recent mean deviation, smoothed
         self._ticket = 0
         self._proc: mp.Process | None = None
         self._conn = None
@@ -443,7 +445,7 @@ class EngineRunner:
         next_check = 0.0
         try:
             while True:
-                got = mailbox.take_result(_CHECK_S, spin if self._in_flight else 0.0)
+                got = mailbox.take_result(_CHECK_S, *self._receive_spin(spin))
                 if got is not None:
                     arrived = [self._arrived(*got)]
                     while (more := mailbox.take_result(0.0)) is not None:
@@ -506,6 +508,29 @@ class EngineRunner:
             self._fail(f"hung: no result within {self.options.timeout_s:g} s (engine.timeout_s)")
             self._kill()
 
+    def _receive_spin(self, spin: float) -> tuple[float, float | None]:
+        """(spin_s, spin_at) for the next wait: with frames in flight, spin around the instant the
+        oldest one's answer is expected (its hand-over + the recent latency), from a margin before
+        it to a margin after; the margin is `spin` or three times the latency's recent deviation,
+        whichever is larger, and at most a quarter of the latency (so a main process spins at most
+        half of each wait). No spin when nothing is in flight, or once that window has passed (a
+        late answer is waited for asleep)."""
+        if spin <= 0:
+            return 0.0, None
+        with self._cv:
+            oldest = next(iter(self._in_flight.values()), None)
+        if oldest is None:
+            return 0.0, None
+        if self._latency_s is None:
+            return spin, None
+        margin = min(max(spin, 3.0 * self._jitter_s), 0.25 * self._latency_s) if self._latency_s > 4 * spin else spin
+        expected = oldest.t_handed + self._latency_s
+        now = time.perf_counter()
+        if now > expected + margin:
+            return 0.0, None
+        start = expected - margin
+        return (expected + margin) - max(start, now), start
+
     def _arrived(self, record: tuple, rows: np.ndarray) -> tuple[tuple, np.ndarray, _InFlight | None, float]:
         """A result record just taken: when it arrived, and its frame, no longer in flight."""
         t_received = time.perf_counter()
@@ -521,6 +546,12 @@ class EngineRunner:
             return
         _ticket, t_start, t_done, pre, inf, post, _count = record
         handover = ((t_start - entry.t_handed) + (t_received - t_done)) * 1e3
+        latency = t_received - entry.t_handed  # when the next answer is expected (_receive_spin)
+        if self._latency_s is None:
+            self._latency_s = latency
+        else:
+            self._jitter_s = 0.8 * self._jitter_s + 0.2 * abs(latency - self._latency_s)
+            self._latency_s = 0.8 * self._latency_s + 0.2 * latency
         result = Result(self.name, entry.frame, Detections.from_array(rows), StageTimes(pre, inf, post, handover),
                         t_done, t_start, entry.t_handed, t_received)
         self.metrics.record(result, entry.skipped)
