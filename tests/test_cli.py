@@ -102,6 +102,22 @@ def test_bench_without_reference_says_the_yardstick_was_not_checked(tmp_path, rt
     assert null["latency_ms"]["mean"] == pytest.approx(null["stages_ms"]["handover"], rel=0.05)
 
 
+def test_a_short_soak_writes_its_report_and_logs_as_it_goes(tmp_path, rtmon_env):
+    """`--scenario soak` end to end on the CPU (seconds instead of minutes): both phases, the
+    report's three files, and, when the output is not a terminal, a line when each phase has loaded."""
+    out = tmp_path / "soak"
+    result = run_rtmon(["bench", "--scenario", "soak", "--engines", "null", "--source", "sample",
+                        "--set", "bench.soak_minutes=0.05", "--set", "bench.soak_streams=2",
+                        "--set", "bench.soak_sample_s=0.5", "--out", str(out)], rtmon_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "soak.json").read_text())
+    assert [p["phase"] for p in report["phases"]] == ["record", "streams"]
+    assert report["phases"][1]["sources"] == 2 and len(report["phases"][0]["samples"]) >= 3
+    assert isinstance(report["pass"], bool) and (out / "soak.png").stat().st_size > 0
+    printed = result.stdout + result.stderr
+    assert "soak record: loaded in" in printed and "soak streams: loaded in" in printed
+
+
 def test_record_writes_a_playable_h264_split_screen(tmp_path, rtmon_env):
     out = tmp_path / "demo.mp4"
     result = run_rtmon(["record", "--source", "sample", "--frames", "30", "--left", "baseline", "--right", "ort-cpu",

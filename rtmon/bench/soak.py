@@ -52,9 +52,9 @@ def run_soak(settings, model: ModelRef, specs: list[SourceSpec], engines: list[l
     write_folder(out, {"soak.json": lambda path: path.write_text(json.dumps(report, indent=1)),
                        "soak.md": lambda path: path.write_text(markdown(report)),
                        "soak.png": lambda path: plot(report, path)})
-    console.print(f"soak: {'PASS' if report['pass'] else 'FAIL'}: "
-                  + "; ".join(f"{c['what']} {fmt(c['first'], '.1f')} → {fmt(c['last'], '.1f')}"
-                              for p in phases for c in p["checks"] if not c["flat"]))
+    moved = "; ".join(f"{c['what']} {fmt(c['first'], '.1f')} → {fmt(c['last'], '.1f')}"
+                      for p in phases for c in p["checks"] if not c["flat"])
+    console.print(f"soak: {'PASS' if report['pass'] else 'FAIL'}" + (f": {moved}" if moved else ""))
     return report
 
 
@@ -65,17 +65,25 @@ def _phase(name: str, specs: list[SourceSpec], model: ModelRef, settings, engine
     pipeline = Pipeline(specs, model, settings, engines)
     samples: list[dict] = []
     try:
+        t_load = time.monotonic()
         with console.status(f"soak {name}: loading {', '.join(c[0] for c in engines)} …"):
             pipeline.load_engines_or_raise()
+        if not console.is_terminal:  # a log (a cut run keeps what it said)
+            console.print(f"soak {name}: loaded in {time.monotonic() - t_load:.1f} s")
         pipeline.start_feed()
         if video is not None:
             pipeline.start_recording(video)
         t0 = time.monotonic()
         end = t0 + b.soak_minutes * 60
+        said = 0
         with console.status(f"soak {name}: {b.soak_minutes:g} min") as status:
             while (now := time.monotonic()) < end:
                 samples.append(_reading(pipeline, now - t0))
                 status.update(f"soak {name}: {(now - t0) / 60:.1f} of {b.soak_minutes:g} min")
+                if not console.is_terminal and (now - t0) // 60 > said:
+                    said = int((now - t0) // 60)
+                    console.print(f"soak {name}: minute {said} of {b.soak_minutes:g}: " + _line(samples[-1]),
+                                  highlight=False)
                 time.sleep(min(b.soak_sample_s, max(end - time.monotonic(), 0.0)))
             samples.append(_reading(pipeline, time.monotonic() - t0))
     finally:
@@ -84,6 +92,15 @@ def _phase(name: str, specs: list[SourceSpec], model: ModelRef, settings, engine
         pipeline.stop()
     return {"phase": name, "engines": [r.name for r in pipeline.runners], "sources": len(specs), "samples": samples,
             "checks": checks(samples)}
+
+
+def _line(reading: dict) -> str:
+    """One reading, for a log: main RSS, then per engine RSS, GPU memory, frames and drops."""
+    parts = [f"main {fmt(reading['main_rss_mib'], '.0f')} MiB"]
+    for name, e in reading["engines"].items():
+        parts.append(f"{name} {fmt(e['rss_mib'], '.0f')} MiB, GPU {fmt(e['gpu_mib'], '.0f')} MiB, "
+                     f"{e['processed']} frames, {e['dropped']} dropped")
+    return "; ".join(parts)
 
 
 def _reading(pipeline, t: float) -> dict:
