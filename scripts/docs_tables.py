@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         print(f"error: generated blocks differ from their reports in {', '.join(stale)}; "
               "run python scripts/docs_tables.py", file=sys.stderr)
         return 1
-    print(("up to date" if check else "rewrote " + (", ".join(stale) or "nothing")))
+    print("up to date" if check else "rewrote " + (", ".join(stale) or "nothing"))
     return 0
 
 

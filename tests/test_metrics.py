@@ -186,3 +186,15 @@ def test_bench_json_keeps_at_most_20000_latencies_evenly_spaced():
     many = stored_latencies(np.arange(310_001.0))
     assert many["latencies_every"] == 16 and len(many["latencies_ms"]) <= STORED_LATENCIES
     assert many["latencies_ms"][:3] == [0.0, 16.0, 32.0]
+
+
+def test_stage_percentiles_say_which_stage_makes_the_tail():
+    m = _closed_loop_run(0.0, 100, 0.010)
+    m.stages[:, 2] = 5.0
+    m.stages[-1, 2] = 50.0  # one slow inference
+    m.stages[:, 0] = np.linspace(0.1, 0.2, 100)
+    p99 = m.stage_percentiles(99)
+    assert p99["inference"] == pytest.approx(np.percentile(m.stages[:, 2], 99)) and p99["inference"] > 5.0
+    assert p99["handover"] == pytest.approx(np.percentile(m.stages[:, 0], 99))
+    assert Measured.joined([]).stage_percentiles(99) == dict.fromkeys(("handover", "preprocess", "inference",
+                                                                       "postprocess"))

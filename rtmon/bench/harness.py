@@ -139,6 +139,13 @@ class Measured:
     def capacity_fps(self) -> float | None:
         return capacity_fps(self.t_handed, self.t_received) if self.frames else None
 
+    def stage_percentiles(self, q: float) -> dict[str, float | None]:
+        """Each stage's q-th percentile over the frames (ms): which stage makes the tail."""
+        if not self.frames:
+            return dict.fromkeys(STAGES)
+        values = np.percentile(self.stages, q, axis=0)
+        return {name: float(v) for name, v in zip(STAGES, values, strict=True)}
+
     def stage_means(self) -> dict[str, float]:
         means = self.stages.mean(axis=0) if self.frames else np.zeros(len(STAGES))
         return {name: float(v) for name, v in zip(STAGES, means, strict=True)}

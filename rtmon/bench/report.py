@@ -201,6 +201,15 @@ def stages_table(report: dict) -> list[str]:
         st = e.get("stages_ms") or {}
         lines.append(f"| {e['name']} | {fmt(st.get('handover'), '.3f')} | {fmt(st.get('preprocess'), '.3f')} | "
                      f"{fmt(st.get('inference'), '.3f')} | {fmt(st.get('postprocess'), '.3f')} |")
+    tails = [e for e in report["engines"] if e.get("stages_p99_ms")]
+    if tails:
+        lines += ["", "Each stage's own P99 (ms; which stage makes the tail — the P99s of the parts do not add up to "
+                  "the frame's):", "", "| engine | hand-over | preprocess | inference | postprocess | frame |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for e in tails:
+            st, lat = e["stages_p99_ms"], e.get("latency_ms") or {}
+            lines.append(f"| {e['name']} | " + " | ".join(fmt(st.get(k), ".3f") for k in ("handover", "preprocess",
+                         "inference", "postprocess")) + f" | {fmt(lat.get('p99'), '.3f')} |")
     return lines
 
 
