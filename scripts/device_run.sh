@@ -54,6 +54,17 @@ step() {  # step NAME SECONDS COMMAND...: bounded, logged, never stops the stage
   echo "$name: exit $code after $((SECONDS - t0)) s" | tee -a "$res/steps.txt"
   grep -v "INVALID INDEX" "$res/$name.log" | tail -${TAIL:-12}
 }
+pack() {  # the stage's results so far into $OUT (a stage cut at its limit still returns them)
+  tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"
+}
+single_and_eval() {  # single_and_eval LIMIT ENGINES EVAL_LIMIT: single-stream (with references), then eval parity
+  step single-stream "${LIMIT_SINGLE:-$1}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-$2}" \
+    --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
+  pack
+  step eval "${LIMIT_EVAL:-$3}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
+    --out "$res/eval" "${at[@]}"
+  pack
+}
 frames() {  # frames VIDEO PREFIX: three PNG frames of a recording (start, middle, end)
   python3 - "$1" "$2" <<'PY'
 import sys
@@ -115,13 +126,7 @@ case "$stage" in
     step triton 560 env OUT="$res" bash scripts/triton_device.sh
     ;;
   y)
-    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
-    step single-stream "${LIMIT_SINGLE:-330}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,optimized,torch-graph,null}" \
-      --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
-    pack
-    step eval "${LIMIT_EVAL:-150}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
-      --out "$res/eval" "${at[@]}"
-    pack
+    single_and_eval 330 baseline,optimized,torch-graph,null 150
     step offline "${LIMIT_OFFLINE:-400}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,4,8,16,32}" \
       --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
     pack
@@ -133,7 +138,6 @@ case "$stage" in
     ;;
   z)  # the yardstick call: doctor, where the baseline's time goes (py-spy over the bench and its
       # plain reference), the factors one at a time, and the single-stream report of the yardstick issue
-    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
     step doctor 90 "${rt[@]}" doctor --json
     cp "$res/doctor.log" "$res/doctor.json"
     pack
@@ -152,23 +156,16 @@ case "$stage" in
     exit 0
     ;;
   r)  # the yardstick and TensorRT-RTX call (needs onnxruntime-gpu and tensorrt_rtx on the machine)
-    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
     step doctor 90 "${rt[@]}" doctor --json
     cp "$res/doctor.log" "$res/doctor.json"
     step trt-rtx 90 "${rt[@]}" bench --engines trt-rtx --frames 64 --min-duration 0 --no-reference --out "$res/trt-rtx" "${at[@]}"
     pack
-    step single-stream "${LIMIT_SINGLE:-420}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-baseline,ultralytics-ort,optimized,ort-cuda,null}" \
-      --frames "$FRAMES" --min-duration "${MIN_S}" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
-    pack
-    step eval "${LIMIT_EVAL:-120}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
-      --out "$res/eval" "${at[@]}"
-    pack
+    single_and_eval 420 baseline,ultralytics-ort,optimized,ort-cuda,null 120
     step doctor-text 90 env COLUMNS=140 "${rt[@]}" doctor
     pack
     exit 0
     ;;
   q)  # does waking the main process before an answer is due shorten the baseline's hand-over?
-    pack() { tar -C /tmp/rtmon-results -czf "$OUT/$stage.tar.gz" "$stage"; }
     for spin in 0 ${RECEIVE_SPINS:-300 1000 0 300 1000}; do
       step "baseline-rspin-$spin-$SECONDS" 150 "${rt[@]}" bench --engines baseline,null --frames "$FRAMES" --min-duration "$MIN_S" \
         --set bench.max_duration_s="$MAX_S" --set bench.timing_probe=0 --set engine.receive_spin_us="$spin" \
