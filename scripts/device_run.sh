@@ -18,6 +18,11 @@
 #                                  # ort-cuda, null; references alternating with their engines), eval parity
 #   bash scripts/device_run.sh q   # the baseline's hand-over: the yardstick issue's single-stream for the baseline
 #                                  # without and with the main process's spin around a due answer (receive_spin_us)
+#   bash scripts/device_run.sh t   # the yardstick issue's single-stream report (baseline, ultralytics-ort, optimized,
+#                                  # ort-cuda, null) at the defaults, eval parity, then the same baseline + null
+#                                  # without the main process's spin around a due answer (receive_spin_us = 0)
+#   bash scripts/device_run.sh m   # multi-stream capacity (with CPU and NVDEC decode rows, NVDEC where
+#                                  # PyNvVideoCodec is carried), then the offline sweep 1-32 (warm Inductor cache)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
@@ -33,7 +38,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, q, r, s, x, y or z}
+stage=${1:?a, b, c, d, e, f, m, q, r, s, t, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -174,8 +179,25 @@ case "$stage" in
     done
     exit 0
     ;;
+  t)
+    single_and_eval "${LIMIT_SINGLE:-400}" baseline,ultralytics-ort,optimized,ort-cuda,null "${LIMIT_EVAL:-110}"
+    step rspin-0 "${LIMIT_AB:-90}" "${rt[@]}" bench --engines baseline,null --frames "${AB_FRAMES:-512}" --min-duration 6 \
+      --set bench.max_duration_s=10 --set engine.receive_spin_us=0 --out "$res/rspin-0" "${at[@]}"
+    pack
+    exit 0
+    ;;
+  m)
+    step multi-stream "${LIMIT_MULTI:-330}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
+      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
+      --out "$res/multi-stream" "${at[@]}"
+    pack
+    step offline "${LIMIT_OFFLINE:-200}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,2,4,8,16,32}" \
+      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
+    pack
+    exit 0
+    ;;
   s)  # the soak: 2 × SOAK_MIN minutes (record baseline + optimized, then 16 streams on optimized)
-    step soak $(( ${SOAK_MIN:-4} * 120 + 240 )) "${rt[@]}" bench --scenario soak --engines "baseline,$OPTIMIZED" \
+    step soak "${LIMIT_SOAK:-$(( ${SOAK_MIN:-4} * 120 + 240 ))}" "${rt[@]}" bench --scenario soak --engines "baseline,$OPTIMIZED" \
       --set bench.soak_minutes="${SOAK_MIN:-4}" --set bench.soak_streams="${STREAMS:-16}" --out "$res/soak" "${at[@]}"
     ;;
   x)

@@ -73,7 +73,7 @@ class RunnerOptions:
     timeout_s: float = 10.0  # a frame in flight this long without a result: hung
     load_timeout_s: float = 900.0
     spin_us: float = 0.0  # the engine process spins this long for the next frame before it sleeps
-    receive_spin_us: float = 0.0  # the receiving thread spins this long for a result before it sleeps
+    receive_spin_us: float = 0.0  # spin around the instant a result is due, at least this long (settings: 300)
     slots: int = 0  # ring slots; 0 = enough for `depth` frames in flight and one being written
     log_dir: Path | None = None
     factory: Callable | None = None  # a module-level `(name, model, settings) -> engine`, instead of the registry
