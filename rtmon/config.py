@@ -92,9 +92,10 @@ class BenchSettings(_Section):
     window_s: float = Field(2.0, gt=0, description="stability windows (three consecutive within 10%)")
     timing_probe: int = Field(256, ge=0, description="frames run again without per-stage timing, to measure "
                               "what timing costs (0 = skip)")
-    reference_rounds: int = Field(6, ge=1, le=50, description="single-stream: the engine runs in this many segments, "
-                                  "each after a segment of its plain-ultralytics reference (and one more after the "
-                                  "last), so a machine whose speed drifts slows both alike")
+    reference_rounds: int = Field(24, ge=1, le=200, description="single-stream: the engine runs in at least this many "
+                                  "short segments, each after a segment of its plain-ultralytics reference (and one "
+                                  "more after the last), so a machine whose speed drifts within seconds slows both "
+                                  "alike; more rounds follow while the engine is not yet stable")
     batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
     camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")
     trial_s: float = Field(8.0, gt=0, description="multi-stream: seconds measured per camera count")

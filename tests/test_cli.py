@@ -21,7 +21,8 @@ def bench_report(tmp_path_factory, rtmon_env):
     out = tmp_path_factory.mktemp("bench")
     result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "64",
                         "--warmup", "3", "--min-duration", "0", "--set", "bench.max_duration_s=8",
-                        "--set", "bench.timing_probe=0", "--out", str(out)], rtmon_env)
+                        "--set", "bench.timing_probe=0", "--set", "bench.reference_rounds=3", "--out", str(out)],
+                       rtmon_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -60,9 +61,10 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     report = json.loads((bench_report[0] / "bench.json").read_text())
     (ref,) = report["reference"]  # no ONNX Runtime CUDA here: the baseline's reference only
     assert ref["for"] == "torch-fp32" and ref["frames"] >= 64 and ref["fps"] > 0
-    # reference, baseline, reference, ...: three baseline segments between four of the script's
+    # reference, baseline, reference, ...: at least three baseline segments (more while it is not
+    # yet stable), each between two of the script's
     baseline = report["engines"][0]
-    assert len(ref["runs"]) == 4 and len(baseline["segments"]) == 3
+    assert len(baseline["segments"]) >= 3 and len(ref["runs"]) == len(baseline["segments"]) + 1
     assert sum(s["frames"] for s in baseline["segments"]) == baseline["frames"] >= 64
     assert {"p50", "p95", "p99", "mean"} <= set(ref["latency_ms"])
     yard = report["yardstick"]
@@ -71,7 +73,7 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert check["engine"] == "torch-fp32"
     assert check["fps_ratio"] == pytest.approx(report["engines"][0]["fps"] / ref["fps"])
     assert check["pass"] == (abs(check["fps_ratio"] - 1) <= 0.03 and abs(check["p50_ratio"] - 1) <= 0.03)
-    assert len(check["rounds"]) == 3 and all(r["fps_ratio"] > 0 for r in check["rounds"])
+    assert len(check["rounds"]) == len(baseline["segments"]) and all(r["fps_ratio"] > 0 for r in check["rounds"])
     for engine in report["engines"]:
         assert engine["speedup_vs_reference"] == pytest.approx(engine["fps"] / ref["fps"])
     text = (bench_report[0] / "bench.md").read_text()

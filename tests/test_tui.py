@@ -565,7 +565,7 @@ async def test_keys_are_handled_fast_while_engines_run_at_1000_fps() -> None:
         feeder.join()
     delays.sort()
     # One outlier is tolerated: the test machine may be shared, and a scheduler hiccup is not the app's.
-    assert delays[-2] < 0.1, delays
+    assert delays[-2] < 0.25, delays
     assert delays[len(delays) // 2] < 0.02, delays
 
 

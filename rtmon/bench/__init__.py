@@ -204,13 +204,18 @@ def _alternate(session, runs: list[dict], b, progress, engine: str):
     """`between(k)` for single-stream's rounds: the reference's segment k (one more segment than
     the engine has), with the engine's share of the frames and of the minimum duration (the
     plain script also stops at the run's maximum duration, a safety cap)."""
-    rounds = b.reference_rounds
+    rounds = b.reference_rounds  # at least: more follow while the engine is not yet stable
     share = (math.ceil(b.frames / rounds), b.min_duration_s / rounds, max(b.max_duration_s, b.min_duration_s))
 
+    task = None
+
     def between(k: int) -> None:
-        task = progress.add_task(f"reference for {engine} ({k + 1} of {rounds + 1})", total=None)
+        nonlocal task
+        if task is None:
+            task = progress.add_task(f"reference for {engine}", total=None)
+        progress.update(task, description=f"reference for {engine} (segment {k + 1}, at least {rounds + 1})")
         runs.append(session.segment(*share))
-        progress.update(task, completed=1, total=1)
+        progress.update(task, completed=k + 1, total=k + 1)
 
     return between
 

@@ -132,7 +132,7 @@ def reference_markdown(report: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in refs:
         lat = r.get("latency_ms") or {}
-        each = ", ".join(fmt(run["fps"]) for run in r.get("runs", []))
+        each = _spread([run["fps"] for run in r.get("runs", [])], ".1f")
         drift = f" (drift {r['drift_pct']:.1f}%)" if r.get("drift_pct") is not None else ""
         lines.append(f"| {r['name']} | `{r['for']}` | {fmt(r['fps'])} | {fmt(lat.get('mean'), '.2f')} | "
                      f"{fmt(lat.get('p50'), '.2f')} | {fmt(lat.get('p95'), '.2f')} | {fmt(lat.get('p99'), '.2f')} | "
@@ -140,13 +140,24 @@ def reference_markdown(report: dict) -> list[str]:
     lines += ["", "| engine | reference | FPS ratio | P50 ratio | FPS ratio, round by round | check |",
               "|---|---|---:|---:|---|---|"]
     for c in yard.get("checks", []):
-        by_round = ", ".join(fmt(r["fps_ratio"], ".3f") for r in c.get("rounds") or []) or "n/a"
+        by_round = _spread([r["fps_ratio"] for r in c.get("rounds") or []], ".3f")
         lines.append(f"| `{c['engine']}` | {c['reference']} | {c['fps_ratio']:.3f} | {fmt(c['p50_ratio'], '.3f')} | "
                      f"{by_round} | {'PASS' if c['pass'] else '**FAIL**'} |")
     lines += ["", "Round by round: each engine segment's FPS against the mean of the reference segments just before "
               "and after it."]
     lines += ["", f"Yardstick check: **{'PASS' if yard.get('pass') else 'FAIL'}**.", ""]
     return lines
+
+
+def _spread(values: list, spec: str, listed: int = 8) -> str:
+    """Up to `listed` values in order; more as their count, median and range."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) <= listed:
+        return ", ".join(fmt(v, spec) for v in values)
+    return (f"{len(values)} segments: median {fmt(float(np.median(values)), spec)}, "
+            f"{fmt(min(values), spec)} to {fmt(max(values), spec)}")
 
 
 def memory_table(report: dict) -> list[str]:

@@ -96,10 +96,14 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
                   between: Callable[[int], None] | None = None) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
 
-    With `between` (the engine's plain-script reference), the run is `rounds` segments with
-    `between(k)` before segment k and `between(rounds)` after the last: reference and engine
-    alternate on the same machine. Each segment has its share of the frames and durations; the
-    stability rule applies to the segments joined (`Measured.joined`), checked in the last."""
+    With `between` (the engine's plain-script reference), the run is segments with `between(k)`
+    before segment k and once more after the last: reference and engine alternate on the same
+    machine, at least `rounds` times, each segment with an equal share of the frames and of the
+    minimum duration. A shared machine changes speed within seconds (H200, 2026-12-02: the plain
+    script's segments ranged over 44%), so segments are short and many, and both sides see the
+    same mix. While the segments joined are not yet stable (`Measured.joined`), another round
+    of the same size follows, up to `max_duration` of the engine's time: the reference keeps
+    alternating instead of the engine's last segment growing alone."""
     eut.require_loaded()
     rounds = max(1, rounds) if between is not None else 1
     t_warm = time.perf_counter()
@@ -108,18 +112,21 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     warmup_s = time.perf_counter() - t_warm
     parts: list[Measured] = []
     answered = 0
-    for k in range(rounds):
+    want, least = math.ceil(frames / rounds), min_duration / rounds
+    k = 0
+    while True:
         if between is not None:
             between(k)
         start = eut.collector.count
-        last = k == rounds - 1
-        want, least, most = math.ceil(frames / rounds), min_duration / rounds, max_duration / rounds
+        spent = sum(p.wall_s for p in parts)
+        alone = between is None
 
-        def done(n: int, elapsed: float, start=start, last=last, want=want, least=least, most=most) -> bool:
+        def done(n: int, elapsed: float, start=start, spent=spent, alone=alone) -> bool:
             if n < want or elapsed < least:
                 return False
-            return not last or elapsed >= most or stability(Measured.joined([*parts, eut.collector.since(start)]),
-                                                            window_s).stable
+            if not alone:
+                return True  # one round; stability is judged between rounds
+            return spent + elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
 
         def counted(what: str, n: float, total: float, before=answered) -> None:
             if progress:
@@ -128,8 +135,15 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
         _closed_loop(eut, answered, None, done, counted, frames)
         parts.append(eut.collector.since(start))
         answered += parts[-1].frames
+        k += 1
+        if alone:
+            break
+        if k < rounds:
+            continue
+        if sum(p.wall_s for p in parts) >= max_duration or stability(Measured.joined(parts), window_s).stable:
+            break
     if between is not None:
-        between(rounds)
+        between(k)
     measured = Measured.joined(parts)
     entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": {"frames": warmup, "s": warmup_s},
              "optimizations": _optimizations(eut, False, 1), "mode": "single", "batch": 1}

@@ -50,10 +50,11 @@ class UltralyticsEngine(SyncEngine):
             device=self._device,
             verbose=False,
         )
+        detections = Detections.from_ultralytics(res.boxes)  # the boxes on the host: the engine's work
         done = time.perf_counter()
         speed = res.speed
         stages = StageTimes(speed["preprocess"], speed["inference"], speed["postprocess"])
-        return Result(self.info.name, frame, Detections.from_ultralytics(res.boxes), stages, done)
+        return Result(self.info.name, frame, detections, stages, done)
 
     def close(self) -> None:
         self._yolo = None

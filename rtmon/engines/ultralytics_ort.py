@@ -49,9 +49,10 @@ class UltralyticsOrtEngine(SyncEngine):
             frame.image, imgsz=self._m.imgsz, conf=self._m.conf, iou=self._m.iou, max_det=self._m.max_det,
             rect=False, half=True, device=0, verbose=False,
         )
+        detections = Detections.from_ultralytics(res.boxes)  # the boxes on the host: the engine's work
         done = time.perf_counter()
         speed = res.speed
-        return Result(self.info.name, frame, Detections.from_ultralytics(res.boxes),
+        return Result(self.info.name, frame, detections,
                       StageTimes(speed["preprocess"], speed["inference"], speed["postprocess"]), done)
 
     def close(self) -> None:
