@@ -273,3 +273,27 @@ def test_no_engine_process_outlives_a_killed_main_process(tmp_path):
     finally:
         if main.poll() is None:
             main.kill()
+
+
+def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_rounds_until_stable():
+    """Reference segment, engine segment, ..., reference: at least `rounds` engine segments of an
+    equal share of the frames, one reference segment more than engine segments, and more rounds
+    while the joined segments are not yet stable (here never: a 0.2 ms window cannot hold three
+    windows of 10 s in 2 s of engine time), up to the maximum duration."""
+    from rtmon.bench.harness import EngineUnderTest
+    from rtmon.bench.scenarios import single_stream
+
+    settings = load_settings(None, {})
+    options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
+    eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
+    calls: list[int] = []
+    try:
+        entry = single_stream(eut, frames=12, warmup=2, min_duration=0.0, max_duration=2.0, window_s=10.0,
+                              timing_probe=0, rounds=4, between=calls.append)
+    finally:
+        eut.stop()
+    segments = entry["segments"]
+    assert len(segments) >= 4 and calls == list(range(len(segments) + 1))  # one more reference segment
+    assert all(s["frames"] >= 3 for s in segments), segments  # at least its share of the frames each round
+    assert len(segments) > 4  # never stable: rounds were added, up to max_duration
+    assert entry["frames"] == sum(s["frames"] for s in segments)
