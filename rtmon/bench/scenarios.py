@@ -113,20 +113,19 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     parts: list[Measured] = []
     answered = 0
     want, least = math.ceil(frames / rounds), min_duration / rounds
+    alone = between is None  # no reference: one segment, until stable or `max_duration`
     k = 0
     while True:
         if between is not None:
             between(k)
         start = eut.collector.count
-        spent = sum(p.wall_s for p in parts)
-        alone = between is None
 
-        def done(n: int, elapsed: float, start=start, spent=spent, alone=alone) -> bool:
+        def done(n: int, elapsed: float, start=start) -> bool:
             if n < want or elapsed < least:
                 return False
             if not alone:
                 return True  # one round; stability is judged between rounds
-            return spent + elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
+            return elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
 
         def counted(what: str, n: float, total: float, before=answered) -> None:
             if progress:
