@@ -76,7 +76,18 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert len(check["rounds"]) == len(baseline["segments"]) and all(r["fps_ratio"] > 0 for r in check["rounds"])
     for engine in report["engines"]:
         assert engine["speedup_vs_reference"] == pytest.approx(engine["fps"] / ref["fps"])
+        legs = engine["handover_legs_ms"]  # the hand-over's two directions add up to it
+        assert legs["to_engine"] + legs["to_main"] == pytest.approx(engine["stages_ms"]["handover"], rel=1e-6)
+    # stage by stage beside the script: ultralytics' own stage times on both sides, and the rest
+    stages = check["stages_ms"]
+    assert set(stages) == {"preprocess", "inference", "postprocess", "outside", "handover", "frame"}
+    assert stages["frame"]["reference"] == pytest.approx(ref["latency_ms"]["mean"])
+    assert stages["handover"]["reference"] == 0.0 and stages["inference"]["reference"] > 0
+    assert sum(stages[k]["engine"] for k in ("preprocess", "inference", "postprocess", "outside", "handover")) == \
+        pytest.approx(stages["frame"]["engine"])
+    assert ref["stages_ms"]["inference"] == pytest.approx(stages["inference"]["reference"])
     text = (bench_report[0] / "bench.md").read_text()
+    assert "Stage by stage (mean ms per frame)" in text
     assert "## Yardstick" in text and "plain ultralytics predict (PyTorch FP32)" in text
     assert ("Yardstick check: **PASS**" in text) == yard["pass"]
     assert ("> **Warning** — yardstick" in text) == (not yard["pass"])
@@ -88,7 +99,7 @@ def test_bench_markdown_has_the_brief_layout(bench_report):
             "| optimized vs plain script |") in text
     for row in ("| FPS |", "| P50 latency |", "| P95 latency |", "| P99 latency |", "| GPU memory (NVML, process) |"):
         assert row in text
-    assert "| engine | hand-over | preprocess | inference | postprocess |" in text
+    assert "| engine | hand-over | to the engine | back | preprocess | inference | postprocess |" in text
 
 
 def test_bench_without_reference_says_the_yardstick_was_not_checked(tmp_path, rtmon_env):

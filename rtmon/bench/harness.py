@@ -150,6 +150,15 @@ class Measured:
         means = self.stages.mean(axis=0) if self.frames else np.zeros(len(STAGES))
         return {name: float(v) for name, v in zip(STAGES, means, strict=True)}
 
+    def handover_legs(self) -> dict[str, float | None]:
+        """The hand-over's two directions (mean ms per frame): `to_engine`, from the hand-over
+        to the engine taking the frame (with frames in flight, including its wait for the
+        engine), and `to_main`, from the engine's boxes to the main process holding them."""
+        if not self.frames:
+            return {"to_engine": None, "to_main": None}
+        return {"to_engine": float((self.t_start - self.t_handed).mean() * 1e3),
+                "to_main": float((self.t_received - self.t_done).mean() * 1e3)}
+
 
 @dataclass
 class Stability:

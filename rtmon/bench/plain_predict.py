@@ -6,8 +6,10 @@ decoded (a .npy file of the same decoded frames every engine sees), loads the mo
 up, prints `{"ready": ...}`, then runs one timed segment per request line on stdin
 (`{"frames": N, "min_duration_s": S, "max_duration_s": M}`): `model.predict(frame, ...)` one
 frame at a time, exactly as a user's loop would, until it has N frames and S seconds (or M
-seconds). Each segment prints one JSON line: per-frame latencies (ms) and the wall time from
-its first call to its last return. End of input ends the script.
+seconds). Each segment prints one JSON line: per-frame latencies (ms), the wall time from its
+first call to its last return, and ultralytics' own per-frame stage times (`results[0].speed`,
+read after the clock stopped), so a report can put the engine's stages beside the script's.
+End of input ends the script.
 
 Segments let `rtmon bench` alternate the plain script with the engine it is the yardstick of
 (reference, engine, reference, ...), so both see the same machine even when its speed drifts.
@@ -42,19 +44,21 @@ def main(job_path: str) -> None:
     i = 0
     for line in sys.stdin:
         segment = json.loads(line)
-        latencies = []
+        latencies, speeds = [], []
         t_first = time.perf_counter()
         n = 0
         while n < segment["frames"] or time.perf_counter() - t_first < segment["min_duration_s"]:
             t0 = time.perf_counter()
-            model.predict(frames[i % len(frames)], **kwargs)
+            results = model.predict(frames[i % len(frames)], **kwargs)
             latencies.append((time.perf_counter() - t0) * 1e3)
+            speed = results[0].speed
+            speeds.append((speed["preprocess"], speed["inference"], speed["postprocess"]))
             i += 1
             n += 1
             if time.perf_counter() - t_first > segment["max_duration_s"]:
                 break
         wall = time.perf_counter() - t_first
-        print(json.dumps({"latencies_ms": latencies, "wall_s": wall}), flush=True)
+        print(json.dumps({"latencies_ms": latencies, "wall_s": wall, "speed_ms": speeds}), flush=True)
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ class PlainSession:
         except OSError:
             pass  # it died: _reply says why
         out = self._reply(max_duration_s + 120.0)
-        run = {"latencies_ms": out["latencies_ms"], "wall_s": out["wall_s"], "ultralytics": self.facts["ultralytics"],
-               "device": self.facts["device"]}
+        run = {"latencies_ms": out["latencies_ms"], "wall_s": out["wall_s"], "speed_ms": out.get("speed_ms") or [],
+               "ultralytics": self.facts["ultralytics"], "device": self.facts["device"]}
         self.runs.append(run)
         return run
 
@@ -153,8 +153,39 @@ def row(ref: Reference, runs: list[dict]) -> dict:
     return {"name": ref.name, "for": ref.for_engine, "fps": throughput_fps(len(latencies), 0.0, sum(r["wall_s"] for r in runs)),
             "latency_ms": lat.as_dict() if lat else None, "frames": len(latencies), "runs": per_run,
             "drift_pct": 100.0 * (max(fps) - min(fps)) / min(fps) if len(fps) > 1 else None,
+            "stages_ms": stage_means(runs, lat.mean if lat else None),
             "call": ref.what, "script": "rtmon/bench/plain_predict.py", "ultralytics": runs[0]["ultralytics"],
             "device": runs[0]["device"]}
+
+
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+def stage_means(runs: list[dict], mean_ms: float | None) -> dict | None:
+    """ultralytics' own stage times of the plain script (mean ms per frame), and `outside`: the
+    rest of each `predict` call (its setup, the Results) — the figures to set beside the engine's."""
+    speeds = [s for run in runs for s in run.get("speed_ms") or []]
+    if not speeds:
+        return None
+    means = dict(zip(STAGES, (float(v) for v in np.mean(np.asarray(speeds, float), axis=0)), strict=True))
+    means["outside"] = mean_ms - sum(means.values()) if mean_ms is not None else None
+    return means
+
+
+def stages_beside(engine: dict, ref: dict) -> dict | None:
+    """Stage by stage, the engine against its plain script (mean ms per frame): ultralytics' own
+    three stages, the rest of the frame inside the engine's process (`outside`: the rest of
+    `predict` and getting the boxes out), and the hand-over, which the plain script does not have."""
+    mine, theirs = engine.get("stages_ms") or {}, ref.get("stages_ms") or {}
+    mean = (engine.get("latency_ms") or {}).get("mean")
+    if not theirs or mean is None or any(mine.get(k) is None for k in (*STAGES, "handover")):
+        return None
+    outside = mean - mine["handover"] - sum(mine[k] for k in STAGES)
+    out = {k: {"engine": mine[k], "reference": theirs[k]} for k in STAGES}
+    out["outside"] = {"engine": outside, "reference": theirs.get("outside")}
+    out["handover"] = {"engine": mine["handover"], "reference": 0.0}
+    out["frame"] = {"engine": mean, "reference": (ref.get("latency_ms") or {}).get("mean")}
+    return out
 
 
 def rounds(engine: dict, ref: dict) -> list[dict]:
@@ -186,7 +217,8 @@ def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:
         p50_ratio = e50 / r50 if e50 and r50 else None
         ok = bool(abs(fps_ratio - 1) <= WITHIN and p50_ratio is not None and abs(p50_ratio - 1) <= WITHIN)
         checks.append({"engine": engine["name"], "reference": ref["name"], "fps_ratio": fps_ratio,
-                       "p50_ratio": p50_ratio, "pass": ok, "rounds": rounds(engine, ref)})
+                       "p50_ratio": p50_ratio, "pass": ok, "rounds": rounds(engine, ref),
+                       "stages_ms": stages_beside(engine, ref)})
     base = next((c for c in checks if registry.is_baseline(c["engine"])), None)
     return {"pass": bool(base and all(c["pass"] for c in checks)),
             "baseline_vs_reference": base,

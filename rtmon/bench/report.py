@@ -145,6 +145,19 @@ def reference_markdown(report: dict) -> list[str]:
                      f"{by_round} | {'PASS' if c['pass'] else '**FAIL**'} |")
     lines += ["", "Round by round: each engine segment's FPS against the mean of the reference segments just before "
               "and after it."]
+    beside = [c for c in yard.get("checks", []) if c.get("stages_ms")]
+    if beside:
+        lines += ["", "Stage by stage (mean ms per frame): ultralytics' own stage times (`results[0].speed`) in the "
+                  "engine's process and in the plain script; *outside* is the rest of the frame there (the rest of "
+                  "`predict`, and the boxes' copy to the host in the engine); the hand-over is rtmon's alone.", "",
+                  "| engine | | preprocess | inference | postprocess | outside | hand-over | frame |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        keys = ("preprocess", "inference", "postprocess", "outside", "handover", "frame")
+        for c in beside:
+            st = c["stages_ms"]
+            for side, label in (("engine", f"`{c['engine']}`"), ("reference", "plain script")):
+                lines.append(f"| {label if side == 'engine' else ''} | {label if side == 'reference' else 'engine'} | "
+                             + " | ".join(fmt(st[k][side], ".3f") for k in keys) + " |")
     lines += ["", f"Yardstick check: **{'PASS' if yard.get('pass') else 'FAIL'}**.", ""]
     return lines
 
@@ -207,10 +220,12 @@ def stages_table(report: dict) -> list[str]:
     and the engine's own stages."""
     lines = ["Where a frame's time goes (mean ms per frame; the hand-over is the frame's way into the engine's "
              "process and its boxes' way back, and, with frames in flight, the time it waited for the engine):", "",
-             "| engine | hand-over | preprocess | inference | postprocess |", "|---|---:|---:|---:|---:|"]
+             "| engine | hand-over | to the engine | back | preprocess | inference | postprocess |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for e in report["engines"]:
-        st = e.get("stages_ms") or {}
-        lines.append(f"| {e['name']} | {fmt(st.get('handover'), '.3f')} | {fmt(st.get('preprocess'), '.3f')} | "
+        st, legs = e.get("stages_ms") or {}, e.get("handover_legs_ms") or {}
+        lines.append(f"| {e['name']} | {fmt(st.get('handover'), '.3f')} | {fmt(legs.get('to_engine'), '.3f')} | "
+                     f"{fmt(legs.get('to_main'), '.3f')} | {fmt(st.get('preprocess'), '.3f')} | "
                      f"{fmt(st.get('inference'), '.3f')} | {fmt(st.get('postprocess'), '.3f')} |")
     tails = [e for e in report["engines"] if e.get("stages_p99_ms")]
     if tails:

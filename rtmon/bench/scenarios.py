@@ -177,6 +177,7 @@ def latency_entry(measured: Measured, window_s: float) -> dict:
         "latency_ms": None if lat is None else lat.as_dict(),
         "early_stopping_p90": early_stopping_estimate(measured.latency_ms, 0.90),
         "stages_ms": measured.stage_means(),
+        "handover_legs_ms": measured.handover_legs(),
         "stages_p99_ms": measured.stage_percentiles(99),
         "stability": stab.as_dict(),
         "stable": stab.stable,
