@@ -21,6 +21,9 @@
 #   bash scripts/device_run.sh t   # the yardstick issue's single-stream report (baseline, ultralytics-ort, optimized,
 #                                  # ort-cuda, null) at the defaults, eval parity, then the same baseline + null
 #                                  # without the main process's spin around a due answer (receive_spin_us = 0)
+#                                  # (AB=0: not the latter)
+#   bash scripts/device_run.sh h   # how the main process should wait for an answer: scripts/handover_probe.py
+#   bash scripts/device_run.sh n   # stage m in the other order (offline first: it compiles; multi-stream then warm)
 #   bash scripts/device_run.sh m   # multi-stream capacity (with CPU and NVDEC decode rows, NVDEC where
 #                                  # PyNvVideoCodec is carried), then the offline sweep 1-32 (warm Inductor cache)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
@@ -38,7 +41,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, m, q, r, s, t, x, y or z}
+stage=${1:?a, b, c, d, e, f, h, m, n, q, r, s, t, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -181,8 +184,24 @@ case "$stage" in
     ;;
   t)
     single_and_eval "${LIMIT_SINGLE:-400}" baseline,ultralytics-ort,optimized,ort-cuda,null "${LIMIT_EVAL:-110}"
+    [ "${AB:-1}" = 0 ] && exit 0
     step rspin-0 "${LIMIT_AB:-90}" "${rt[@]}" bench --engines baseline,null --frames "${AB_FRAMES:-512}" --min-duration 6 \
       --set bench.max_duration_s=10 --set engine.receive_spin_us=0 --out "$res/rspin-0" "${at[@]}"
+    pack
+    exit 0
+    ;;
+  h)
+    step handover-probe "${LIMIT_PROBE:-150}" python3 scripts/handover_probe.py --seconds "${PROBE_S:-3}" --out "$res/probe.json"
+    cat "$res/handover-probe.log"
+    ;;
+  n)  # stage m in the other order: the offline sweep compiles every batch size (cold), so the
+      # multi-stream capacity after it finds them in the Inductor cache
+    step offline "${LIMIT_OFFLINE:-330}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,2,4,8,16,32}" \
+      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
+    pack
+    step multi-stream "${LIMIT_MULTI:-240}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
+      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
+      --out "$res/multi-stream" "${at[@]}"
     pack
     exit 0
     ;;

@@ -88,6 +88,31 @@ def test_a_receiver_sleeps_until_an_answer_is_due_then_spins_and_still_gets_earl
         box.close()
 
 
+def test_the_receiver_spins_across_the_range_the_recent_answers_came_in(monkeypatch):
+    """Synthetic instants: the window runs from the oldest frame's hand-over + the fastest
+    recent latency − spin to + the slowest + spin; asleep before it (spin_at), none after it."""
+    from rtmon.runner import supervisor
+    from rtmon.runner.supervisor import _InFlight
+
+    runner = _runner("fast", [])
+    spin = 0.0003
+    assert runner._receive_spin(spin) == (0.0, None)  # nothing in flight
+    runner._in_flight[1] = _InFlight(_frames(1)[0], None, 0, 100.0)  # handed over at t = 100 s
+    assert runner._receive_spin(spin) == (spin, None)  # no latency seen yet: spin `spin`, then sleep
+    runner._recent.extend([0.0080, 0.0065, 0.0110, 0.0072])
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.001)
+    spin_s, spin_at = runner._receive_spin(spin)
+    assert spin_at == pytest.approx(100.0065 - spin) and spin_s == pytest.approx(0.0110 - 0.0065 + 2 * spin)
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.009)  # inside: spin from now to the end
+    assert runner._receive_spin(spin)[0] == pytest.approx(100.0110 + spin - 100.009)
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.012)  # past it: asleep
+    assert runner._receive_spin(spin) == (0.0, None)
+    assert runner._receive_spin(0.0) == (0.0, None)  # receive_spin_us = 0: never spin
+    runner._recent.extend([0.001] * supervisor.RECENT)  # only the last RECENT latencies count
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.0)
+    assert runner._receive_spin(spin) == (pytest.approx(2 * spin), pytest.approx(100.001 - spin))
+
+
 def test_the_ring_is_shared_memory_seen_by_another_attachment():
     ring = FrameRing(2, 64 * 48 * 3)
     try:
