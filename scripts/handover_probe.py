@@ -17,7 +17,8 @@ and one that answers at once, once per way of waiting:
   the timer slack, 50 µs by default);
 - `sleep0-slack1`: the same with the receiving thread's timer slack at 1 ns (`PR_SET_TIMERSLACK`);
 - `sched_yield`: `os.sched_yield()` between tries (drops the GIL for a microsecond);
-- `busy`: nothing between tries (the GIL is dropped only when another thread asks for it).
+- `busy`: nothing between tries (the GIL is dropped only when another thread asks for it);
+- `spin-all`: `sched_yield` between tries, and awake for the whole wait, not only its window.
 
 It also times the main process's turnaround: from a frame's hand-over instant (in a closed loop,
 the instant the last answer arrived) to its request record being written, the main process's
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
 from rtmon.engines.base import SyncEngine
 
-WAYS = ("asleep", "sleep0", "sleep0-slack1", "sched_yield", "busy")
+WAYS = ("asleep", "sleep0", "sleep0-slack1", "sched_yield", "busy", "spin-all")
 
 
 class BusyEngine(SyncEngine):
@@ -99,8 +100,11 @@ def _set_way(way: str) -> None:
 
     libc = ctypes.CDLL(None)
     yields = {"sleep0": lambda: time.sleep(0), "sleep0-slack1": lambda: time.sleep(0), "sched_yield": os.sched_yield,
-              "busy": lambda: None, "asleep": lambda: time.sleep(0)}
+              "busy": lambda: None, "asleep": lambda: time.sleep(0), "spin-all": os.sched_yield}
     mailbox.let_others_run = yields[way]
+    window = supervisor.EngineRunner.__dict__.get("_receive_spin_original") or supervisor.EngineRunner._receive_spin
+    supervisor.EngineRunner._receive_spin_original = window
+    supervisor.EngineRunner._receive_spin = (lambda self, spin: (_CHECK_S, time.perf_counter())) if way == "spin-all" else window
     receive = supervisor.EngineRunner.__dict__.get("_receive_original") or supervisor.EngineRunner._receive
     supervisor.EngineRunner._receive_original = receive
     slack = 1 if way == "sleep0-slack1" else 50_000
@@ -110,6 +114,9 @@ def _set_way(way: str) -> None:
         return receive(self)
 
     supervisor.EngineRunner._receive = _receive
+
+
+_CHECK_S = 0.05
 
 
 def _neighbour(stop: threading.Event, late: list[float], every_s: float = 0.002) -> None:

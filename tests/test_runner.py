@@ -53,7 +53,7 @@ def test_a_hand_over_is_a_small_fixed_size_record_not_a_pickle():
         assert record[:8] == (0, 7, 1, 5, 2, 720, 1280, 3) and record[8:10] == (1.5, 2.5)
         other.requests.release()
         rows = np.array([[1, 2, 3, 4, 0.9, 1]], np.float32)
-        other.put_result(7, 3.0, 4.0, (0.1, 0.2, 0.3), rows)
+        other.put_result(7, 3.0, 4.0, (0.1, 0.2, 0.3), rows[:, :4], rows[:, 4], rows[:, 5])
         record, got = box.take_result(1.0)
         assert record == (7, 3.0, 4.0, pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3), 1)
         np.testing.assert_array_equal(got, rows)
@@ -70,7 +70,7 @@ def test_a_receiver_sleeps_until_an_answer_is_due_then_spins_and_still_gets_earl
         rows = np.zeros((0, 6), np.float32)
 
         def answer_after(delay: float, ticket: int) -> threading.Thread:
-            thread = threading.Thread(target=lambda: (time.sleep(delay), other.put_result(ticket, 0.0, 0.0, (0, 0, 0), rows)))
+            thread = threading.Thread(target=lambda: (time.sleep(delay), other.put_result(ticket, 0.0, 0.0, (0, 0, 0), rows[:, :4], rows[:, 4], rows[:, 5])))
             thread.start()
             return thread
 

@@ -449,9 +449,11 @@ class EngineRunner:
                 got = mailbox.take_result(_CHECK_S, *self._receive_spin(spin))
                 if got is not None:
                     arrived = [self._arrived(*got)]
+                    self._pump(arrived[0][-1])  # the next frames go before anything else is done
                     while (more := mailbox.take_result(0.0)) is not None:
                         arrived.append(self._arrived(*more))
-                    self._pump(arrived[-1][-1])  # the next frames go before anything else is done
+                    if len(arrived) > 1:
+                        self._pump(arrived[-1][-1])
                     for item in arrived:
                         self._deliver(*item)
                     self._end_if_drained()
