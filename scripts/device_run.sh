@@ -20,7 +20,8 @@
 #                                  # without and with the main process's spin around a due answer (receive_spin_us)
 #   bash scripts/device_run.sh t   # the yardstick issue's single-stream report (baseline, ultralytics-ort, optimized,
 #                                  # ort-cuda, null) at the defaults, eval parity, then the same baseline + null
-#                                  # without the main process's spin around a due answer (receive_spin_us = 0)
+#                                  # with engine.receive_spin_us = AB_SPIN (default 0: never spin; larger than the
+#                                  # latency: awake for the whole wait)
 #                                  # (AB=0: not the latter)
 #   bash scripts/device_run.sh h   # how the main process should wait for an answer: scripts/handover_probe.py
 #   bash scripts/device_run.sh n   # stage m in the other order (offline first: it compiles; multi-stream then warm)
@@ -69,6 +70,7 @@ single_and_eval() {  # single_and_eval LIMIT ENGINES EVAL_LIMIT: single-stream (
   step single-stream "${LIMIT_SINGLE:-$1}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-$2}" \
     --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
   pack
+  [ "${EVAL:-1}" = 0 ] && return 0
   step eval "${LIMIT_EVAL:-$3}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
     --out "$res/eval" "${at[@]}"
   pack
@@ -185,13 +187,14 @@ case "$stage" in
   t)
     single_and_eval "${LIMIT_SINGLE:-400}" baseline,ultralytics-ort,optimized,ort-cuda,null "${LIMIT_EVAL:-110}"
     [ "${AB:-1}" = 0 ] && exit 0
-    step rspin-0 "${LIMIT_AB:-90}" "${rt[@]}" bench --engines baseline,null --frames "${AB_FRAMES:-512}" --min-duration 6 \
-      --set bench.max_duration_s=10 --set engine.receive_spin_us=0 --out "$res/rspin-0" "${at[@]}"
+    step "rspin-${AB_SPIN:-0}" "${LIMIT_AB:-90}" "${rt[@]}" bench --engines baseline,null --frames "${AB_FRAMES:-512}" \
+      --min-duration 6 --set bench.max_duration_s=10 --set engine.receive_spin_us="${AB_SPIN:-0}" --out "$res/rspin-${AB_SPIN:-0}" "${at[@]}"
     pack
     exit 0
     ;;
   h)
-    step handover-probe "${LIMIT_PROBE:-150}" python3 scripts/handover_probe.py --seconds "${PROBE_S:-3}" --out "$res/probe.json"
+    step handover-probe "${LIMIT_PROBE:-150}" python3 scripts/handover_probe.py --seconds "${PROBE_S:-3}" --ways "${PROBE_WAYS:-asleep,sleep0,sleep0-slack1,sched_yield,busy,spin-all}" \
+      --engines "${PROBE_ENGINES:-busy-8ms,sleep-8ms,instant}" --out "$res/probe.json"
     cat "$res/handover-probe.log"
     ;;
   n)  # stage m in the other order: the offline sweep compiles every batch size (cold), so the

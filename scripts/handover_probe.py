@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rtmon.core import Detections, EngineInfo, Frame, Result, StageTimes
 from rtmon.engines.base import SyncEngine
 
+ENGINES = ("busy-8ms", "sleep-8ms", "instant")
 WAYS = ("asleep", "sleep0", "sleep0-slack1", "sched_yield", "busy", "spin-all")
 
 
@@ -182,13 +183,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per way and engine (default 6)")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)}")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here too")
     args = parser.parse_args()
     ways = [w for w in args.ways.split(",") if w]
     if bad := [w for w in ways if w not in WAYS]:
         parser.exit(2, f"error: unknown way: {', '.join(bad)} (choose from {', '.join(WAYS)})\n")
+    engines = [e for e in args.engines.split(",") if e]
+    if bad := [e for e in engines if e not in ENGINES]:
+        parser.exit(2, f"error: unknown engine: {', '.join(bad)} (choose from {', '.join(ENGINES)})\n")
     rows = []
-    for engine in ("busy-8ms", "sleep-8ms", "instant"):
+    for engine in engines:
         for way in ways:
             row = run_one(engine, way, args.seconds)
             rows.append(row)
