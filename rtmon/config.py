@@ -70,11 +70,11 @@ class EngineSettings(_Section):
     spin_us: float = Field(500.0, ge=0, le=1_000_000, description="an engine process that answered a frame spins "
                            "this long for the next one before it sleeps (no kernel wake-up when frames follow "
                            "closely; 0: sleep at once)")
-    receive_spin_us: float = Field(300.0, ge=0, le=1_000_000, description="the main process sleeps until a result is "
-                                   "due (the engine's recent latency) and spins around that instant, at least this "
-                                   "long on either side (three times the latency's recent deviation when larger, at "
-                                   "most a quarter of the latency), so the answer does not wait for a kernel wake-up "
-                                   "(on a virtual machine a wake-up costs 0.1-0.3 ms); 0 = never spin")
+    receive_spin_us: float = Field(300.0, ge=0, le=1_000_000, description="the main process sleeps until the fastest "
+                                   "of its engine's recent answers is due, less this margin, then spins (yielding "
+                                   "between tries) until the answer comes or the slowest recent one is this long "
+                                   "past, so the answer does not wait for a kernel wake-up (on a virtual machine a "
+                                   "wake-up costs 0.1-0.3 ms); 0 = never spin")
     precision: Literal["fp16", "int8"] = Field(
         "fp16", description="trt: fp16 plan, or int8 from the calibrated Q/DQ ONNX of [int8] (explicit quantization)")
 

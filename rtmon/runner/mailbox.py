@@ -13,9 +13,10 @@ every architecture, and `sem_post` makes a system call only when the other side 
 `sem_wait`. A consumer that expects a record soon spins on `sem_trywait` for a bounded time
 (`spin_s`) before it sleeps, so it is awake when the record comes and neither side pays a
 kernel wake-up (measured per machine in `rtmon bench --engines null`). The main process, which
-waits a whole frame's time for each result, sleeps until shortly before the result is expected
-(`spin_at`, from the engine's recent latency) and spins only around that instant: a process
-woken after a long sleep pays more than one woken after a short one.
+waits a whole frame's time for each result, sleeps until the fastest recent answer is due
+(`spin_at`, from the engine's recent latencies) and spins from then, yielding the GIL between
+tries (`let_others_run`): a process woken after a long sleep pays more than one woken after a
+short one (`scripts/handover_probe.py` measures the ways).
 
 Boxes come back as (max_det, 6) float32 rows (x1 y1 x2 y2 score class) beside each result
 record; an engine never returns more than `max_det` boxes (NMS keeps at most that many).
