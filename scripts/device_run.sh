@@ -75,6 +75,17 @@ single_and_eval() {  # single_and_eval LIMIT ENGINES EVAL_LIMIT: single-stream (
     --out "$res/eval" "${at[@]}"
   pack
 }
+optimized_offline() {  # optimized_offline LIMIT [BATCHES]: the offline sweep of `optimized`, packed after
+  step offline "${LIMIT_OFFLINE:-$1}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-${2:-1,2,4,8,16,32}}" \
+    --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
+  pack
+}
+optimized_multi() {  # optimized_multi LIMIT: the multi-stream capacity of `optimized` (up to 256 cameras), packed after
+  step multi-stream "${LIMIT_MULTI:-$1}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
+    --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
+    --out "$res/multi-stream" "${at[@]}"
+  pack
+}
 frames() {  # frames VIDEO PREFIX: three PNG frames of a recording (start, middle, end)
   python3 - "$1" "$2" <<'PY'
 import sys
@@ -137,13 +148,8 @@ case "$stage" in
     ;;
   y)
     single_and_eval 330 baseline,optimized,torch-graph,null 150
-    step offline "${LIMIT_OFFLINE:-400}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,4,8,16,32}" \
-      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
-    pack
-    step multi-stream "${LIMIT_MULTI:-300}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
-      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
-      --out "$res/multi-stream" "${at[@]}"
-    pack
+    optimized_offline 400 1,4,8,16,32
+    optimized_multi 300
     exit 0
     ;;
   z)  # the yardstick call: doctor, where the baseline's time goes (py-spy over the bench and its
@@ -199,23 +205,13 @@ case "$stage" in
     ;;
   n)  # stage m in the other order: the offline sweep compiles every batch size (cold), so the
       # multi-stream capacity after it finds them in the Inductor cache
-    step offline "${LIMIT_OFFLINE:-330}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,2,4,8,16,32}" \
-      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
-    pack
-    step multi-stream "${LIMIT_MULTI:-240}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
-      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
-      --out "$res/multi-stream" "${at[@]}"
-    pack
+    optimized_offline 330
+    optimized_multi 240
     exit 0
     ;;
   m)
-    step multi-stream "${LIMIT_MULTI:-330}" "${rt[@]}" bench --scenario multi-stream --engines optimized --camera-fps "$CAMERA_FPS" \
-      --set engine.max_batch=32 --set bench.trial_s="${TRIAL_S:-4}" --set bench.trial_warmup_s=1 --max-streams 256 \
-      --out "$res/multi-stream" "${at[@]}"
-    pack
-    step offline "${LIMIT_OFFLINE:-200}" "${rt[@]}" bench --scenario offline --engines optimized --batches "${BATCHES:-1,2,4,8,16,32}" \
-      --frames "${OFFLINE_FRAMES:-512}" --no-reference --out "$res/offline" "${at[@]}"
-    pack
+    optimized_multi 330
+    optimized_offline 200
     exit 0
     ;;
   s)  # the soak: 2 × SOAK_MIN minutes (record baseline + optimized, then 16 streams on optimized)
