@@ -18,6 +18,7 @@ from rtmon import __version__
 from rtmon.config import Settings, load_settings, parse_set_options
 from rtmon.errors import UserError
 from rtmon.preparation import engine_streams, prepare
+from rtmon.processes import cap_malloc_arenas
 
 app = typer.Typer(
     add_completion=False,
@@ -419,6 +420,7 @@ def watch(
 
 
 def main(argv: list[str] | None = None) -> int:
+    cap_malloc_arenas()  # first, before any thread is started
     _setup_logging()
     try:
         code = app(args=argv, prog_name="rtmon", standalone_mode=False)

@@ -21,8 +21,11 @@ graph(s). The engine builds plans only for the sizes the run uses (`prepare`), b
 frame. Graph memory comes from pools: at batch 1 each lane has its own pool and stream, so two
 frames in flight overlap on the GPU (a batch-1 graph leaves most of it idle); from batch 2 up
 one micro-batch fills the GPU, so every larger plan replays on one stream, one after another,
-and they all share one pool — the memory of the largest, not the sum. NVML's figure before and
-after each plan is in the engine's notes.
+and they all share one pool — the memory of the largest, not the sum (the largest is captured
+first, so the smaller ones fit in the blocks it freed). A lane's plans of every size share one set
+of static buffers (the frames, the head output, the boxes on the host), sized for the largest
+batch: a lane has one micro-batch in flight at a time. NVML's figure before and after each plan,
+and the allocator's reserved memory at each step of loading, are in the engine's notes.
 
 Frames already on the device (NVDEC) are copied device to device. Frames in host memory the
 runner has page-locked for the GPU (its shared-memory ring, `register_host_memory`) are uploaded
@@ -171,7 +174,8 @@ class GpuEngine:
         self._copier: ThreadPoolExecutor | None = None
         self._next_lane = 0
         self._registered: list[tuple[int, int]] = []  # page-locked host ranges (address, size)
-        self._memory_steps: list[tuple[str, float | None]] = []
+        self._memory_steps: list[tuple[str, float | None, float]] = []
+        self._lane_buffers: dict[tuple[int, int, int], dict[str, torch.Tensor]] = {}
         self.stage_times = settings.engine.stage_times  # CUDA events per stage, or only the frame's end
         self.overflows = 0  # frames the graph's NMS could not decide (redone on the device NMS)
         self.info = EngineInfo(name, self.backend, self.precision, "cuda", self._imgsz)
@@ -245,10 +249,14 @@ class GpuEngine:
             self._lane_pools = [None] * self.lanes
         self._shared_pool = torch.cuda.graph_pool_handle()
         h, w = self._frame_shape[:2]
-        for size in self._sizes:
-            frames = warmup_frames((w, h), count=size)
+        # The largest plan first: the smaller ones' captures then fit in the blocks it freed in
+        # the shared pool (built smallest first, each larger one needed new segments: the pool
+        # grew to about the sum of the plans, H200 2026-12-03).
+        for size in sorted(self._sizes, reverse=True):
             for lane in range(self.lanes if self.uses_plans else 0):
                 self._plan(lane, size, self._frame_shape)
+        for size in self._sizes:
+            frames = warmup_frames((w, h), count=size)
             for _ in range(2):  # every lane, back to back
                 tickets = [self.submit(frames) for _ in range(self.lanes)]
                 for ticket in tickets:
@@ -258,8 +266,8 @@ class GpuEngine:
         if self._plans:
             plans = ", ".join(f"batch {p.batch} lane {p.lane} +{fmt_mib(p.added_mib)}" for p in self._plans.values())
             self.note(f"plans built (NVML before → after each): {plans}")
-        self.note("GPU memory while loading (NVML, this process): "
-                  + ", ".join(f"{step} {fmt_mib(mib)}" for step, mib in self._memory_steps))
+        self.note("GPU memory while loading (NVML, this process; in brackets PyTorch's allocator reserved): "
+                  + ", ".join(f"{step} {fmt_mib(mib)} ({fmt_mib(reserved)})" for step, mib, reserved in self._memory_steps))
         self.note("stages: preprocess = the frame's upload; inference = the graph(s): letterbox, network, NMS, "
                   "boxes copied back; postprocess = boxes to Detections on the host")
         self.info = EngineInfo(
@@ -268,7 +276,8 @@ class GpuEngine:
         )
 
     def _measure(self, step: str) -> None:
-        self._memory_steps.append((step, self._process_mib()))
+        mib = self._process_mib()
+        self._memory_steps.append((step, mib, torch.cuda.memory_reserved(self._device) / 2**20))
 
     def _process_mib(self) -> float | None:
         """This process's GPU memory (NVML), once the device is idle."""
@@ -335,6 +344,7 @@ class GpuEngine:
         if self._stream is not None:
             torch.cuda.synchronize(self._device)  # nothing in flight reads what is freed below
         self._plans.clear()
+        self._lane_buffers.clear()
         self._release()
         self._runners.clear()
         if self._copier is not None:
@@ -358,7 +368,9 @@ class GpuEngine:
         staged = [i for i, f in enumerate(frames) if not _on_device(f.image) and not self._registered_image(f.image)]
         if staged:
             if plan.src_host is None:
-                plan.src_host = torch.empty(plan.src.shape, dtype=torch.uint8, pin_memory=True)
+                h, w = plan.src.shape[1:3]
+                plan.src_host = self._lane_buffer(plan.lane, h, w, "staging", (h, w, 3), torch.uint8,
+                                                  pinned=True)[:plan.batch]
             images = [np.asarray(frames[i].image) for i in staged]
             targets = [plan.src_host[i].numpy() for i in staged]
             if len(staged) > 1:  # NumPy copies without the GIL: spread a batch over threads
@@ -425,11 +437,29 @@ class GpuEngine:
             self._plans[key] = plan
         return self._plans[key]
 
+    def _lane_buffer(self, lane: int, h: int, w: int, name: str, row_shape: tuple[int, ...], dtype: torch.dtype,
+                     pinned: bool = False, fill: int | None = None) -> torch.Tensor:
+        """The lane's buffer `name` for frames of h × w: rows for the largest prepared batch,
+        shared by the lane's plans of every size (a plan takes the first `batch` rows). A lane
+        has one micro-batch in flight at a time, so its plans never use it at once; one buffer
+        per lane instead of one per plan halves what the static inputs and outputs cost."""
+        key = (lane, h, w)
+        buffers = self._lane_buffers.setdefault(key, {})
+        if name not in buffers:
+            shape = (self.max_batch, *row_shape)
+            if pinned:
+                buffers[name] = torch.zeros(shape, dtype=dtype, pin_memory=True)
+            elif fill is not None:
+                buffers[name] = torch.full(shape, fill, dtype=dtype, device=self._device)
+            else:
+                buffers[name] = torch.empty(shape, dtype=dtype, device=self._device)
+        return buffers[name]
+
     def _make_plan(self, lane: int, batch: int, h: int, w: int) -> Plan:
-        device, th = self._device, self._thresholds
+        th = self._thresholds
         box = Letterbox.fit(w, h, self._imgsz)
-        src = torch.full((batch, h, w, 3), 114, dtype=torch.uint8, device=device)
-        out_host = torch.zeros((batch, th.max_det + 1, 6), dtype=torch.float32, pin_memory=True)
+        src = self._lane_buffer(lane, h, w, "src", (h, w, 3), torch.uint8, fill=114)[:batch]
+        out_host = self._lane_buffer(lane, h, w, "boxes", (th.max_det + 1, 6), torch.float32, pinned=True)[:batch]
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         forward = self._capturable_forward()
         if batch == 1 and forward is not None:
@@ -440,15 +470,19 @@ class GpuEngine:
         def boxes_back(pred: torch.Tensor) -> None:
             out_host.copy_(fixed_shape_nms(pred, box, th, CANDIDATES), non_blocking=True)
 
+        def held_like(pred: torch.Tensor) -> torch.Tensor:
+            """The lane's copy of the head output (for the fallback NMS), outside every pool: a
+            later capture's intermediates may not land on it (graphs sharing a pool only keep
+            what is alive). Made at the first warm-up run, before capture: the plain allocator."""
+            return self._lane_buffer(lane, h, w, "pred", tuple(pred.shape[1:]), pred.dtype)[:batch]
+
         if forward is not None:
-            # The head output the fallback NMS reads lives outside the pool: a later capture's
-            # intermediates may not land on it (graphs sharing a pool only keep what is alive).
             held: dict[str, torch.Tensor] = {}
 
             def whole() -> None:
                 pred = forward(letterbox_batch(src, self._imgsz, self.input_dtype))
-                if "pred" not in held:  # the first warm-up run, before capture: the plain allocator
-                    held["pred"] = torch.empty_like(pred)
+                if "pred" not in held:
+                    held["pred"] = held_like(pred)
                 held["pred"].copy_(pred)
                 boxes_back(held["pred"])
 
@@ -458,7 +492,9 @@ class GpuEngine:
             run = self.runner(batch)
             pre_graph, x = capture(lambda: letterbox_batch(src, self._imgsz, self.input_dtype), stream, pool)
             with torch.cuda.stream(stream):
-                pred = run(x).clone()
+                first = run(x)
+                pred = held_like(first)
+                pred.copy_(first)
             post_graph, _ = capture(lambda: boxes_back(pred), stream, pool)
 
             def launch() -> None:
