@@ -26,6 +26,8 @@
 #   bash scripts/device_run.sh h   # how the main process should wait for an answer: scripts/handover_probe.py
 #   bash scripts/device_run.sh n   # stage m in the other order (offline first: it compiles; multi-stream then warm)
 #   bash scripts/device_run.sh g   # GPU tests of the plans' shared buffers, then stage n
+#   bash scripts/device_run.sh k   # GPU tests of the plans' buffers, then the offline sweep (cold compile)
+#   bash scripts/device_run.sh w   # multi-stream capacity, then the yardstick issue's single-stream (+ null), no eval
 #   bash scripts/device_run.sh m   # multi-stream capacity (with CPU and NVDEC decode rows, NVDEC where
 #                                  # PyNvVideoCodec is carried), then the offline sweep 1-32 (warm Inductor cache)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
@@ -43,7 +45,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, g, h, m, n, q, r, s, t, x, y or z}
+stage=${1:?a, b, c, d, e, f, g, h, k, m, n, q, r, s, t, w, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -217,6 +219,19 @@ case "$stage" in
     pack
     optimized_offline 300
     optimized_multi 200
+    exit 0
+    ;;
+  k)  # the plans' buffers on the GPU (stream/batch agreement, the overflow fallback,
+      # the page-locked ring), then the offline sweep (cold: it compiles every batch size)
+    step pytest-gpu "${LIMIT_PYTEST:-150}" python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
+      -k "${PYTEST_K:-(stream_and_batch and (torch-graph] or ort-cuda)) or overflow or page_locked}"
+    pack
+    optimized_offline 400
+    exit 0
+    ;;
+  w)  # multi-stream capacity (warm Inductor cache), then the yardstick issue's single-stream (no eval)
+    optimized_multi 240
+    EVAL=0 single_and_eval 300 "baseline,ultralytics-ort,optimized,ort-cuda,null" 0
     exit 0
     ;;
   m)

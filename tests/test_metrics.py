@@ -167,15 +167,50 @@ def test_the_yardstick_pairs_each_engine_segment_with_the_reference_segments_aro
 
     # The machine slows down during the run; the engine is always 2% behind the script beside it.
     ref = {"name": "plain", "for": "torch-fp32", "fps": 100.0, "latency_ms": {"p50": 10.0},
-           "runs": [{"fps": 120.0}, {"fps": 100.0}, {"fps": 80.0}, {"fps": 60.0}]}
+           "runs": [{"fps": f, "p50_ms": 1e3 / f} for f in (120.0, 100.0, 80.0, 60.0)]}
     engine = {"name": "torch-fp32", "fps": 98.0, "latency_ms": {"p50": 10.2},
-              "segments": [{"fps": 0.98 * 110}, {"fps": 0.98 * 90}, {"fps": 0.98 * 70}]}
+              "segments": [{"fps": 0.98 * f, "p50_ms": 1e3 / (0.98 * f)} for f in (110.0, 90.0, 70.0)]}
     paired = rounds(engine, ref)
     assert [r["reference_fps"] for r in paired] == [110.0, 90.0, 70.0]
     assert [r["fps_ratio"] for r in paired] == pytest.approx([0.98, 0.98, 0.98])
+    assert [r["reference_p50_ms"] for r in paired] == pytest.approx([(1e3 / a + 1e3 / b) / 2 for a, b in
+                                                                     ((120, 100), (100, 80), (80, 60))])
     check = yardstick([engine], [ref], "single-stream")["baseline_vs_reference"]
-    assert check["pass"] and check["rounds"] == paired
+    assert check["pass"] and check["rounds"] == paired and check["judged_on"] == "rounds"
+    assert check["paired"]["fps_ratio"] == pytest.approx(0.98) and check["paired"]["rounds"] == 3
+    assert check["paired"]["fps_ci95"] == pytest.approx([0.98, 0.98])  # the same ratio every round: no doubt
+    assert check["paired"]["decides"] == {"fps": "within", "p50": "within"}
     assert rounds({"segments": [{"fps": 1.0}]}, {"runs": [{"fps": 1.0}]}) == []  # not alternated: no pairs
+
+
+def test_the_yardstick_is_judged_on_the_rounds_not_on_frames_pooled_from_a_drifting_machine():
+    """A machine fast for the script's long segments and slow for the engine's: the whole run's
+    ratios say 'slower', every round says 'the same' — and the other way round: an engine 5%
+    behind in every round fails even when the pooled figures happen to agree."""
+    from rtmon.bench.reference import yardstick
+
+    ref = {"name": "plain", "for": "torch-fp32", "fps": 120.0, "latency_ms": {"p50": 8.0},
+           "runs": [{"fps": 100.0, "p50_ms": 10.0}] * 4}
+    same = {"name": "torch-fp32", "fps": 100.0, "latency_ms": {"p50": 10.0},
+            "segments": [{"fps": 100.0, "p50_ms": 10.0}] * 3}
+    check = yardstick([same], [ref], "single-stream")["baseline_vs_reference"]
+    assert abs(check["fps_ratio"] - 1) > 0.03 and check["pass"]
+    behind = dict(same, fps=120.0, latency_ms={"p50": 8.0}, segments=[{"fps": 95.0, "p50_ms": 10.5}] * 3)
+    check = yardstick([behind], [ref], "single-stream")["baseline_vs_reference"]
+    assert check["fps_ratio"] == pytest.approx(1.0) and not check["pass"]
+    from rtmon.bench.report import warnings
+
+    # Rounds that scatter ±20% around 1: the median passes, its interval says the machine cannot tell.
+    noisy = dict(same, segments=[{"fps": f, "p50_ms": 1e3 / f} for f in (80.0, 120.0, 100.0, 85.0, 115.0)])
+    ref5 = dict(ref, runs=[{"fps": 100.0, "p50_ms": 10.0}] * 6)
+    yard = yardstick([noisy], [ref5], "single-stream")
+    lo, hi = yard["baseline_vs_reference"]["paired"]["fps_ci95"]
+    assert yard["pass"] and lo < 0.97 and hi > 1.03 and yard["baseline_vs_reference"]["paired"]["decides"]["fps"] is None
+    said = warnings({"engines": [noisy], "reference": [], "yardstick": yard, "scenario": "offline"})
+    assert any("not decisive" in w for w in said)  # its interval straddles 3%
+    lone = dict(same, segments=[])  # not alternated: the whole run decides
+    check = yardstick([lone], [ref], "single-stream")["baseline_vs_reference"]
+    assert check["judged_on"] == "whole run" and check["paired"] is None and not check["pass"]
 
 
 def test_bench_json_keeps_at_most_20000_latencies_evenly_spaced():
