@@ -186,6 +186,9 @@ def plot(report: dict, path: Path) -> None:
             drops.plot(t, [r["dropped"] for r in rows], label=name)
         rss.set_title(f"{phase['phase']}: resident memory (MiB)")
         gpu.set_title("GPU memory per engine process (MiB, NVML)")
+        if not any(s["engines"][name]["gpu_mib"] is not None for s in phase["samples"] for name in phase["engines"]):
+            gpu.text(0.5, 0.5, "no GPU reading: not measured", ha="center", va="center", transform=gpu.transAxes)
+            gpu.set_yticks([])
         drops.set_title("frames dropped so far")
         drops.set_xlabel("minutes")
         for ax in (rss, gpu, drops):
