@@ -44,12 +44,24 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def _report(path: Path) -> dict:
+    """A report file rtmon wrote (JSON), or a one-line error naming it."""
+    try:
+        return json.loads((ROOT / path).read_text())
+    except OSError as e:
+        fail(f"{path}: {e.strerror or e}")
+    except json.JSONDecodeError as e:
+        fail(f"{path} is not a JSON report ({e.msg}, line {e.lineno})")
+
+
 def _link(doc: Path, target: Path) -> str:
     return os.path.relpath(ROOT / target, (ROOT / doc).parent)
 
 
 def table(path: Path, heading: str, nth: int = 1) -> list[str]:
     """The `nth` markdown table under `heading` (before the next heading) in `path`."""
+    if not (ROOT / path).is_file():
+        fail(f"{path}: no such report")
     lines = (ROOT / path).read_text().splitlines()
     try:
         start = lines.index(heading)
@@ -77,23 +89,23 @@ def render(doc: Path, spec: str) -> str:
         body, sources = table(Path(path), heading, int(nth[0]) if nth else 1), [Path(path)]
     elif kind == "int8":
         sources = [Path(p) for p in rest.split()]
-        bench, evaluation = (json.loads((ROOT / source).read_text()) for source in sources)
+        bench, evaluation = (_report(source) for source in sources)
         body = int8_rung(bench, evaluation).splitlines()
     elif kind == "ladder":
         sources = [Path(p) for p in rest.split()]
         body = []
         for source in sources:
-            body += [ladder(json.loads((ROOT / source).read_text())), ""]
+            body += [ladder(_report(source)), ""]
         body = "\n".join(body).rstrip().splitlines()
     elif kind == "eval":
         sources = [Path(p) for p in rest.split()]
-        reports = [json.loads((ROOT / source).read_text()) for source in sources]
+        reports = [_report(source) for source in sources]
         head = "; ".join(f"{r['device']['gpu'] or 'CPU'}, {r['created'][:10]}, {r['frames']} labeled frames of "
                          f"`{r['source']['uri']}`" for r in reports)
         body = [f"{head}, engines at conf {reports[0]['conf']:g}:", "", *accuracy(reports).splitlines()]
     elif kind == "yardstick":
         sources = [Path(p) for p in rest.split()]
-        body = yardstick_rounds([(s.parent.parent.name, json.loads((ROOT / s).read_text())) for s in sources]).splitlines()
+        body = yardstick_rounds([(s.parent.parent.name, _report(s)) for s in sources]).splitlines()
     else:
         fail(f"{doc}: unknown generated block kind {kind!r} (table, ladder, eval, int8, yardstick)")
     links = ", ".join(f"[{s.parent.name}/{s.name}]({_link(doc, s)})" for s in sources)

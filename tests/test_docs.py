@@ -39,3 +39,21 @@ def test_an_edited_figure_is_caught(tmp_path):
     assert body == docs_tables.render(doc, match.group("spec"))
     edited = body.replace("|", "| 1", 1)
     assert edited != docs_tables.render(doc, match.group("spec"))
+
+
+def test_a_marker_naming_a_missing_or_broken_report_is_one_line_and_exit_2(capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_tables
+    finally:
+        sys.path.pop(0)
+    for spec in ("yardstick docs/benchmarks/none/single-stream/bench.json", "eval README.md",
+                 "table docs/benchmarks/none/bench.md | ## Anything"):
+        try:
+            docs_tables.render(Path("README.md"), spec)
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"{spec}: no error")
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
