@@ -89,6 +89,11 @@ optimized_multi() {  # optimized_multi LIMIT: the multi-stream capacity of `opti
     --out "$res/multi-stream" "${at[@]}"
   pack
 }
+plan_tests() {  # GPU tests of the plans' buffers: stream/batch agreement, the NMS overflow fallback, the page-locked ring
+  step pytest-gpu "${LIMIT_PYTEST:-150}" python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
+    -k "${PYTEST_K:-(stream_and_batch and (torch-graph] or ort-cuda)) or overflow or page_locked}"
+  pack
+}
 frames() {  # frames VIDEO PREFIX: three PNG frames of a recording (start, middle, end)
   python3 - "$1" "$2" <<'PY'
 import sys
@@ -214,18 +219,14 @@ case "$stage" in
     ;;
   g)  # the plans' shared lane buffers on the GPU (stream/batch agreement, the overflow fallback),
       # then stage n
-    step pytest-gpu "${LIMIT_PYTEST:-150}" python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
-      -k "${PYTEST_K:-(stream_and_batch and (torch-graph] or ort-cuda)) or overflow or page_locked}"
-    pack
+    plan_tests
     optimized_offline 300
     optimized_multi 200
     exit 0
     ;;
   k)  # the plans' buffers on the GPU (stream/batch agreement, the overflow fallback,
       # the page-locked ring), then the offline sweep (cold: it compiles every batch size)
-    step pytest-gpu "${LIMIT_PYTEST:-150}" python3 -X faulthandler -m pytest -m gpu -p no:cacheprovider -q -s tests/test_engines_gpu.py \
-      -k "${PYTEST_K:-(stream_and_batch and (torch-graph] or ort-cuda)) or overflow or page_locked}"
-    pack
+    plan_tests
     optimized_offline 400
     exit 0
     ;;

@@ -104,7 +104,7 @@ def yardstick_rounds(reports: list[tuple[str, dict]]) -> str:
     the medians of the round-by-round ratios, with their 95% intervals and what each interval
     decides), beside what the report said when it was made: the same measured segments, read again."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rtmon.bench.reference import decided, yardstick
+    from rtmon.bench.reference import yardstick
 
     lines = ["| report | engine | rounds | FPS ratio, whole run | P50 ratio, whole run | FPS ratio, median of rounds "
              "(95% interval) | P50 ratio, median of rounds (95% interval) | by rounds | as the report said |",
@@ -113,19 +113,23 @@ def yardstick_rounds(reports: list[tuple[str, dict]]) -> str:
         said = {c["engine"]: c["pass"] for c in (report.get("yardstick") or {}).get("checks", [])}
         for c in yardstick(report["engines"], report.get("reference") or [], report["scenario"])["checks"]:
             pairs = c["paired"] or {}
-
-            def median(key: str, pairs=pairs) -> str:
-                if not pairs:
-                    return "n/a"
-                lo, hi = pairs[f"{key}_ci95"]
-                says = {"within": "within 3%", "outside": "beyond 3%"}.get(decided([lo, hi]), "undecided")
-                return f"{pairs[f'{key}_ratio']:.3f} ({lo:.3f}–{hi:.3f}: {says})"
-
+            medians = [_median_of_rounds(pairs, key) for key in ("fps", "p50")]
             verdict = ("PASS" if c["pass"] else "FAIL") if pairs else "n/a (not alternated)"
             lines.append(f"| {name} | `{c['engine']}` | {pairs.get('rounds', 0)} | {c['fps_ratio']:.3f} | "
-                         f"{_num(c['p50_ratio'], '.3f')} | {median('fps')} | {median('p50')} | {verdict} | "
+                         f"{_num(c['p50_ratio'], '.3f')} | {medians[0]} | {medians[1]} | {verdict} | "
                          f"{'PASS' if said.get(c['engine']) else 'FAIL'} |")
     return "\n".join(lines)
+
+
+def _median_of_rounds(pairs: dict, key: str) -> str:
+    """`0.994 (0.969–1.026: undecided)`: a round-by-round median, its 95% interval, what it decides."""
+    from rtmon.bench.reference import decided  # on the path once yardstick_rounds has run
+
+    if not pairs:
+        return "n/a"
+    lo, hi = pairs[f"{key}_ci95"]
+    says = {"within": "within 3%", "outside": "beyond 3%"}.get(decided([lo, hi]), "undecided")
+    return f"{pairs[f'{key}_ratio']:.3f} ({lo:.3f}–{hi:.3f}: {says})"
 
 
 def accuracy(evals: list[dict]) -> str:
