@@ -219,6 +219,31 @@ def test_latency_runs_from_the_hand_over_to_the_boxes_in_the_main_process_and_co
         assert r.latency_ms == pytest.approx(engine_ms + r.stages.handover, abs=1e-6)
 
 
+def test_fed_is_set_for_each_feed_only_once_all_it_handed_over_is_delivered():
+    """A benchmark follows one feed after another at once (a segment, a reference, a segment):
+    `fed` for a feed means its every result is delivered — never set by a thread late from the
+    feed before (CI, 2026-12-03: a segment ended at once with no frames) nor before the last
+    result is delivered. Many short feeds back to back on the `null` engine."""
+    from rtmon.bench.harness import Collector
+
+    collector = Collector()
+    settings = load_settings(None, {})
+    runner = EngineRunner(["null"], MODEL, settings, options_for(settings, "single-stream"), on_result=collector)
+    images = _images(4)
+    runner.start(0, preload=images)
+    counts = []
+    try:
+        assert runner.wait_loaded(60), runner.metrics.error
+        for k in range(300):
+            start = collector.count
+            runner.follow(PoolFeed(images, 3 * k, 3, preloaded=True), ends_run=False)
+            assert runner.fed.wait(20)
+            counts.append(collector.count - start)
+    finally:
+        runner.stop()
+    assert counts == [3] * 300
+
+
 def test_closed_loop_fps_times_mean_latency_is_one_on_a_do_nothing_engine():
     """Single-stream: the next frame goes the instant the last boxes arrive, so the run is the
     sum of the latencies and FPS × mean latency = 1 — on the `null` engine, whose latency is

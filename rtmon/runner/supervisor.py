@@ -291,7 +291,7 @@ class EngineRunner:
         """Pull frames from `feed` whenever the engine has room, until the feed ends; then `fed`
         is set once every frame it handed over is answered, and, with `ends_run`, the runner
         becomes ENDED (a benchmark follows one feed after another instead)."""
-        with self._send_lock:
+        with self._send_lock, self._cv:  # `_end_if_drained` sees the old feed or the new one, never a mix
             self._generation += 1
             self._feed, self._feed_ended, self._ends_run = feed, False, ends_run
             self.fed.clear()
@@ -314,7 +314,8 @@ class EngineRunner:
 
     def _pump(self, now: float | None = None) -> None:
         """Hand over what the feed has ready, up to the room the engine has. `now`: the instant
-        the hand-over began (the receiving thread passes the instant the last result arrived)."""
+        the hand-over began (the receiving thread passes the instant the last result arrived, and
+        ends the feed itself once it has delivered those results: `fed` means all are delivered)."""
         feed = self._feed
         if feed is None or self._feed_ended:
             return
@@ -334,17 +335,19 @@ class EngineRunner:
                 for handed in taken:
                     if not self._hand_over(handed, t_handed):
                         return
-        self._end_if_drained()
+        if now is None:
+            self._end_if_drained()
 
     def _end_if_drained(self) -> None:
+        """Set `fed` once the feed has ended and nothing is in flight. The check and the setting are
+        one step under `_cv`, as `follow()`'s reset is: a thread late from the last feed cannot set
+        `fed` for the next one (a benchmark segment that ended at once, with no frames)."""
         with self._cv:
-            drained = self._feed_ended and not self._in_flight
-        if not drained or self.fed.is_set():
-            return
-        if self._ends_run and self.metrics.state == EngineState.RUNNING:
-            self.metrics.set_state(EngineState.ENDED)
-        self.fed.set()
-        with self._cv:
+            if not self._feed_ended or self._in_flight or self.fed.is_set():
+                return
+            if self._ends_run and self.metrics.state == EngineState.RUNNING:
+                self.metrics.set_state(EngineState.ENDED)
+            self.fed.set()
             self._cv.notify_all()
 
     def _hand_over(self, handed: Handed, t_handed: float) -> bool:
