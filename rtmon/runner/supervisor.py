@@ -147,6 +147,7 @@ class EngineRunner:
         self._mailbox: Mailbox | None = None
         self._free: list[int] = []
         self._in_flight: dict[int, _InFlight] = {}  # in hand-over order (tickets increase)
+        self._undelivered = 0  # answers taken off `_in_flight` (room for the next frame) not yet delivered
         self._recent: deque[float] = deque(maxlen=RECENT)  # the last answers' hand-over → boxes (s)
         self._ticket = 0
         self._proc: mp.Process | None = None
@@ -314,8 +315,7 @@ class EngineRunner:
 
     def _pump(self, now: float | None = None) -> None:
         """Hand over what the feed has ready, up to the room the engine has. `now`: the instant
-        the hand-over began (the receiving thread passes the instant the last result arrived, and
-        ends the feed itself once it has delivered those results: `fed` means all are delivered)."""
+        the hand-over began (the receiving thread passes the instant the last result arrived)."""
         feed = self._feed
         if feed is None or self._feed_ended:
             return
@@ -335,15 +335,15 @@ class EngineRunner:
                 for handed in taken:
                     if not self._hand_over(handed, t_handed):
                         return
-        if now is None:
-            self._end_if_drained()
+        self._end_if_drained()
 
     def _end_if_drained(self) -> None:
-        """Set `fed` once the feed has ended and nothing is in flight. The check and the setting are
-        one step under `_cv`, as `follow()`'s reset is: a thread late from the last feed cannot set
-        `fed` for the next one (a benchmark segment that ended at once, with no frames)."""
+        """Set `fed` once the feed has ended and every answer is delivered (not only taken off
+        `_in_flight`: a benchmark reads its results the moment `fed` is set). The check and the
+        setting are one step under `_cv`, as `follow()`'s reset is: a thread late from the last feed
+        cannot set `fed` for the next one (CI: a segment that ended at once, with no frames)."""
         with self._cv:
-            if not self._feed_ended or self._in_flight or self.fed.is_set():
+            if not self._feed_ended or self._in_flight or self._undelivered or self.fed.is_set():
                 return
             if self._ends_run and self.metrics.state == EngineState.RUNNING:
                 self.metrics.set_state(EngineState.ENDED)
@@ -385,12 +385,12 @@ class EngineRunner:
         """Wait until every frame handed over has been answered (or the engine failed)."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while self._in_flight and self.metrics.state == EngineState.RUNNING:
+            while (self._in_flight or self._undelivered) and self.metrics.state == EngineState.RUNNING:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cv.wait(min(left, 0.1))
-            return not self._in_flight
+            return not self._in_flight and not self._undelivered
 
     # -- the engine process -----------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -543,23 +543,31 @@ class EngineRunner:
         t_received = time.perf_counter()
         with self._cv:
             entry = self._in_flight.pop(record[0], None)
-            if entry is not None and entry.slot is not None:
-                self._free.append(entry.slot)
+            if entry is not None:
+                self._undelivered += 1
+                if entry.slot is not None:
+                    self._free.append(entry.slot)
             self._cv.notify_all()
         return record, rows, entry, t_received
 
     def _deliver(self, record: tuple, rows: np.ndarray, entry: _InFlight | None, t_received: float) -> None:
         if entry is None:
             return
-        _ticket, t_start, t_done, pre, inf, post, _count = record
-        handover = ((t_start - entry.t_handed) + (t_received - t_done)) * 1e3
-        self._recent.append(t_received - entry.t_handed)  # when the next answers are due (_receive_spin)
-        result = Result(self.name, entry.frame, Detections.from_array(rows), StageTimes(pre, inf, post, handover),
-                        t_done, t_start, entry.t_handed, t_received)
-        self.metrics.record(result, entry.skipped)
-        self.latest = self.latest_by_stream[result.frame.stream] = result
-        if self.on_result is not None:
-            self.on_result(result, entry.skipped)
+        try:
+            _ticket, t_start, t_done, pre, inf, post, _count = record
+            handover = ((t_start - entry.t_handed) + (t_received - t_done)) * 1e3
+            self._recent.append(t_received - entry.t_handed)  # when the next answers are due (_receive_spin)
+            result = Result(self.name, entry.frame, Detections.from_array(rows),
+                            StageTimes(pre, inf, post, handover), t_done, t_start, entry.t_handed, t_received)
+            self.metrics.record(result, entry.skipped)
+            self.latest = self.latest_by_stream[result.frame.stream] = result
+            if self.on_result is not None:
+                self.on_result(result, entry.skipped)
+        finally:
+            with self._cv:
+                self._undelivered -= 1
+                if not self._undelivered and not self._in_flight:
+                    self._cv.notify_all()  # `drain()`
 
     def _fail(self, error: str) -> None:
         error = " ".join(error.split())[:300]
