@@ -138,7 +138,7 @@ def test_rtmon_bench_publishes_progress_and_results(broker: Broker, tmp_path: Pa
     result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--frames", "12", "--warmup", "2",
                         "--min-duration", "0", "--set", "bench.max_duration_s=3", "--set", "bench.timing_probe=0",
                         "--out", str(tmp_path / "report"), "--mqtt", broker.url, "--set", "mqtt.instance=benchbox",
-                        "--set", "mqtt.rate_hz=10"], rtmon_env)
+                        "--set", "mqtt.rate_hz=10", "--no-reference"], rtmon_env)  # the reference is tested in test_cli
     try:
         if result.returncode == 0:  # its last word, `offline`, may still be on its way to the listener
             eventually(lambda: ("rtmon/benchbox/status", "offline") in seen, 5, what="the final offline")
