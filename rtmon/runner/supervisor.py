@@ -382,7 +382,7 @@ class EngineRunner:
         return True
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every frame handed over has been answered (or the engine failed)."""
+        """Wait until every frame handed over has been answered and delivered (or the engine failed)."""
         deadline = time.monotonic() + timeout
         with self._cv:
             while (self._in_flight or self._undelivered) and self.metrics.state == EngineState.RUNNING:
