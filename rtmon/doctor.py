@@ -4,7 +4,6 @@ as one JSON object for scripts (its shape is in docs/doctor.md)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
 from typing import Any
@@ -16,19 +15,13 @@ from rich.table import Table
 from rtmon import __version__, gpu, readiness
 from rtmon import engines as registry
 from rtmon.formatting import fmt_mib
+from rtmon.provenance import package_versions
 
 SCHEMA = 1
 PACKAGES = ("torch", "torchvision", "triton", "ultralytics", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "tensorrt-rtx-cu13", "pynvvideocodec", "opencv-python-headless", "av", "textual", "aiomqtt",
             "prometheus-client", "nvidia-ml-py")
 _STYLE = {readiness.OK: "green", readiness.FAIL: "bold red", readiness.MISSING: "yellow", readiness.SKIP: "dim"}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _runtime_checks(spec: registry.EngineSpec) -> tuple[str, ...]:
@@ -89,7 +82,7 @@ def collect(progress=lambda name: None) -> dict[str, Any]:
             "cuda_driver": gpu.cuda_driver_version(),
             "memory_total_mib": round(info.memory_total_mib, 1),
         },
-        "packages": {dist: _version(dist) for dist in PACKAGES},
+        "packages": package_versions(PACKAGES),
         "checks": [c.to_dict() for c in checks],
         "tensorrt_fit": _tensorrt_fit(info, checks),
         "ready": readiness.ready(checks),

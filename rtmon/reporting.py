@@ -1,5 +1,6 @@
 """What every report rtmon writes starts with (bench, concurrent, eval, a recording's figures):
-the tool, the time, the machine, the model and the sources, in JSON and in markdown."""
+the tool, the time, the machine, the code that measured, the model and the sources, in JSON and
+in markdown."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psutil
 
 from rtmon import __version__, gpu
 from rtmon.models import ModelRef
+from rtmon.provenance import software, software_line
 from rtmon.sources import SourceSpec
 
 
@@ -30,6 +32,7 @@ def header(model: ModelRef, specs: list[SourceSpec], source: str | None = None) 
             "python": platform.python_version(),
             "load_average_1m": round(psutil.getloadavg()[0], 2),  # other work on the machine, for context
         },
+        "software": software(),
         "model": {"label": model.label, "kind": model.kind, "sha256": model.sha256, "trained": model.trained},
         "source": ({"uri": specs[0].uri, "kind": specs[0].kind, "sources": [s.uri for s in specs]} if specs else
                    {"uri": source or "", "kind": "generated", "sources": [source or ""]}),
@@ -39,12 +42,14 @@ def header(model: ModelRef, specs: list[SourceSpec], source: str | None = None) 
 def header_markdown(report: dict, title: str) -> list[str]:
     dev = report["device"]
     gpu_line = f"{dev['gpu']}, driver {dev['driver']}" if dev.get("gpu") else "none (CPU only)"
+    code = software_line(report.get("software"))  # None in reports made before it was kept
     return [
         f"# {title} — {report['created']}",
         "",
         f"- GPU: {gpu_line}",
         f"- CPU: {dev['cpu']} × {dev['cpu_count']}, Python {dev['python']}"
         + (f", load average {dev['load_average_1m']} when the run began" if dev.get("load_average_1m") is not None else ""),
+        *([code] if code else []),
         f"- model: {report['model']['label']} (sha256 {report['model']['sha256'][:12]})"
         + ("" if report["model"]["trained"] else " — **untrained: speed only, detections meaningless**"),
         f"- source: {', '.join(report['source']['sources'])}",

@@ -37,7 +37,8 @@
 #
 # Expects the wheels rtmon needs on PYTHONPATH (../shared/device/README.md) and the sample clip
 # in .cache/rtmon (carried), so nothing is generated or downloaded there. ENGINES, TIMEOUT and
-# the other variables below override the defaults.
+# the other variables below override the defaults. The copy there has no git history: put
+# RTMON_COMMIT=<the commit> in the call, and every report's `software` block names it.
 #
 # Time it takes (H200, 2026-12-01): a cold Inductor compile of torch-graph-compiled costs 30-60 s
 # per batch size (cached in /tmp/rtmon-engines/inductor for the rest of the call), so a step

@@ -34,6 +34,9 @@ def test_bench_writes_the_four_outputs_with_the_schema(bench_report):
     report = json.loads((out / "bench.json").read_text())
     assert {"device", "model", "source", "frames", "created", "engines", "scenario"} <= report.keys()
     assert report["frames"] == 64 and report["source"]["uri"] == "sample" and report["scenario"] == "single-stream"
+    software = report["software"]  # the code that measured: this checkout's commit, the runtimes' versions
+    assert len(software["commit"]) == 40 and software["packages"]["torch"] and software["packages"]["ultralytics"]
+    assert f"commit {software['commit'][:12]}" in (out / "bench.md").read_text()
     names = [e["name"] for e in report["engines"]]
     assert names == ["torch-fp32", "ort-cpu"]
     for engine in report["engines"]:
