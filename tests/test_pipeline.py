@@ -77,9 +77,11 @@ def test_slow_engine_does_not_hold_back_a_fast_one(tmp_path, clip):
     # What the slow engine's 0.2 s sleep guarantees on any machine, however loaded: at most 5 a second.
     assert 0 < s.fps < 6
     # capacity: frames per busy second (hand-over to boxes back), ~1/delay whatever the source's
-    # rate: the fast engine's (2 ms) far above the 30 fps it is fed, the slow one's at most 1 / 0.2 s
-    assert f.capacity_fps > 2 * f.fps and 0 < s.capacity_fps < 7
-    assert s.busy_pct > 80 and f.busy_pct < 50
+    # rate. The slow one's is at most 1 / 0.2 s, and it is always busy (a newer frame is always
+    # waiting). The fast one (2 ms) is idle between frames fed at 30 fps as long as it answers
+    # within a frame's 33 ms, which even a loaded machine does: its capacity is above its rate.
+    assert 0 < s.capacity_fps < 7 and s.busy_pct > 80
+    assert f.capacity_fps > f.fps and f.busy_pct < 100
 
 
 @pytest.mark.parametrize("bad", ["raise-after-3", "exit-after-3", "segv-after-3", "hang-after-3"])
