@@ -123,12 +123,10 @@ def yardstick_rounds(reports: list[tuple[str, dict]]) -> str:
 
 def _median_of_rounds(pairs: dict, key: str) -> str:
     """`0.994 (0.969–1.026: undecided)`: a round-by-round median, its 95% interval, what it decides."""
-    from rtmon.bench.reference import decided  # on the path once yardstick_rounds has run
-
     if not pairs:
         return "n/a"
     lo, hi = pairs[f"{key}_ci95"]
-    says = {"within": "within 3%", "outside": "beyond 3%"}.get(decided([lo, hi]), "undecided")
+    says = {"within": "within 3%", "outside": "beyond 3%"}.get(pairs["decides"][key], "undecided")
     return f"{pairs[f'{key}_ratio']:.3f} ({lo:.3f}–{hi:.3f}: {says})"
 
 

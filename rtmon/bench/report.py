@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from rtmon.bench import plots
-from rtmon.bench.reference import decided
 from rtmon.core import Role
 from rtmon.formatting import fmt, fmt_mib
 from rtmon.reporting import header_markdown
@@ -57,8 +56,8 @@ def warnings(report: dict) -> list[str]:
             out.append(f"yardstick: {check['engine']} is not ultralytics as users run it: FPS "
                        f"{judged['fps_ratio']:.3f}× and P50 {fmt(judged.get('p50_ratio'), '.3f')}× the plain "
                        f"script's ({basis}; allowed: within 3%)")
-        open_ = [f"{what} {pairs[key][0]:.3f} to {pairs[key][1]:.3f}" for what, key in (("FPS", "fps_ci95"),
-                 ("P50", "p50_ci95")) if pairs.get(key) and decided(pairs[key]) is None]
+        open_ = [f"{what} {pairs[f'{key}_ci95'][0]:.3f} to {pairs[f'{key}_ci95'][1]:.3f}"
+                 for what, key in (("FPS", "fps"), ("P50", "p50")) if pairs and pairs["decides"][key] is None]
         if open_:
             out.append(f"yardstick: for {check['engine']} the 95% interval of the round-by-round median ratio "
                        f"({'; '.join(open_)}) straddles a 3% bound, so its {'PASS' if check['pass'] else 'FAIL'} "
