@@ -504,8 +504,8 @@ class GpuEngine:
 
             def whole() -> None:
                 x = letterbox_batch(src, self._imgsz, self.input_dtype)
-                if read is not None and torch.cuda.is_current_stream_capturing():
-                    read.record()  # a node of the graph: src has been read
+                if read is not None:  # in the warm-ups too: the event exists before the capture records it
+                    read.record()  # in the graph, a node of its own: src has been read
                 pred = forward(x)
                 if "pred" not in held:
                     held["pred"] = held_like(pred)
