@@ -94,13 +94,14 @@ def test_engine_matches_baseline(name, demo_ref, engines_dir, frames, baseline_d
     assert fallbacks == 0, "the demo scene never has more candidates than k"
 
 
-def _stream(engine, frames):
-    """As the runner drives an engine: up to `lanes` submissions open, collected in order."""
+def _stream(engine, frames, per: int = 1):
+    """As the runner drives an engine: micro-batches of `per` frames, up to `lanes` submissions
+    open, collected in order."""
     open_, out = [], []
-    for f in frames:
+    for i in range(0, len(frames), per):
         if len(open_) == engine.lanes:
             out += engine.collect(open_.pop(0))
-        open_.append(engine.submit([f]))
+        open_.append(engine.submit(frames[i : i + per]))
     for ticket in open_:
         out += engine.collect(ticket)
     return out
@@ -113,10 +114,12 @@ def test_stream_and_batch_agree_with_single_frames(name, demo_ref, engines_dir, 
     streamed = [r.detections for r in _stream(engine, frames)]
     backwards = [r.detections for r in _stream(engine, frames[::-1])][::-1]  # static buffers follow new frames
     batched = [r.detections for r in engine.collect(engine.submit(frames[:3]))]  # on the plan for 4
+    # Micro-batches of 4 on both lanes: the engine stream's plans share one device copy of the frames.
+    batches = [r.detections for r in _stream(engine, frames, per=4)]
     on_device = [r.detections for r in _stream(engine, [Frame(f.index, torch.from_numpy(f.image).cuda(), 0.0)
                                                         for f in frames])]
     engine.close()
-    for want, got in zip(single * 3 + single[:3], streamed + backwards + on_device + batched, strict=True):
+    for want, got in zip(single * 4 + single[:3], streamed + backwards + on_device + batches + batched, strict=True):
         assert match_detections(want, got) == 1.0 and len(want) == len(got)
 
 

@@ -18,14 +18,18 @@ boxes never depend on those limits.
 
 Plans. A plan is everything one micro-batch of one size needs in flight: static buffers and the
 graph(s). The engine builds plans only for the sizes the run uses (`prepare`), before the first
-frame. Graph memory comes from pools: at batch 1 each lane has its own pool and stream, so two
-frames in flight overlap on the GPU (a batch-1 graph leaves most of it idle); from batch 2 up
-one micro-batch fills the GPU, so every larger plan replays on one stream, one after another,
-and they all share one pool — the memory of the largest, not the sum (the largest is captured
-first, so the smaller ones fit in the blocks it freed). A lane's plans of every size share one set
-of static buffers (the frames, the head output, the boxes on the host), sized for the largest
-batch: a lane has one micro-batch in flight at a time. NVML's figure before and after each plan,
-and the allocator's reserved memory at each step of loading, are in the engine's notes.
+frame. Graph memory comes from pools. From batch 2 up one micro-batch fills the GPU, so every
+plan of batch > 1 replays on the engine stream, one after another, and they all share one pool —
+the memory of the largest, not the sum (the largest is captured first, so the smaller ones fit
+in the blocks it freed). Lane 0's batch-1 plan joins them; every other lane's batch-1 plan has
+a stream and a pool of its own, so two single frames in flight overlap on the GPU (a batch-1
+graph leaves most of it idle). A lane's plans of every size share one set of static buffers for
+what outlives a replay (the head output, the boxes on the host), sized for the largest batch: a
+lane has one micro-batch in flight at a time. The full-resolution frames are read only by the
+letterbox at the start of a graph, so the plans on the engine stream share one device copy of
+them: the next upload waits for an event the graph records once its letterbox has read them.
+NVML's figure before and after each plan, and the allocator's reserved memory at each step of
+loading, are in the engine's notes.
 
 Frames already on the device (NVDEC) are copied device to device. Frames in host memory the
 runner has page-locked for the GPU (its shared-memory ring, `register_host_memory`) are uploaded
@@ -132,6 +136,8 @@ class Plan:
     out_host: torch.Tensor  # (B, max_det + 1, 6) float32, pinned
     launch: Callable[[], None]  # replays the graph(s), the copy back included
     events: list[torch.cuda.Event]  # upload begin, uploaded, compute begin, boxes on the host
+    src_owner: tuple[int, int, int]  # whose `src` buffer this plan reads (shared by the engine stream's plans)
+    read: torch.cuda.Event | None  # recorded once the letterbox has read `src` (None: src is the lane's own)
     added_mib: float | None = None  # NVML: what building this plan added to the process
     src_host: torch.Tensor | None = field(default=None, repr=False)  # pinned staging, made when needed
 
@@ -176,6 +182,7 @@ class GpuEngine:
         self._registered: list[tuple[int, int]] = []  # page-locked host ranges (address, size)
         self._memory_steps: list[tuple[str, float | None, float]] = []
         self._lane_buffers: dict[tuple[int, int, int], dict[str, torch.Tensor]] = {}
+        self._src_readers: dict[tuple[int, int, int], torch.cuda.Event] = {}  # last graph to read a shared src
         self.stage_times = settings.engine.stage_times  # CUDA events per stage, or only the frame's end
         self.overflows = 0  # frames the graph's NMS could not decide (redone on the device NMS)
         self.info = EngineInfo(name, self.backend, self.precision, "cuda", self._imgsz)
@@ -240,9 +247,10 @@ class GpuEngine:
         self._upload_stream = torch.cuda.Stream(self._device)
         self._copier = ThreadPoolExecutor(4, thread_name_prefix="rtmon-upload")
         if self._capturable_forward() is not None:
-            # Batch-1 plans: a stream and a pool per lane, so two frames in flight overlap.
-            self._lane_streams = [torch.cuda.Stream(self._device) for _ in range(self.lanes)]
-            self._lane_pools = [torch.cuda.graph_pool_handle() for _ in range(self.lanes)]
+            # Batch-1 plans of lanes 1…: a stream and a pool each, so two frames in flight overlap;
+            # lane 0 replays on the engine stream, in the shared pool, with the batched plans.
+            self._lane_streams = [self._stream] + [torch.cuda.Stream(self._device) for _ in range(self.lanes - 1)]
+            self._lane_pools = [None] + [torch.cuda.graph_pool_handle() for _ in range(self.lanes - 1)]
         else:
             # One runtime session per batch size, with its own static buffers: one stream for all.
             self._lane_streams = [self._stream] * self.lanes
@@ -345,6 +353,7 @@ class GpuEngine:
             torch.cuda.synchronize(self._device)  # nothing in flight reads what is freed below
         self._plans.clear()
         self._lane_buffers.clear()
+        self._src_readers.clear()
         self._release()
         self._runners.clear()
         if self._copier is not None:
@@ -380,6 +389,9 @@ class GpuEngine:
         with torch.cuda.stream(up):
             if self.stage_times:
                 begin.record()
+            reader = self._src_readers.get(plan.src_owner)
+            if reader is not None:  # a shared src: the graph before must have letterboxed it
+                up.wait_event(reader)
             if any(_on_device(f.image) for f in frames):
                 up.wait_stream(torch.cuda.current_stream())  # device frames were made on the caller's stream
             for i, f in enumerate(frames):
@@ -397,6 +409,8 @@ class GpuEngine:
                 compute.record()
             plan.launch()
             done.record()
+        if plan.read is not None:
+            self._src_readers[plan.src_owner] = plan.read
 
     def _finish(self, plan: Plan, frames: list[Frame]) -> list[Result]:
         """Wait for the plan's boxes; redo on the device NMS any image the graph could not decide."""
@@ -438,15 +452,16 @@ class GpuEngine:
         return self._plans[key]
 
     def _lane_buffer(self, lane: int, h: int, w: int, name: str, row_shape: tuple[int, ...], dtype: torch.dtype,
-                     pinned: bool = False, fill: int | None = None) -> torch.Tensor:
-        """The lane's buffer `name` for frames of h × w: rows for the largest prepared batch,
-        shared by the lane's plans of every size (a plan takes the first `batch` rows). A lane
-        has one micro-batch in flight at a time, so its plans never use it at once; one buffer
-        per lane instead of one per plan halves what the static inputs and outputs cost."""
+                     pinned: bool = False, fill: int | None = None, rows: int | None = None) -> torch.Tensor:
+        """The lane's buffer `name` for frames of h × w: `rows` rows (default: the largest
+        prepared batch), shared by the lane's plans of every size (a plan takes the first `batch`
+        rows). A lane has one micro-batch in flight at a time, so its plans never use it at once;
+        one buffer per lane instead of one per plan halves what the static inputs and outputs
+        cost. `lane` SHARED: the engine stream's src, shared by every plan replaying there."""
         key = (lane, h, w)
         buffers = self._lane_buffers.setdefault(key, {})
         if name not in buffers:
-            shape = (self.max_batch, *row_shape)
+            shape = (rows or self.max_batch, *row_shape)
             if pinned:
                 buffers[name] = torch.zeros(shape, dtype=dtype, pin_memory=True)
             elif fill is not None:
@@ -458,14 +473,22 @@ class GpuEngine:
     def _make_plan(self, lane: int, batch: int, h: int, w: int) -> Plan:
         th = self._thresholds
         box = Letterbox.fit(w, h, self._imgsz)
-        src = self._lane_buffer(lane, h, w, "src", (h, w, 3), torch.uint8, fill=114)[:batch]
-        out_host = self._lane_buffer(lane, h, w, "boxes", (th.max_det + 1, 6), torch.float32, pinned=True)[:batch]
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         forward = self._capturable_forward()
-        if batch == 1 and forward is not None:
+        own_stream = batch == 1 and forward is not None and lane > 0
+        if own_stream:
             stream, pool = self._lane_streams[lane], self._lane_pools[lane]
         else:
             stream, pool = self._stream, self._shared_pool
+        # The engine stream's plans replay one after another, so they can share one src, each
+        # upload waiting for the graph before to have read it (`read`); a plan on its own
+        # stream may run beside them and keeps its own. Without graph-recordable events (an
+        # older torch) every lane keeps its own.
+        read = None if own_stream else _read_event(recorded_in_graph=forward is not None)
+        owner = (lane if read is None else SHARED, h, w)
+        src = self._lane_buffer(owner[0], h, w, "src", (h, w, 3), torch.uint8, fill=114,
+                                rows=batch if own_stream else None)[:batch]
+        out_host = self._lane_buffer(lane, h, w, "boxes", (th.max_det + 1, 6), torch.float32, pinned=True)[:batch]
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
 
         def boxes_back(pred: torch.Tensor) -> None:
             out_host.copy_(fixed_shape_nms(pred, box, th, CANDIDATES), non_blocking=True)
@@ -480,7 +503,10 @@ class GpuEngine:
             held: dict[str, torch.Tensor] = {}
 
             def whole() -> None:
-                pred = forward(letterbox_batch(src, self._imgsz, self.input_dtype))
+                x = letterbox_batch(src, self._imgsz, self.input_dtype)
+                if read is not None:  # in the warm-ups too: the event exists before the capture records it
+                    read.record()  # in the graph, a node of its own: src has been read
+                pred = forward(x)
                 if "pred" not in held:
                     held["pred"] = held_like(pred)
                 held["pred"].copy_(pred)
@@ -499,11 +525,27 @@ class GpuEngine:
 
             def launch() -> None:
                 pre_graph.replay()
+                if read is not None:
+                    read.record()
                 pred.copy_(run(x))
                 post_graph.replay()
 
         stream.synchronize()
-        return Plan(lane, stream, box, src, pred, out_host, launch, events)
+        return Plan(lane, stream, box, src, pred, out_host, launch, events, owner, read)
+
+
+SHARED = -1  # the lane number under which the engine stream's plans keep their shared src
+
+
+def _read_event(recorded_in_graph: bool) -> torch.cuda.Event | None:
+    """An event a plan records once its letterbox has read the frames: a node of the CUDA graph
+    (an external event) when recorded inside one; None where this torch cannot record one there."""
+    if not recorded_in_graph:
+        return torch.cuda.Event()
+    try:
+        return torch.cuda.Event(external=True)
+    except TypeError:
+        return None
 
 
 def _on_device(image: object) -> bool:
