@@ -30,6 +30,9 @@
 #   bash scripts/device_run.sh w   # multi-stream capacity, then the yardstick issue's single-stream (+ null), no eval
 #   bash scripts/device_run.sh m   # multi-stream capacity (with CPU and NVDEC decode rows, NVDEC where
 #                                  # PyNvVideoCodec is carried), then the offline sweep 1-32 (warm Inductor cache)
+#   bash scripts/device_run.sh v   # GPU tests of the plans' buffers, where a frame's time and the GPU memory go
+#                                  # (scripts/gpu_profile.py), then the offline sweep (cold compile)
+#   bash scripts/device_run.sh p   # multi-stream capacity alone (warm Inductor cache)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
@@ -46,7 +49,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, g, h, k, m, n, q, r, s, t, w, x, y or z}
+stage=${1:?a, b, c, d, e, f, g, h, k, m, n, p, q, r, s, t, v, w, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -229,6 +232,18 @@ case "$stage" in
       # the page-locked ring), then the offline sweep (cold: it compiles every batch size)
     plan_tests
     optimized_offline 400
+    exit 0
+    ;;
+  v)  # the plans' buffers on the GPU, the profile of one frame and of the memory, the offline sweep (cold)
+    plan_tests
+    step gpu-profile "${LIMIT_PROFILE:-150}" python3 scripts/gpu_profile.py --engines-dir /tmp/rtmon-engines \
+      --out "$res/profile/gpu-profile.json"
+    pack
+    optimized_offline 330
+    exit 0
+    ;;
+  p)
+    optimized_multi 240
     exit 0
     ;;
   w)  # multi-stream capacity (warm Inductor cache), then the yardstick issue's single-stream (no eval)
