@@ -138,3 +138,34 @@ def test_no_candidate_gives_zero_boxes_exactly():
     for rows in out:
         got = detections_from_fixed(rows)
         assert got is not None and len(got) == 0
+
+
+def test_the_compiled_nms_falls_back_to_the_eager_rows_and_says_so_once():
+    """torch-graph-compiled's batch-1 plans record `fixed_shape_nms` compiled by Inductor; where
+    Inductor cannot compile it, the plan records the eager function: the same rows, one note."""
+    from rtmon.engines.torch_gpu import CompiledNms
+
+    notes: list[str] = []
+    nms = CompiledNms(notes.append)
+
+    def fails(*args, **kwargs):
+        raise NotImplementedError("NYI TritonSplitDimKernel reductions\nmore lines")
+
+    nms._compiled = fails
+    pred = _prediction(1)
+    for _ in range(2):
+        assert torch.equal(nms(pred, BOX, Thresholds(), 512), fixed_shape_nms(pred, BOX, Thresholds(), 512))
+    assert notes == ["GPU NMS stays eager: Inductor could not compile it (NYI TritonSplitDimKernel reductions)"]
+
+
+def test_the_compiled_nms_is_timed_once_then_called_directly():
+    from rtmon.engines.torch_gpu import CompiledNms
+
+    notes: list[str] = []
+    nms = CompiledNms(notes.append)
+    calls = []
+    nms._compiled = lambda *args, **kwargs: calls.append(args) or fixed_shape_nms(*args, **kwargs)
+    pred = _prediction(1)
+    for _ in range(3):
+        assert torch.equal(nms(pred, BOX, Thresholds(), 512), fixed_shape_nms(pred, BOX, Thresholds(), 512))
+    assert len(calls) == 3 and len(notes) == 1 and notes[0].startswith("GPU NMS compiled by Inductor (batch 1)")

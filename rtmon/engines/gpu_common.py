@@ -232,6 +232,11 @@ class GpuEngine:
         runtime records its own graph (ONNX Runtime, TensorRT) or must not be recorded."""
         return None
 
+    def _plan_nms(self, batch: int) -> Callable[..., torch.Tensor]:
+        """The fixed-shape NMS a plan of `batch` images records (`fixed_shape_nms`'s signature);
+        an engine that compiles its kernels may compile this too."""
+        return fixed_shape_nms
+
     def _release(self) -> None:
         """Drop runtime objects (sessions, contexts); the base drops runners and buffers."""
 
@@ -489,9 +494,10 @@ class GpuEngine:
                                 rows=batch if own_stream else None)[:batch]
         out_host = self._lane_buffer(lane, h, w, "boxes", (th.max_det + 1, 6), torch.float32, pinned=True)[:batch]
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        nms = self._plan_nms(batch)
 
         def boxes_back(pred: torch.Tensor) -> None:
-            out_host.copy_(fixed_shape_nms(pred, box, th, CANDIDATES), non_blocking=True)
+            out_host.copy_(nms(pred, box, th, CANDIDATES), non_blocking=True)
 
         def held_like(pred: torch.Tensor) -> torch.Tensor:
             """The lane's copy of the head output (for the fallback NMS), outside every pool: a
