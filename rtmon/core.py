@@ -112,6 +112,9 @@ class Detections:
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
+    # The same boxes as (n, 6) float32 rows x1 y1 x2 y2 confidence class, when they were made from
+    # such rows (NMS output, ultralytics' `boxes.data`): `rows()` hands them on without packing.
+    _rows: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -127,6 +130,21 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
+    def rows(self) -> np.ndarray:
+        """(n, 6) float32 rows x1 y1 x2 y2 confidence class: the NMS output layout, the one the
+        runner's mailbox carries. No copy when the detections were made from such rows."""
+        if self._rows is None:
+            rows = np.empty((len(self), 6), np.float32)
+            rows[:, :4], rows[:, 4], rows[:, 5] = self.xyxy, self.confidence, self.class_id
+            self._rows = rows
+        return self._rows
+
+    @classmethod
+    def _of_rows(cls, rows: np.ndarray, class_id: np.ndarray) -> Detections:
+        det = cls(rows[:, :4], rows[:, 4], class_id)
+        det._rows = rows
+        return det
+
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
@@ -137,13 +155,15 @@ class Detections:
         copied: the rows often live in a buffer the next frame overwrites (pinned host memory,
         shared memory)."""
         rows = np.array(rows, dtype=np.float32, copy=True).reshape(-1, 6)
-        return cls(rows[:, :4], rows[:, 4], rows[:, 5].round().astype(np.int32))
+        return cls._of_rows(rows, rows[:, 5].round().astype(np.int32))
 
     @classmethod
     def from_ultralytics(cls, boxes: Any) -> Detections:
         """From an ultralytics `Results.boxes` (on whatever device it lives), with one copy to the
         host: its rows are x1 y1 x2 y2 [track id] score class."""
         data = boxes.data.cpu().numpy()
+        if data.shape[1] == 6 and data.dtype == np.float32:
+            return cls._of_rows(data, data[:, 5])
         return cls(data[:, :4], data[:, -2], data[:, -1])
 
     def above(self, conf: float) -> Detections:

@@ -53,10 +53,10 @@ def test_a_hand_over_is_a_small_fixed_size_record_not_a_pickle():
         assert record[:8] == (0, 7, 1, 5, 2, 720, 1280, 3) and record[8:10] == (1.5, 2.5)
         other.requests.release()
         rows = np.array([[1, 2, 3, 4, 0.9, 1]], np.float32)
-        other.put_result(7, 3.0, 4.0, (0.1, 0.2, 0.3), rows[:, :4], rows[:, 4], rows[:, 5])
-        record, got = box.take_result(1.0)
+        other.put_result(7, 3.0, 4.0, (0.1, 0.2, 0.3), rows)
+        position, record = box.take_result(1.0)
         assert record == (7, 3.0, 4.0, pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3), 1)
-        np.testing.assert_array_equal(got, rows)
+        np.testing.assert_array_equal(box.boxes_of(position, record[-1]), rows)
         assert box.take_result(0.0) is None
         other.close()
     finally:
@@ -70,7 +70,7 @@ def test_a_receiver_sleeps_until_an_answer_is_due_then_spins_and_still_gets_earl
         rows = np.zeros((0, 6), np.float32)
 
         def answer_after(delay: float, ticket: int) -> threading.Thread:
-            thread = threading.Thread(target=lambda: (time.sleep(delay), other.put_result(ticket, 0.0, 0.0, (0, 0, 0), rows[:, :4], rows[:, 4], rows[:, 5])))
+            thread = threading.Thread(target=lambda: (time.sleep(delay), other.put_result(ticket, 0.0, 0.0, (0, 0, 0), rows)))
             thread.start()
             return thread
 
@@ -78,7 +78,8 @@ def test_a_receiver_sleeps_until_an_answer_is_due_then_spins_and_still_gets_earl
             thread = answer_after(delay, ticket)
             t0 = time.perf_counter()
             got = box.take_result(2.0, 0.01, t0 + 0.04)
-            assert got is not None and got[0][0] == ticket
+            assert got is not None and got[1][0] == ticket
+            box.boxes_of(got[0], 0)
             thread.join()
         t0 = time.perf_counter()
         assert box.take_result(0.05, 0.01, t0 + 1.0) is None  # timeout before the window: None, on time
@@ -122,9 +123,26 @@ def test_the_ring_is_shared_memory_seen_by_another_attachment():
         view = other.view(1, shape)
         np.testing.assert_array_equal(view, image)
         assert not view.flags.owndata
+        assert other.view(1, shape) is view  # kept: built once, not on every frame's cold path
+        ring.write(1, image[::-1].copy())
+        np.testing.assert_array_equal(view, image[::-1])  # a view, not a copy
+        with pytest.raises(ValueError, match="does not fit"):
+            other.view(0, (64, 48, 4))
         other.close()
     finally:
         ring.close()
+
+
+def test_detections_made_from_rows_hand_the_same_rows_on_and_others_are_packed():
+    from rtmon.core import Detections
+
+    rows = np.array([[1, 2, 3, 4, 0.9, 2], [5, 6, 7, 8, 0.5, 0]], np.float32)
+    det = Detections.from_array(rows)
+    assert det.rows() is det.rows() and det.rows().base is not rows  # copied once, from the caller's buffer
+    np.testing.assert_array_equal(det.rows(), rows)
+    packed = Detections(rows[:, :4], rows[:, 4], rows[:, 5].astype(int)).rows()
+    np.testing.assert_array_equal(packed, rows)
+    assert packed.dtype == np.float32 and Detections.empty().rows().shape == (0, 6)
 
 
 def test_every_frame_of_a_feed_reaches_the_engine_process_through_shared_memory_in_order():

@@ -26,7 +26,7 @@ from rtmon.runner.messages import EngineJob, FailedMsg, LoadedMsg, MemoryMsg, Ne
 from rtmon.runner.ring import FrameRing
 
 MEMORY_REPORT_S = 1.0  # how often an engine process reports its GPU memory
-_NO_BOXES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+_NO_BOXES = np.zeros((0, 6), np.float32)
 
 
 def gpu_memory(context_mib: float | None) -> GpuMemory:
@@ -179,7 +179,7 @@ class Server:
             t_start = time.perf_counter()
             out = network.run(self.ring.view(slot, (batch, 3, size, size), network.input_dtype))
             np.copyto(self.ring.view(slot, out.shape, out.dtype), out)
-            self.mailbox.put_result(ticket, t_start, time.perf_counter(), (0.0, 0.0, 0.0), *_NO_BOXES)
+            self.mailbox.put_result(ticket, t_start, time.perf_counter(), (0.0, 0.0, 0.0), _NO_BOXES)
 
     def handle(self, first: tuple[int, tuple]) -> bool:
         """Run `first` (and the frames waiting behind it, as one micro-batch); False on stop."""
@@ -223,6 +223,6 @@ class Server:
         ticket, records, t_start = self.pending.popleft()
         results = self.engine.collect(ticket)
         for record, result in zip(records, results, strict=True):
-            det, s = result.detections, result.stages
+            s = result.stages
             self.mailbox.put_result(record[1], t_start, result.t_done, (s.preprocess, s.inference, s.postprocess),
-                                    det.xyxy, det.confidence, det.class_id)
+                                    result.detections.rows())

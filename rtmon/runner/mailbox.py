@@ -212,16 +212,13 @@ class Mailbox:
 
     # -- the engine process's side ------------------------------------------------------------------
     def put_result(self, ticket: int, t_start: float, t_done: float, stages: tuple[float, float, float],
-                   xyxy: np.ndarray, score: np.ndarray, class_id: np.ndarray) -> None:
-        """One frame's answer: n boxes (x1 y1 x2 y2, score, class), at most `max_det`, written
-        straight into the result's rows."""
+                   rows: np.ndarray) -> None:
+        """One frame's answer: its (n, 6) float32 box rows (x1 y1 x2 y2 score class,
+        `Detections.rows()`), at most `max_det` of them, copied into the result's slot in one step."""
         position = self.results.reserve()
-        n = min(len(score), self.spec.max_det)
+        n = min(len(rows), self.spec.max_det)
         if n:
-            rows = self.boxes[position]
-            rows[:n, :4] = xyxy[:n]
-            rows[:n, 4] = score[:n]
-            rows[:n, 5] = class_id[:n]
+            self.boxes[position, :n] = rows[:n]
         self.results.write(position, (ticket, t_start, t_done, *stages, n))
         self.results.commit()
 
@@ -241,15 +238,17 @@ class Mailbox:
         self.requests.put((Kind.STOP, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0))
 
     def take_result(self, timeout: float | None, spin_s: float = 0.0,
-                    spin_at: float | None = None) -> tuple[tuple, np.ndarray] | None:
-        """(result record, its boxes copied out) or None after `timeout` (`RecordQueue.take`)."""
-        taken = self.results.take(timeout, spin_s, spin_at)
-        if taken is None:
-            return None
-        position, record = taken
-        rows = self.boxes[position, : record[-1]].copy()
+                    spin_at: float | None = None) -> tuple[int, tuple] | None:
+        """(position, result record) of the next answer, or None after `timeout`
+        (`RecordQueue.take`). Its boxes stay in the result's slot, readable, until `boxes_of`
+        copies them out and frees it; take the next answer only after that."""
+        return self.results.take(timeout, spin_s, spin_at)
+
+    def boxes_of(self, position: int, count: int) -> np.ndarray:
+        """The boxes of the answer taken at `position` (count rows, copied), freeing its slot."""
+        rows = self.boxes[position, :count].copy()
         self.results.release()
-        return record, rows
+        return rows
 
     def close(self) -> None:
         self.boxes = None

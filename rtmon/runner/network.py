@@ -88,9 +88,11 @@ class NetworkRunner:
             self._ticket += 1
             np.copyto(self._ring.view(0, x.shape, self.input_dtype), x, casting="same_kind")
             self._mailbox.put_tensors(self._ticket, 0, n, time.perf_counter())
-            if self._mailbox.take_result(self.options.timeout_s) is None:
+            got = self._mailbox.take_result(self.options.timeout_s)
+            if got is None:
                 why = self._failure() if not self._proc.is_alive() else f"no answer within {self.options.timeout_s:g} s"
                 raise UserError(f"engine: {self.name}: {why}")
+            self._mailbox.boxes_of(got[0], 0)  # the answer carries no boxes: this frees its slot
             return self._ring.view(0, (n, *self.output_shape), self.output_dtype).copy()
 
     def _failure(self) -> str:

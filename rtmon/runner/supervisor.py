@@ -451,10 +451,11 @@ class EngineRunner:
             while True:
                 got = mailbox.take_result(_CHECK_S, *self._receive_spin(spin))
                 if got is not None:
-                    arrived = [self._arrived(*got)]
-                    self._pump(arrived[0][-1])  # the next frames go before anything else is done
+                    first = self._arrived(got[1])
+                    self._pump(first[-1])  # the next frames go before anything else is done, the boxes' copy too
+                    arrived = [(got[1], mailbox.boxes_of(got[0], got[1][-1]), *first)]
                     while (more := mailbox.take_result(0.0)) is not None:
-                        arrived.append(self._arrived(*more))
+                        arrived.append((more[1], mailbox.boxes_of(more[0], more[1][-1]), *self._arrived(more[1])))
                     if len(arrived) > 1:
                         self._pump(arrived[-1][-1])
                     for item in arrived:
@@ -470,7 +471,7 @@ class EngineRunner:
                         return False
                 if not proc.is_alive() and not conn.poll(0):
                     while (last := mailbox.take_result(0.0)) is not None:
-                        self._deliver(*self._arrived(*last))
+                        self._deliver(last[1], mailbox.boxes_of(last[0], last[1][-1]), *self._arrived(last[1]))
                     raise EOFError
                 self._check_timeouts(state["loaded"], t_start)
                 if self._stopping and not proc.is_alive():
@@ -538,8 +539,9 @@ class EngineRunner:
             return 0.0, None
         return end - max(start, now), start
 
-    def _arrived(self, record: tuple, rows: np.ndarray) -> tuple[tuple, np.ndarray, _InFlight | None, float]:
-        """A result record just taken: when it arrived, and its frame, no longer in flight."""
+    def _arrived(self, record: tuple) -> tuple[_InFlight | None, float]:
+        """A result record just taken: the instant it arrived (its boxes readable here, in the
+        result's slot), and its frame, no longer in flight."""
         t_received = time.perf_counter()
         with self._cv:
             entry = self._in_flight.pop(record[0], None)
@@ -548,7 +550,7 @@ class EngineRunner:
                 if entry.slot is not None:
                     self._free.append(entry.slot)
             self._cv.notify_all()
-        return record, rows, entry, t_received
+        return entry, t_received
 
     def _deliver(self, record: tuple, rows: np.ndarray, entry: _InFlight | None, t_received: float) -> None:
         if entry is None:
