@@ -34,6 +34,7 @@
 #                                  # (scripts/gpu_profile.py), then the offline sweep (cold compile)
 #   bash scripts/device_run.sh p   # multi-stream capacity alone (warm Inductor cache)
 #   bash scripts/device_run.sh s   # the soak (2 × SOAK_MIN minutes: a call of its own)
+#   bash scripts/device_run.sh u   # GPU tests of the plans' buffers, then stage t's single-stream report (no eval, no A/B)
 #   bash scripts/device_run.sh x   # development check: GPU tests of the torch engines, the null engine's
 #                                  # hand-over (engine spin on/off), single-stream with the reference,
 #                                  # an offline sweep, and a profile of the baseline's engine process
@@ -49,7 +50,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, g, h, k, m, n, p, q, r, s, t, v, w, x, y or z}
+stage=${1:?a, b, c, d, e, f, g, h, k, m, n, p, q, r, s, t, u, v, w, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -200,6 +201,11 @@ case "$stage" in
         --out "$res/rspin-$spin-$SECONDS" "${at[@]}"
       pack
     done
+    exit 0
+    ;;
+  u)
+    plan_tests
+    EVAL=0 single_and_eval "${LIMIT_SINGLE:-400}" baseline,ultralytics-ort,optimized,ort-cuda,null "${LIMIT_EVAL:-110}"
     exit 0
     ;;
   t)
