@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 
@@ -26,6 +27,7 @@ from rtmon.runner.messages import EngineJob, FailedMsg, LoadedMsg, MemoryMsg, Ne
 from rtmon.runner.ring import FrameRing
 
 MEMORY_REPORT_S = 1.0  # how often an engine process reports its GPU memory
+_SENDING = threading.Lock()  # the control pipe has two writers once serving: the loop (failure) and the memory reporter
 _NO_BOXES = np.zeros((0, 6), np.float32)
 
 
@@ -98,11 +100,11 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
         os._exit(1)
     try:
         server = Server(engine, job, ring, mailbox, conn, context, lanes, max_batch)
-        _profiled(server.serve if network is None else lambda: server.serve_network(network), job.engine)
+        _profiled(lambda: server.serve(network), job.engine)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the main process went away
     except BaseException as exc:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _SENDING:
             conn.send(FailedMsg(one_line(exc, "inference failed")))
         os._exit(1)
     finally:
@@ -137,14 +139,33 @@ class Server:
         self.context, self.lanes, self.max_batch = context, lanes, max_batch
         self.pending: deque[tuple[object, list[tuple], float]] = deque()  # (ticket, request records, t_start)
         self.delay_s = job.max_delay_ms / 1e3
-        self.next_memory = time.monotonic() + MEMORY_REPORT_S
+        self.stopped = threading.Event()
+        if job.uses_gpu:
+            threading.Thread(target=self.report_memory, name="rtmon-engine-memory", daemon=True).start()
 
-    def serve(self) -> None:
+    def report_memory(self) -> None:
+        """Every `MEMORY_REPORT_S`, this process's GPU memory to the main process, from a thread
+        of its own: NVML's process query takes milliseconds, and asked between two frames it
+        held the next frame back that long (the baseline's hand-over P99 was 3.8 ms on the H200,
+        2026-12-04, with one query a second in the request loop)."""
+        while not self.stopped.wait(MEMORY_REPORT_S):
+            memory = gpu_memory(self.context)
+            try:
+                with _SENDING:
+                    self.conn.send(MemoryMsg(memory))
+            except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+                return  # the main process went away: the request loop ends the process
+
+    def serve(self, network=None) -> None:
+        """Answer frames (or, with `network`, batches of tensors for the network alone) until stopped."""
+        try:
+            self._serve() if network is None else self._serve_network(network)
+        finally:
+            self.stopped.set()
+
+    def _serve(self) -> None:
         requests = self.mailbox.requests
         while True:
-            if self.job.uses_gpu and time.monotonic() >= self.next_memory:
-                self.conn.send(MemoryMsg(gpu_memory(self.context)))
-                self.next_memory = time.monotonic() + MEMORY_REPORT_S
             # Finish the oldest micro-batch when every lane is busy, or when no frame is waiting:
             # a frame is never held back waiting for the next one to arrive.
             if self.pending and len(self.pending) >= self.lanes:
@@ -158,14 +179,11 @@ class Server:
             if not self.handle(taken):
                 return
 
-    def serve_network(self, network) -> None:
+    def _serve_network(self, network) -> None:
         """The network alone: each request a batch of input tensors in a ring slot, answered with
         the raw head output written over them in the same slot."""
         requests, size = self.mailbox.requests, self.job.settings.model.imgsz
         while True:
-            if self.job.uses_gpu and time.monotonic() >= self.next_memory:
-                self.conn.send(MemoryMsg(gpu_memory(self.context)))
-                self.next_memory = time.monotonic() + MEMORY_REPORT_S
             taken = requests.take(MEMORY_REPORT_S, self.job.spin_s)
             if taken is None:
                 continue
