@@ -31,9 +31,11 @@ def package_versions(names: tuple[str, ...] = MEASURING) -> dict[str, str | None
 
 
 def checkout(root: Path = _ROOT) -> dict[str, str | bool | None]:
-    """rtmon's commit and whether tracked files differ from it (`dirty`), from git when `root`
-    is a checkout; else the commit `RTMON_COMMIT` names (a copy of a checkout: dirty unknown),
-    else nothing known."""
+    """rtmon's commit and whether tracked files differ from it (`dirty`): the commit
+    `RTMON_COMMIT` names when it is set (a copy of a checkout, run elsewhere, whose git folder
+    may be stale: dirty unknown), else from git when `root` is a checkout, else nothing known."""
+    if named := os.environ.get(COMMIT_ENV):
+        return {"commit": named, "dirty": None}
     git = ["git", "-C", str(root)]
     try:
         if not (root / ".git").exists():  # an installed copy, or a copy of a checkout
@@ -42,7 +44,7 @@ def checkout(root: Path = _ROOT) -> dict[str, str | bool | None]:
         status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                 text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": os.environ.get(COMMIT_ENV) or None, "dirty": None}
+        return {"commit": None, "dirty": None}
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 

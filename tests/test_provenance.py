@@ -1,4 +1,4 @@
-"""Which code made a report: the commit from git, else from RTMON_COMMIT, and the packages'
+"""Which code made a report: the commit RTMON_COMMIT names, else git's, and the packages'
 versions from their metadata."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_a_checkout_gives_its_commit_and_whether_tracked_files_changed(tmp_path):
+def test_a_checkout_gives_its_commit_and_whether_tracked_files_changed(tmp_path, monkeypatch):
+    monkeypatch.delenv(COMMIT_ENV, raising=False)
     _git(tmp_path, "init", "-q")
     (tmp_path / "a.txt").write_text("1")
     _git(tmp_path, "add", "a.txt")
@@ -23,6 +24,8 @@ def test_a_checkout_gives_its_commit_and_whether_tracked_files_changed(tmp_path)
     assert checkout(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "a.txt").write_text("2")
     assert checkout(tmp_path) == {"commit": head, "dirty": True}
+    monkeypatch.setenv(COMMIT_ENV, "cd" * 20)  # named by the caller: a copy whose git folder may be stale
+    assert checkout(tmp_path) == {"commit": "cd" * 20, "dirty": None}
 
 
 def test_a_copy_without_git_takes_the_commit_from_the_environment(tmp_path, monkeypatch):
