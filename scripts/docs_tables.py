@@ -54,6 +54,13 @@ def _report(path: Path) -> dict:
         fail(f"{path} is not a JSON report ({e.msg}, line {e.lineno})")
 
 
+def _report_name(path: Path) -> str:
+    """A report's label: its day's folder, and its own folder where that is not the scenario's
+    plain name (two single-stream reports of one day)."""
+    day, folder = path.parent.parent.name, path.parent.name
+    return day if folder in ("single-stream", "offline", "multi-stream") else f"{day}/{folder}"
+
+
 def _link(doc: Path, target: Path) -> str:
     return os.path.relpath(ROOT / target, (ROOT / doc).parent)
 
@@ -105,7 +112,7 @@ def render(doc: Path, spec: str) -> str:
         body = [f"{head}, engines at conf {reports[0]['conf']:g}:", "", *accuracy(reports).splitlines()]
     elif kind == "yardstick":
         sources = [Path(p) for p in rest.split()]
-        body = yardstick_rounds([(s.parent.parent.name, _report(s)) for s in sources]).splitlines()
+        body = yardstick_rounds([(_report_name(s), _report(s)) for s in sources]).splitlines()
     else:
         fail(f"{doc}: unknown generated block kind {kind!r} (table, ladder, eval, int8, yardstick)")
     links = ", ".join(f"[{s.parent.name}/{s.name}]({_link(doc, s)})" for s in sources)
