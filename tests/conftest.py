@@ -7,10 +7,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
-from mqtt_broker import Broker, make_certs, missing_tools
+
+if TYPE_CHECKING:
+    from mqtt_broker import Broker  # imported by the fixtures: the GPU machine's tests run without aiomqtt
 
 T = TypeVar("T")
 
@@ -43,6 +45,8 @@ def rtmon_env(cache_dir, engines_dir) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory):
     """A throw-away CA with server and client certificates, for the TLS listeners of `broker`."""
+    from mqtt_broker import make_certs, missing_tools
+
     if missing_tools():
         pytest.skip(missing_tools())
     return make_certs(tmp_path_factory.mktemp("certs"))
@@ -51,6 +55,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def broker(tmp_path: Path, certs) -> Iterator[Broker]:
     """A real mosquitto, configured but not started (`broker.start()`); stopped after the test."""
+    from mqtt_broker import Broker
+
     b = Broker(tmp_path, certs)
     b.write_config()
     yield b
