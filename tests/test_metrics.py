@@ -62,6 +62,21 @@ def test_closed_loop_fps_times_mean_latency_is_one():
     assert m.capacity_fps == pytest.approx(m.fps)  # always busy
 
 
+def test_the_hand_over_legs_say_which_direction_makes_a_tail():
+    n = 200
+    t_handed = np.arange(n) * 0.010
+    t_start = t_handed + 0.00005  # 0.05 ms to the engine
+    t_start[7] += 0.004  # one frame 4 ms late into the engine
+    t_done = t_start + 0.008
+    t_received = t_done + 0.0001  # 0.1 ms back
+    m = Measured((t_received - t_handed) * 1e3, t_handed, t_handed, t_start, t_done, t_received, np.zeros(n, int),
+                 np.zeros(n, int), np.zeros((n, 4)))
+    legs = m.handover_legs()
+    assert legs["to_engine"] == pytest.approx(0.05 + 4.0 / n) and legs["to_main"] == pytest.approx(0.1)
+    assert legs["to_engine_over_1ms"] == 1 and legs["to_main_over_1ms"] == 0
+    assert legs["to_main_p99"] == pytest.approx(0.1) and legs["to_engine_p99"] < 1.0  # one frame in 200 is under 1%
+
+
 def test_record_accumulates_latency_stages_fps_and_skips():
     m = EngineMetrics("e")
     # 101 frames done 10 ms apart, each with 5 ms latency

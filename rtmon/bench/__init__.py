@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rtmon import engines as registry
@@ -25,6 +24,7 @@ from rtmon.bench import reference as plain
 from rtmon.bench import report as reports
 from rtmon.bench import scenarios
 from rtmon.bench.harness import Collector, EngineUnderTest, decode_pool
+from rtmon.bench.progress import progress_bars
 from rtmon.core import BenchPhase, GpuMemory, Role, SourceState
 from rtmon.errors import UserError
 from rtmon.files import write_folder
@@ -89,34 +89,6 @@ class BenchStatus:
                                gpu.sample(), "")
 
 
-class QuietProgress(Progress):
-    """rich's progress bars, drawn only when asked (`draw`), never by a refresh thread of their
-    own. Drawing holds the GIL (1.4 ms a draw in a terminal, 0.09 ms into a pipe, measured on
-    this project's CI machine), and an engine's answer that arrives meanwhile waits in the thread
-    that receives it: the bench draws between an engine's segments and, within a long one, at
-    most every `every_s`."""
-
-    def __init__(self, *columns, every_s: float, **kwargs) -> None:
-        super().__init__(*columns, auto_refresh=False, **kwargs)
-        self.every_s = every_s
-        self._drawn = 0.0
-
-    def draw(self, now: bool = False) -> None:
-        """Redraw, unless the last draw was less than `every_s` ago (`now`: regardless)."""
-        t = time.monotonic()
-        if now or t - self._drawn >= self.every_s:
-            self._drawn = t
-            self.refresh()
-
-
-PROGRESS_EVERY_S = 2.0  # the bars' redraws within an engine's timed segment, at most
-
-
-def _progress(console: Console) -> QuietProgress:
-    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return QuietProgress(*columns, every_s=PROGRESS_EVERY_S, console=console, transient=False)
-
-
 def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[list[str]], out: Path, console: Console,
               scenario: str, publisher_factory=None, reference: bool = True) -> dict:
     """Measure each engine alone in `scenario`; write the report into `out`; return bench.json.
@@ -143,7 +115,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     try:
         with console.status("decoding the frames every engine will see …"):
             pool = decode_pool(specs, min(b.pool, max(b.frames + b.warmup, 1)))
-        with tempfile.TemporaryDirectory(prefix="rtmon-bench-") as tmp, _progress(console) as progress:
+        with tempfile.TemporaryDirectory(prefix="rtmon-bench-") as tmp, progress_bars(console) as progress:
             plans = plain.references(model, settings) if with_reference else []
             frames_file = plain.save_frames(pool, Path(tmp)) if plans else None
             runs: dict[str, list[dict]] = {ref.for_engine: [] for ref in plans}
@@ -364,7 +336,7 @@ def run_concurrent(settings, model: ModelRef, specs: list[SourceSpec], engines: 
             names = [r.name for r in pipeline.runners]
             phases = [(f"{n} alone", [n]) for n in names] + [("together", names)]
             figures: dict[str, dict[str, dict]] = {n: {} for n in names}
-            with _progress(console) as progress:
+            with progress_bars(console) as progress:
                 for label, on in phases:
                     task = progress.add_task(f"{pace}: {label}", total=seconds)
                     for r in pipeline.runners:

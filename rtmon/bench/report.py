@@ -248,13 +248,24 @@ def stages_table(report: dict) -> list[str]:
     tails = [e for e in report["engines"] if e.get("stages_p99_ms")]
     if tails:
         lines += ["", "Each stage's own P99 (ms; which stage makes the tail — the P99s of the parts do not add up to "
-                  "the frame's):", "", "| engine | hand-over | preprocess | inference | postprocess | frame |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "the frame's; the hand-over's directions with the frames each took over 1 ms):", "",
+                  "| engine | hand-over | to the engine | back | preprocess | inference | postprocess | frame |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for e in tails:
-            st, lat = e["stages_p99_ms"], e.get("latency_ms") or {}
-            lines.append(f"| {e['name']} | " + " | ".join(fmt(st.get(k), ".3f") for k in ("handover", "preprocess",
-                         "inference", "postprocess")) + f" | {fmt(lat.get('p99'), '.3f')} |")
+            st, lat, legs = e["stages_p99_ms"], e.get("latency_ms") or {}, e.get("handover_legs_ms") or {}
+            directions = [_leg_tail(legs, k) for k in ("to_engine", "to_main")]
+            lines.append(f"| {e['name']} | {fmt(st.get('handover'), '.3f')} | " + " | ".join(directions) + " | "
+                         + " | ".join(fmt(st.get(k), ".3f") for k in ("preprocess", "inference", "postprocess"))
+                         + f" | {fmt(lat.get('p99'), '.3f')} |")
     return lines
+
+
+def _leg_tail(legs: dict, leg: str) -> str:
+    """One direction's P99, and its frames over 1 ms when any (reports before 2026-12-05: n/a)."""
+    p99, over = legs.get(f"{leg}_p99"), legs.get(f"{leg}_over_1ms")
+    if p99 is None:
+        return "n/a"
+    return f"{p99:.3f}" + (f" ({over} over 1 ms)" if over else "")
 
 
 def offline_markdown(report: dict) -> list[str]:
