@@ -96,6 +96,10 @@ class BenchSettings(_Section):
                                   "short segments, each after a segment of its plain-ultralytics reference (and one "
                                   "more after the last), so a machine whose speed drifts within seconds slows both "
                                   "alike; more rounds follow while the engine is not yet stable")
+    segment_warmup: int = Field(2, ge=0, le=100, description="single-stream with a reference: untimed frames at the "
+                                "start of every segment, the engine's and the plain script's alike, so neither times "
+                                "its first frames after idling through the other's segment (cold caches, a process "
+                                "woken from a long sleep)")
     batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
     camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")
     trial_s: float = Field(8.0, gt=0, description="multi-stream: seconds measured per camera count")

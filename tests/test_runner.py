@@ -365,3 +365,23 @@ def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_rou
     assert all(s["frames"] >= 3 for s in segments), segments  # at least its share of the frames each round
     assert len(segments) > 4  # never stable: rounds were added, up to max_duration
     assert entry["frames"] == sum(s["frames"] for s in segments)
+
+
+def test_each_segment_begins_with_untimed_frames_when_it_alternates_with_a_reference():
+    """The engine idles through each script segment: its first frames after that are warm-up, not
+    timed (the script's segments begin the same way), and the report says how many."""
+    from rtmon.bench.harness import EngineUnderTest
+    from rtmon.bench.scenarios import single_stream
+
+    settings = load_settings(None, {})
+    options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
+    eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
+    try:
+        entry = single_stream(eut, frames=12, warmup=2, min_duration=0.0, max_duration=0.5, window_s=10.0,
+                              timing_probe=0, rounds=3, between=lambda k: None, segment_warmup=3)
+        answered = eut.collector.count
+    finally:
+        eut.stop()
+    segments = entry["segments"]
+    assert answered == 2 + 3 * len(segments) + entry["frames"]  # run-wide warm-up, per segment, timed
+    assert entry["warmup"] == {"frames": 2, "s": pytest.approx(entry["warmup"]["s"]), "per_segment": 3}

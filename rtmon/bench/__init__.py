@@ -204,7 +204,8 @@ def _alternate(session, runs: list[dict], b, progress, engine: str):
     the engine has), with the engine's share of the frames and of the minimum duration (the
     plain script also stops at the run's maximum duration, a safety cap)."""
     rounds = b.reference_rounds  # at least: more follow while the engine is not yet stable
-    share = (math.ceil(b.frames / rounds), b.min_duration_s / rounds, max(b.max_duration_s, b.min_duration_s))
+    share = (math.ceil(b.frames / rounds), b.min_duration_s / rounds, max(b.max_duration_s, b.min_duration_s),
+             b.segment_warmup)
 
     task = None
 
@@ -224,7 +225,8 @@ def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], 
     b = settings.bench
     if scenario == "single-stream":
         return scenarios.single_stream(eut, b.frames, b.warmup, b.min_duration_s, max(b.max_duration_s, b.min_duration_s),
-                                       b.window_s, b.timing_probe, progress, b.reference_rounds, between)
+                                       b.window_s, b.timing_probe, progress, b.reference_rounds, between,
+                                       b.segment_warmup)
     if scenario == "offline":
         return scenarios.offline(eut, batches, b.frames, 2, progress)
     return scenarios.capacity_search(eut, b.camera_fps, b.trial_s, b.trial_warmup_s, b.max_streams, progress)

@@ -4,9 +4,9 @@
 rtmon code on the timed path: it imports only ultralytics and NumPy, loads the frames rtmon
 decoded (a .npy file of the same decoded frames every engine sees), loads the model and warms
 up, prints `{"ready": ...}`, then runs one timed segment per request line on stdin
-(`{"frames": N, "min_duration_s": S, "max_duration_s": M}`): `model.predict(frame, ...)` one
-frame at a time, exactly as a user's loop would, until it has N frames and S seconds (or M
-seconds). Each segment prints one JSON line: per-frame latencies (ms), the wall time from its
+(`{"frames": N, "min_duration_s": S, "max_duration_s": M, "warmup": W}`): W untimed calls
+first (the engine's segments begin the same way), then `model.predict(frame, ...)` one frame at
+a time, exactly as a user's loop would, until it has N frames and S seconds (or M seconds). Each segment prints one JSON line: per-frame latencies (ms), the wall time from its
 first call to its last return, and ultralytics' own per-frame stage times (`results[0].speed`,
 read after the clock stopped), so a report can put the engine's stages beside the script's.
 End of input ends the script.
@@ -44,6 +44,9 @@ def main(job_path: str) -> None:
     i = 0
     for line in sys.stdin:
         segment = json.loads(line)
+        for _ in range(segment.get("warmup", 0)):
+            model.predict(frames[i % len(frames)], **kwargs)
+            i += 1
         latencies, speeds = [], []
         t_first = time.perf_counter()
         n = 0

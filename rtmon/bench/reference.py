@@ -107,9 +107,11 @@ class PlainSession:
             raise UserError(f"reference: the plain ultralytics script failed ({last[:200]}); --no-reference skips it")
         return json.loads(line)
 
-    def segment(self, frames: int, min_duration_s: float, max_duration_s: float) -> dict:
-        """One timed segment: at least `frames` frames and `min_duration_s` (at most `max_duration_s`)."""
-        request = {"frames": frames, "min_duration_s": min_duration_s, "max_duration_s": max_duration_s}
+    def segment(self, frames: int, min_duration_s: float, max_duration_s: float, warmup: int = 0) -> dict:
+        """One timed segment: at least `frames` frames and `min_duration_s` (at most `max_duration_s`),
+        after `warmup` untimed ones."""
+        request = {"frames": frames, "min_duration_s": min_duration_s, "max_duration_s": max_duration_s,
+                   "warmup": warmup}
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()

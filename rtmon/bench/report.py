@@ -228,7 +228,8 @@ def single_stream_markdown(report: dict) -> list[str]:
             f"| {fmt(lat.get('p99'), '.3f')} | {fmt(lat.get('max'), '.2f')} | {fmt(es, '.3f')} | {fl_text} | {e['frames']} "
             f"| {valid} | {stable} | {', '.join(e.get('optimizations', [])) or '—'} | {cost_text} |")
     lines += ["", "Latencies in ms. Warm-up excluded: " + ", ".join(
-        f"{e['name']} {e['warmup']['frames']} frames ({e['warmup']['s']:.1f} s)" for e in report["engines"]) + ".",
+        f"{e['name']} {e['warmup']['frames']} frames ({e['warmup']['s']:.1f} s)" + _segment_warmup(e)
+        for e in report["engines"]) + ".",
         "", *stages_table(report), "", "![latency CDF](latency_cdf.png)", ""]
     return lines
 
@@ -258,6 +259,11 @@ def stages_table(report: dict) -> list[str]:
                          + " | ".join(fmt(st.get(k), ".3f") for k in ("preprocess", "inference", "postprocess"))
                          + f" | {fmt(lat.get('p99'), '.3f')} |")
     return lines
+
+
+def _segment_warmup(entry: dict) -> str:
+    n = (entry.get("warmup") or {}).get("per_segment")
+    return f" and {n} at the start of each of its segments (as its plain script's)" if n else ""
 
 
 def _leg_tail(legs: dict, leg: str) -> str:

@@ -93,7 +93,7 @@ def _closed_loop(eut: EngineUnderTest, first_index: int, count: int | None = Non
 
 def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: float, max_duration: float,
                   window_s: float, timing_probe: int, progress: Progress | None = None, rounds: int = 1,
-                  between: Callable[[int], None] | None = None) -> dict:
+                  between: Callable[[int], None] | None = None, segment_warmup: int = 0) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
 
     With `between` (the engine's plain-script reference), the run is segments with `between(k)`
@@ -103,7 +103,11 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     script's segments ranged over 44%), so segments are short and many, and both sides see the
     same mix. While the segments joined are not yet stable (`Measured.joined`), another round
     of the same size follows, up to `max_duration` of the engine's time: the reference keeps
-    alternating instead of the engine's last segment growing alone."""
+    alternating instead of the engine's last segment growing alone. Each segment begins with
+    `segment_warmup` untimed frames, as the script's do: after idling through the other side's
+    segment, a side's first frames run on cold caches and wake a process from a long sleep (H200,
+    2026-12-04: the first frame of every baseline segment 2.4 ms slower than the rest, the second
+    1.4 ms; about 1% of the frames, the hand-over's P99 of 4 ms), which a closed loop never does."""
     eut.require_loaded()
     rounds = max(1, rounds) if between is not None else 1
     t_warm = time.perf_counter()
@@ -118,6 +122,8 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     while True:
         if between is not None:
             between(k)
+            if segment_warmup:  # the engine idled through the script's segment: its first frames are not timed
+                _closed_loop(eut, -segment_warmup, segment_warmup)
         start = eut.collector.count
 
         def done(n: int, elapsed: float, start=start) -> bool:
@@ -144,7 +150,8 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     if between is not None:
         between(k)
     measured = Measured.joined(parts)
-    entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": {"frames": warmup, "s": warmup_s},
+    warmed = {"frames": warmup, "s": warmup_s, "per_segment": segment_warmup if between is not None else 0}
+    entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": warmed,
              "optimizations": _optimizations(eut, False, 1), "mode": "single", "batch": 1}
     if len(parts) > 1:
         entry["segments"] = [{"frames": p.frames, "fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50))}

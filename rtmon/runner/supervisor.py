@@ -316,10 +316,10 @@ class EngineRunner:
     def _pump(self, now: float | None = None) -> None:
         """Hand over what the feed has ready, up to the room the engine has. `now`: the instant
         the hand-over began (the receiving thread passes the instant the last result arrived)."""
-        feed = self._feed
-        if feed is None or self._feed_ended:
-            return
-        with self._send_lock:
+        with self._send_lock:  # the feed and its end are read as `follow()` sets them: both old or both new
+            feed = self._feed
+            if feed is None or self._feed_ended:
+                return
             t_handed = time.perf_counter() if now is None else now
             while self.accepting:
                 with self._cv:
