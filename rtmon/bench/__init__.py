@@ -20,9 +20,9 @@ from rich.table import Table
 
 from rtmon import engines as registry
 from rtmon import gpu
+from rtmon.bench import concurrent_report, scenarios
 from rtmon.bench import reference as plain
 from rtmon.bench import report as reports
-from rtmon.bench import scenarios
 from rtmon.bench.harness import Collector, EngineUnderTest, decode_pool
 from rtmon.bench.progress import progress_bars
 from rtmon.core import BenchPhase, GpuMemory, Role, SourceState
@@ -361,8 +361,8 @@ def run_concurrent(settings, model: ModelRef, specs: list[SourceSpec], engines: 
             result["paces"][pace] = _pace_entry(pace, pipeline, figures)
         finally:
             pipeline.stop()
-    result["checks"] = reports.concurrent_checks(result)
-    write_folder(out, reports.concurrent_files(result))
+    result["checks"] = concurrent_report.concurrent_checks(result)
+    write_folder(out, concurrent_report.concurrent_files(result))
     console.print(_concurrent_table(result))
     return result
 
