@@ -145,9 +145,8 @@ class Server:
 
     def report_memory(self) -> None:
         """Every `MEMORY_REPORT_S`, this process's GPU memory to the main process, from a thread
-        of its own: NVML's process query takes milliseconds, and asked between two frames it
-        held the next frame back that long (the baseline's hand-over P99 was 3.8 ms on the H200,
-        2026-12-04, with one query a second in the request loop)."""
+        of its own: asked in the request loop, between two frames, NVML's process query (a call
+        into the driver) held the next frame back for as long as it took."""
         while not self.stopped.wait(MEMORY_REPORT_S):
             memory = gpu_memory(self.context)
             try:
