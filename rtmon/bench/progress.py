@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class QuietProgress(Progress):
     """rich's progress bars, drawn only when asked (`draw`), never by a refresh thread of their
     own. Drawing holds the GIL (1.4 ms a draw in a terminal, 0.09 ms into a pipe, measured on
-    this project's CI machine), and an engine's answer that arrives meanwhile waits in the thread
+    the development machine), and an engine's answer that arrives meanwhile waits in the thread
     that receives it: the bench draws between an engine's segments and, within a long one, at
     most every `every_s`."""
 
