@@ -70,7 +70,7 @@ class PlainSession:
 
     READY_TIMEOUT_S = 600.0  # loading ultralytics and the model, the first CUDA kernels, the warm-up
 
-    def __init__(self, ref: Reference, frames: Path, settings, warmup: int) -> None:
+    def __init__(self, ref: Reference, frames: Path, settings, warmup: int, cpus: set[int] | None = None) -> None:
         m = settings.model
         self.ref = ref
         self.runs: list[dict] = []
@@ -83,6 +83,8 @@ class PlainSession:
         env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
         self._proc = subprocess.Popen([sys.executable, str(SCRIPT), str(self._job_path)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
+        if cpus:  # before the interpreter has started a thread: every thread it starts inherits the set
+            os.sched_setaffinity(self._proc.pid, cpus)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name="plain-reference-stdout", daemon=True).start()
         self.facts = self._reply(self.READY_TIMEOUT_S)

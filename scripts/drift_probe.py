@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""How far apart can two identical runs of plain ultralytics be on this machine? An A/A test.
+
+    python scripts/drift_probe.py [--rounds 24] [--segment-s 0.4] [--modes free,shared,one] [--out drift.json]
+
+The yardstick check compares rtmon's baseline with the plain ultralytics script segment by
+segment (`rtmon bench --scenario single-stream`). Here *both* sides are the plain script
+(`rtmon/bench/plain_predict.py`, two processes, A and B) alternating the same way (A, B, A, …,
+A), so any difference between them is the machine's. Per mode, where the two processes may run:
+
+- `free`: anywhere (as the bench runs today);
+- `shared`: both on the same few CPUs (`--cpus`, default four of them);
+- `one`: both on the same single CPU.
+
+For each mode: B's round-by-round FPS and P50 ratio against A (median and its 95% interval,
+as the yardstick check computes them), each process's segment-to-segment spread, and the CPU
+each was last seen on after each segment (/proc/PID/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def last_cpu(pid: int) -> int:
+    """The CPU the process last ran on (field 39 of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[36])
+
+
+def run_mode(mode: str, cpus: set[int] | None, ref, frames: Path, settings, rounds: int, segment_s: float,
+             warmup: int) -> dict:
+    from rtmon.bench import reference as plain
+
+    a = plain.PlainSession(ref, frames, settings, 16, cpus)
+    b = plain.PlainSession(ref, frames, settings, 16, cpus)
+    cpu_seen = {"a": [], "b": []}
+    try:
+        for k in range(rounds + 1):
+            a.segment(1, segment_s, 30.0, warmup)
+            cpu_seen["a"].append(last_cpu(a._proc.pid))
+            if k < rounds:
+                b.segment(1, segment_s, 30.0, warmup)
+                cpu_seen["b"].append(last_cpu(b._proc.pid))
+    finally:
+        a.close()
+        b.close()
+    row_a, row_b = plain.row(ref, a.runs), plain.row(ref, b.runs)
+    row_b["segments"] = row_b["runs"]
+    pairs = plain.paired(plain.rounds(row_b, row_a))
+    return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
+            "a_drift_pct": row_a["drift_pct"], "b_drift_pct": row_b["drift_pct"], "b_vs_a": pairs,
+            "a_segments_fps": [round(r["fps"], 1) for r in row_a["runs"]],
+            "b_segments_fps": [round(r["fps"], 1) for r in row_b["runs"]], "cpu_seen": cpu_seen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--segment-s", type=float, default=0.4)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed frames at each segment's start")
+    parser.add_argument("--modes", default="free,shared,one")
+    parser.add_argument("--cpus", default="", help="the shared mode's CPUs (default: the last four this process may use)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    from rtmon.bench import reference as plain
+    from rtmon.bench.harness import decode_pool
+    from rtmon.config import load_settings
+    from rtmon.models import resolve_model
+    from rtmon.sources import resolve_source
+
+    settings = load_settings()
+    model = resolve_model("demo", Path(settings.paths.engines_dir))
+    ref = plain.references(model, settings)[0]
+    allowed = sorted(os.sched_getaffinity(0))
+    shared = {int(c) for c in args.cpus.split(",")} if args.cpus else set(allowed[-4:])
+    choice = {"free": None, "shared": shared, "one": {max(shared)}}
+    pool = decode_pool([resolve_source("sample", Path(settings.paths.cache_dir))], 64)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rtmon-drift-") as tmp:
+        frames = plain.save_frames(pool, Path(tmp))
+        for mode in args.modes.split(","):
+            row = run_mode(mode, choice[mode], ref, frames, settings, args.rounds, args.segment_s, args.warmup)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
