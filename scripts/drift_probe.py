@@ -69,12 +69,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed frames at each segment's start")
     parser.add_argument("--modes", default="free,shared,one")
     parser.add_argument("--cpus", default="", help="the shared mode's CPUs (default: the last four this process may use)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where the sample clip is (default: rtmon's cache)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from rtmon.bench import reference as plain
     from rtmon.bench.harness import decode_pool
     from rtmon.config import load_settings
     from rtmon.models import resolve_model
+    from rtmon.preparation import cache_dir
     from rtmon.sources import resolve_source
 
     settings = load_settings()
@@ -83,7 +85,7 @@ def main() -> None:
     allowed = sorted(os.sched_getaffinity(0))
     shared = {int(c) for c in args.cpus.split(",")} if args.cpus else set(allowed[-4:])
     choice = {"free": None, "shared": shared, "one": {max(shared)}}
-    pool = decode_pool([resolve_source("sample", Path(settings.paths.cache_dir))], 64)
+    pool = decode_pool([resolve_source("sample", args.cache_dir or cache_dir(settings))], 64)
     rows = []
     with tempfile.TemporaryDirectory(prefix="rtmon-drift-") as tmp:
         frames = plain.save_frames(pool, Path(tmp))
