@@ -100,6 +100,10 @@ class BenchSettings(_Section):
                                 "start of every segment, the engine's and the plain script's alike, so neither times "
                                 "its first frames after idling through the other's segment (cold caches, a process "
                                 "woken from a long sleep)")
+    cpu_split: Literal["auto", "off"] = Field("auto", description="single-stream: rtmon's own threads on the first "
+                                              "quarter of the CPUs, each measured process (engine, plain script) on "
+                                              "the rest, so the main process's waiting does not run where they do "
+                                              "(auto: on machines of 8 CPUs or more)")
     batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
     camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")
     trial_s: float = Field(8.0, gt=0, description="multi-stream: seconds measured per camera count")

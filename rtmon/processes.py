@@ -83,3 +83,51 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def split_cpus(main_share: float = 0.25, at_least: int = 8) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """This process's CPUs in two: (the main process's, the measured processes'), the first
+    `main_share` of them (at least two) for rtmon's own threads; None with fewer than `at_least`
+    CPUs (or off Linux), where a split would starve one side."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < at_least:
+        return None
+    cut = max(2, int(len(allowed) * main_share))
+    if len(allowed) - cut < 2:
+        return None
+    return tuple(allowed[:cut]), tuple(allowed[cut:])
+
+
+def pin_threads(cpus: tuple[int, ...]) -> dict[int, set[int]]:
+    """Every thread this process has now onto `cpus` (threads started later inherit their
+    starter's); returns each thread's CPUs before, for `unpin_threads`."""
+    before: dict[int, set[int]] = {}
+    for name in os.listdir("/proc/self/task"):
+        tid = int(name)
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+    return before
+
+
+def unpin_threads(before: dict[int, set[int]]) -> None:
+    for tid, cpus in before.items():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+@contextlib.contextmanager
+def children_on(cpus: tuple[int, ...] | None) -> Iterator[None]:
+    """Processes started inside run on `cpus` from their first instruction: the calling thread
+    (whose CPUs a forked child inherits) is moved there for the start, and back after."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -36,7 +36,7 @@ def last_cpu(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[36])
 
 
-def run_mode(mode: str, cpus: set[int] | None, ref, frames: Path, settings, rounds: int, segment_s: float,
+def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, settings, rounds: int, segment_s: float,
              warmup: int) -> dict:
     from rtmon.bench import reference as plain
 
@@ -83,8 +83,8 @@ def main() -> None:
     model = resolve_model("demo", Path(settings.paths.engines_dir))
     ref = plain.references(model, settings)[0]
     allowed = sorted(os.sched_getaffinity(0))
-    shared = {int(c) for c in args.cpus.split(",")} if args.cpus else set(allowed[-4:])
-    choice = {"free": None, "shared": shared, "one": {max(shared)}}
+    shared = tuple(int(c) for c in args.cpus.split(",")) if args.cpus else tuple(allowed[-4:])
+    choice = {"free": None, "shared": shared, "one": (max(shared),)}
     pool = decode_pool([resolve_source("sample", args.cache_dir or cache_dir(settings))], 64)
     rows = []
     with tempfile.TemporaryDirectory(prefix="rtmon-drift-") as tmp:

@@ -1,11 +1,11 @@
-"""rtmon.processes: the main process's malloc arenas."""
+"""rtmon.processes: the main process's malloc arenas; where the measured processes run."""
 
 import subprocess
 import sys
 
 import pytest
 
-from rtmon.processes import cap_malloc_arenas
+from rtmon.processes import cap_malloc_arenas, children_on, pin_threads, split_cpus, unpin_threads
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -23,3 +23,49 @@ def test_the_main_process_caps_its_malloc_arenas_and_still_allocates_from_thread
 
 def test_capping_arenas_answers_a_bool():
     assert isinstance(cap_malloc_arenas(), bool)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sched_setaffinity")
+
+
+@linux_only
+def test_a_split_gives_rtmon_the_first_quarter_and_the_measured_processes_the_rest(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert split_cpus() == ((0, 1, 2, 3), tuple(range(4, 16)))
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert split_cpus() is None  # too few to share: no split
+    assert split_cpus(at_least=2) is None  # nothing would be left for the measured side
+
+
+@linux_only
+def test_a_child_started_inside_children_on_runs_there_and_the_starter_gets_its_cpus_back():
+    import os
+
+    before = os.sched_getaffinity(0)
+    one = (min(before),)
+    with children_on(one):
+        out = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == str(list(one))
+    assert os.sched_getaffinity(0) == before
+
+
+@linux_only
+def test_pinning_moves_every_thread_and_unpinning_restores_them():
+    import os
+    import threading
+
+    before = os.sched_getaffinity(0)
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    one = (min(before),)
+    try:
+        saved = pin_threads(one)
+        assert os.sched_getaffinity(worker.native_id) == set(one)
+        assert os.sched_getaffinity(0) == set(one)
+        unpin_threads(saved)
+        assert os.sched_getaffinity(worker.native_id) == before
+    finally:
+        stop.set()
+        worker.join()

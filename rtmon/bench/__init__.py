@@ -9,6 +9,7 @@ finished, so a failed or interrupted run leaves nothing half-written behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tempfile
 import time
@@ -31,6 +32,7 @@ from rtmon.files import write_folder
 from rtmon.formatting import fmt, fmt_mib
 from rtmon.metrics import EngineSnapshot, LatencyStats, throughput_fps
 from rtmon.models import ModelRef
+from rtmon.processes import pin_threads, split_cpus, unpin_threads
 from rtmon.reporting import header
 from rtmon.snapshot import MonitorSnapshot, SourceStatus
 from rtmon.sources import SourceSpec
@@ -112,6 +114,10 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     entries: list[dict] = []
     refs: list[dict] = []
     with_reference = reference and scenario in REFERENCE_SCENARIOS
+    # Single-stream: rtmon's own threads (the feed, the receivers' spin, the progress bars) on a
+    # few CPUs of their own, each measured process (the engine's, the plain script's) on the rest.
+    split = split_cpus() if scenario == "single-stream" and b.cpu_split == "auto" else None
+    pinned = pin_threads(split[0]) if split else {}
     try:
         with console.status("decoding the frames every engine will see …"):
             pool = decode_pool(specs, min(b.pool, max(b.frames + b.warmup, 1)))
@@ -124,7 +130,7 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
             def reference(ref, when: str) -> None:
                 task = progress.add_task(f"reference for {ref.for_engine} ({when})", total=None)
                 progress.draw(now=True)
-                with plain.PlainSession(ref, frames_file, settings, b.warmup) as session:
+                with plain.PlainSession(ref, frames_file, settings, b.warmup, split and split[1]) as session:
                     runs[ref.for_engine].append(session.segment(b.frames, *duration))
                 progress.update(task, completed=1, total=1)
                 progress.draw(now=True)
@@ -148,11 +154,13 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
 
                 status.update(name, BenchPhase.LOADING)
                 options = scenarios.options_for(run_settings, scenario, max_batch, tuple(batches))
+                if split:
+                    options = dataclasses.replace(options, cpus=split[1])
                 eut = EngineUnderTest.start(candidates, model, run_settings, options, pool)
                 try:
                     if interleaved:
                         eut.require_loaded()  # the engine loads first, then its reference: nothing overlaps
-                        with plain.PlainSession(ref, frames_file, settings, b.warmup) as session:
+                        with plain.PlainSession(ref, frames_file, settings, b.warmup, split and split[1]) as session:
                             between = _alternate(session, runs[ref.for_engine], b, progress, ref.for_engine)
                             entry = _measure(eut, scenario, settings, batches, report_progress, between)
                     else:
@@ -170,10 +178,12 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                     reference(ref, "after")
             refs = [plain.row(ref, runs[ref.for_engine]) for ref in plans]
     finally:
+        unpin_threads(pinned)
         if publisher:
             publisher.stop()
     report = {**header(model, specs), "scenario": scenario, "policy": POLICIES[scenario],
-              "frames": b.frames, "warmup": b.warmup, "engines": entries}
+              "frames": b.frames, "warmup": b.warmup, "engines": entries,
+              "cpus": {"main": list(split[0]), "measured": list(split[1])} if split else None}
     if with_reference:
         report["reference"] = refs
         report["yardstick"] = plain.yardstick(entries, refs, scenario)

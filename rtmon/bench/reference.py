@@ -28,6 +28,7 @@ from rtmon import engines as registry
 from rtmon.errors import UserError
 from rtmon.metrics import LatencyStats, throughput_fps
 from rtmon.models import ModelRef, export_onnx
+from rtmon.processes import children_on
 
 SCRIPT = Path(__file__).with_name("plain_predict.py")
 WITHIN = 0.03  # the yardstick's tolerance on FPS and P50
@@ -70,7 +71,7 @@ class PlainSession:
 
     READY_TIMEOUT_S = 600.0  # loading ultralytics and the model, the first CUDA kernels, the warm-up
 
-    def __init__(self, ref: Reference, frames: Path, settings, warmup: int, cpus: set[int] | None = None) -> None:
+    def __init__(self, ref: Reference, frames: Path, settings, warmup: int, cpus: tuple[int, ...] | None = None) -> None:
         m = settings.model
         self.ref = ref
         self.runs: list[dict] = []
@@ -81,10 +82,9 @@ class PlainSession:
         self._job_path = Path(fh.name)
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the script; close() ends both)
         env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
-        self._proc = subprocess.Popen([sys.executable, str(SCRIPT), str(self._job_path)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
-        if cpus:  # before the interpreter has started a thread: every thread it starts inherits the set
-            os.sched_setaffinity(self._proc.pid, cpus)
+        with children_on(cpus):  # the CPUs its engine runs on, where the bench splits them (bench.cpu_split)
+            self._proc = subprocess.Popen([sys.executable, str(SCRIPT), str(self._job_path)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name="plain-reference-stdout", daemon=True).start()
         self.facts = self._reply(self.READY_TIMEOUT_S)

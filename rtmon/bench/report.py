@@ -323,10 +323,26 @@ def multi_stream_markdown(report: dict) -> list[str]:
     return lines
 
 
+def _cpu_list(cpus: list[int]) -> str:
+    """[0, 1, 2, 5] → "0-2, 5"."""
+    spans: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def markdown(report: dict) -> str:
     scenario = report["scenario"]
     lines = header_markdown(report, f"rtmon bench ({scenario})")
-    lines += [f"- method: {report['policy']}", ""]
+    lines += [f"- method: {report['policy']}"]
+    if report.get("cpus"):
+        cpus = report["cpus"]
+        lines += [f"- CPUs: rtmon's own threads on {_cpu_list(cpus['main'])}, each measured process (engine, plain "
+                  f"script) on {_cpu_list(cpus['measured'])} (bench.cpu_split)"]
+    lines += [""]
     for warning in report.get("warnings") or []:
         lines += [f"> **Warning** — {warning}", ""]
     table = comparison_table(report) if scenario != "multi-stream" else []

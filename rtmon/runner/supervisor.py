@@ -43,6 +43,7 @@ from rtmon.core import Detections, EngineInfo, EngineState, Frame, Handed, Resul
 from rtmon.errors import UserError, one_line
 from rtmon.metrics import EngineMetrics
 from rtmon.models import ModelRef
+from rtmon.processes import children_on
 from rtmon.runner.engine_process import engine_main
 from rtmon.runner.feed import Feed
 from rtmon.runner.mailbox import Mailbox
@@ -79,6 +80,7 @@ class RunnerOptions:
     slots: int = 0  # ring slots; 0 = enough for `depth` frames in flight and one being written
     log_dir: Path | None = None
     factory: Callable | None = None  # a module-level `(name, model, settings) -> engine`, instead of the registry
+    cpus: tuple[int, ...] | None = None  # the CPUs the engine process runs on (None: wherever the main process may)
 
     @classmethod
     def of(cls, settings, **overrides) -> RunnerOptions:
@@ -434,7 +436,8 @@ class EngineRunner:
             spin_s=o.spin_us / 1e6, log_path=log_path, factory=o.factory,
         )
         try:
-            self._proc, self._conn = spawn(job)
+            with children_on(o.cpus):
+                self._proc, self._conn = spawn(job)
         except Exception as exc:
             self._fail(one_line(exc, "could not start the engine process"))
             return False
