@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import eventually
 
 from rtmon.bench.scenarios import options_for
 from rtmon.bus import FrameBus
@@ -235,6 +236,37 @@ def test_latency_runs_from_the_hand_over_to_the_boxes_in_the_main_process_and_co
         assert r.stages.handover > 0
         assert r.latency_ms >= 20.0 + r.stages.handover
         assert r.latency_ms == pytest.approx(engine_ms + r.stages.handover, abs=1e-6)
+
+
+class _CountingFeed(PoolFeed):
+    """A pool feed that counts how often it is asked to wait."""
+
+    waits = 0
+
+    def wait(self, timeout: float) -> None:
+        self.waits += 1
+        super().wait(timeout)
+
+
+def test_a_stopped_feed_is_not_polled_while_its_last_frame_is_in_flight():
+    """`stop()` ends a bench segment with a frame in flight; the feed then answers `wait` at once.
+    The feed's thread must wait for room, not poll that feed in a loop: the loop held the GIL
+    while the receiving thread waited for the answer (its boxes came milliseconds late)."""
+    results: list = []
+    runner = _runner("sleep-after-300", results, depth=1, pipelined=False)
+    images = _images(4)
+    runner.start(0, preload=images)
+    try:
+        assert runner.wait_loaded(30)
+        feed = _CountingFeed(images, 0, None, preloaded=True)
+        runner.follow(feed, ends_run=False)
+        assert eventually(lambda: runner.in_flight == 1, 10)
+        feed.stop()
+        assert runner.fed.wait(20)
+    finally:
+        runner.stop()
+    assert len(results) == 1
+    assert feed.waits <= 3  # polled, it was called hundreds of thousands of times in 0.3 s
 
 
 def test_fed_is_set_for_each_feed_only_once_all_it_handed_over_is_delivered():

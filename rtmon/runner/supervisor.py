@@ -162,6 +162,7 @@ class EngineRunner:
         self._ends_run = True
         self._generation = 0  # one per `follow`: an older feeding thread stops
         self.fed = threading.Event()  # set when the feed has ended and all it handed over is answered
+        self._room_freed = threading.Event()  # the feed's thread waits on it while the engine has no room
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, slot_bytes: int, preload: list[np.ndarray] | None = None,
@@ -208,6 +209,7 @@ class EngineRunner:
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
+        self._room_freed.set()
         proc = self._proc
         if proc is not None and proc.is_alive() and self._mailbox is not None:
             with self._send_lock, contextlib.suppress(Exception):
@@ -264,6 +266,7 @@ class EngineRunner:
             self.metrics.set_state(EngineState.RUNNING if enabled else EngineState.OFF)
         if enabled:
             self._pump()
+        self._room_freed.set()
 
     def wait_room(self, timeout: float) -> bool:
         """Block until the engine can take another frame; False after `timeout` (also while it
@@ -298,12 +301,19 @@ class EngineRunner:
             self._generation += 1
             self._feed, self._feed_ended, self._ends_run = feed, False, ends_run
             self.fed.clear()
+        self._room_freed.set()  # a feed's thread still waiting for room sees its feed replaced
         thread = threading.Thread(target=self._follow, args=(self._generation,), name=f"rtmon-feed-{self.label}",
                                   daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
     def _follow(self, generation: int) -> None:
+        """The feed's own thread: hands frames over when the engine has room and the feed has
+        something new (the receiving thread hands over the next frame itself after each answer).
+        With no room it waits for room, not for the feed: a feed with a frame ready (or one that
+        was stopped) answers `wait` at once, and polling it in a loop held the GIL while the
+        receiving thread spun for the answer (2026-12-04: the last answer of every bench segment
+        came 4-9 ms late, after `stop()`)."""
         self.wait_loaded()
         feed = self._feed
         while not self._stopping and not self.done.is_set() and generation == self._generation:
@@ -313,7 +323,15 @@ class EngineRunner:
             self._pump()
             if self._feed_ended:
                 return
-            feed.wait(0.2)
+            self._room_freed.clear()
+            if self._has_room():
+                feed.wait(0.2)
+            elif not self._feed_ended:
+                self._room_freed.wait(0.2)  # set by the receiver when room is left after its hand-over
+
+    def _has_room(self) -> bool:
+        with self._cv:
+            return self.accepting and self._room() > 0
 
     def _pump(self, now: float | None = None) -> None:
         """Hand over what the feed has ready, up to the room the engine has. `now`: the instant
@@ -464,6 +482,8 @@ class EngineRunner:
                     for item in arrived:
                         self._deliver(*item)
                     self._end_if_drained()
+                    if self._feed_ended or self._has_room():
+                        self._room_freed.set()  # the feed's thread: room is left (or the feed ended)
                 now = time.monotonic()
                 if got is not None and now < next_check:
                     continue
