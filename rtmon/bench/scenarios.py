@@ -107,8 +107,8 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     `segment_warmup` untimed frames, as the script's do: after idling through the other side's
     segment, a side's first frames run on cold caches and wake a process from a long sleep (H200,
     2026-12-04: the first frame of every baseline segment 2.4 ms slower than the rest, the second
-    1.4 ms; segment starts are 1-2% of the frames, as many as the hand-over's millisecond tail),
-    which a closed loop never does."""
+    1.4 ms), which a closed loop never does. (The hand-over's millisecond tail of the same reports
+    was the segments' *last* frames: the runner's feed thread, fixed in `EngineRunner._follow`.)"""
     eut.require_loaded()
     rounds = max(1, rounds) if between is not None else 1
     t_warm = time.perf_counter()
