@@ -18,7 +18,7 @@ from rtmon import __version__
 from rtmon.config import Settings, load_settings, parse_set_options
 from rtmon.errors import UserError
 from rtmon.preparation import engine_streams, prepare
-from rtmon.processes import cap_malloc_arenas
+from rtmon.processes import cap_malloc_arenas, sigterm_as_interrupt
 
 app = typer.Typer(
     add_completion=False,
@@ -32,6 +32,7 @@ app = typer.Typer(
 )
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file (see configs/default.toml)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override any setting: section.key=value (repeatable)")]
@@ -197,6 +198,7 @@ def bench(
     engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = Path(settings.bench.out) if settings.bench.out else timestamped(Path(settings.record.out_dir), "bench", "")
     check_out_dir(out_dir)
+    sigterm_as_interrupt()  # a stop (SIGTERM, Ctrl-C) ends the engine processes and frees their shared memory
     factory = _outlets(settings)
     model_ref, specs = prepare(settings)
     if not model_ref.trained:
@@ -284,6 +286,7 @@ def evaluate(
     engines_ = registry.resolve_engines(settings.engine.bench)
     out_dir = out or timestamped(Path(settings.record.out_dir), "eval", "")
     check_out_dir(out_dir)
+    sigterm_as_interrupt()
     model_ref, specs = prepare(settings)
     if len(specs) > 1:
         raise UserError("eval: give one labeled source")
@@ -429,13 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
     except typer.TyperException as exc:  # usage errors: unknown option, bad value type, ...
         err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    if code == INTERRUPTED:  # typer answers KeyboardInterrupt (Ctrl-C; SIGTERM where a command maps it) so
+        err_console.print("interrupted", markup=False, highlight=False)
     return code if isinstance(code, int) else 0
 
 

@@ -108,6 +108,43 @@ def test_bench_markdown_has_the_brief_layout(bench_report):
     assert "| engine | hand-over | to the engine | back | preprocess | inference | postprocess |" in text
 
 
+def test_a_stopped_bench_ends_its_engine_processes_frees_their_memory_and_writes_nothing(tmp_path, rtmon_env):
+    """SIGTERM (what `timeout` and service managers send) mid-run: exit 130 with one line, no
+    report, no engine process left, and nothing the resource tracker has to clean up after it."""
+    import signal
+    import time
+
+    import psutil
+
+    from tests.cli_helpers import rtmon_command
+
+    out = tmp_path / "bench"
+    cmd, env = rtmon_command(["bench", "--engines", "null", "--frames", "1000000", "--min-duration", "60",
+                              "--no-reference", "--out", str(out)], rtmon_env)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until its engine process runs
+            children = psutil.Process(proc.pid).children(recursive=True)
+            if any("rtmon.runner" in " ".join(c.cmdline()) or "multiprocessing" in " ".join(c.cmdline())
+                   for c in children if c.is_running()):
+                break
+            time.sleep(0.2)
+        time.sleep(2.0)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "leaked" not in stderr, stderr[-2000:]  # the ring and the mailbox were closed, not left to the tracker
+    assert not out.exists()
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
 def test_bench_without_reference_says_the_yardstick_was_not_checked(tmp_path, rtmon_env):
     out = tmp_path / "noref"
     result = run_rtmon(["bench", "--engines", "null", "--frames", "64", "--warmup", "3", "--min-duration", "0",
