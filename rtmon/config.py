@@ -100,6 +100,9 @@ class BenchSettings(_Section):
                                 "start of every segment, the engine's and the plain script's alike, so neither times "
                                 "its first frames after idling through the other's segment (cold caches, a process "
                                 "woken from a long sleep)")
+    until_decided: bool = Field(True, description="single-stream with a reference: after `reference_rounds`, "
+                                "keep alternating while the yardstick's 95% intervals straddle a 3% bound (the "
+                                "check cannot tell yet), up to max_duration_s of the engine's time")
     cpu_split: Literal["auto", "off"] = Field("auto", description="single-stream: rtmon's own threads on the first "
                                               "quarter of the CPUs, each measured process (engine, plain script) on "
                                               "the rest, so the main process's waiting does not run where they do "

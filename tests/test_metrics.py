@@ -4,6 +4,8 @@ early-stopping rules."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -248,3 +250,27 @@ def test_stage_percentiles_say_which_stage_makes_the_tail():
     assert p99["handover"] == pytest.approx(np.percentile(m.stages[:, 0], 99))
     assert Measured.joined([]).stage_percentiles(99) == dict.fromkeys(("handover", "preprocess", "inference",
                                                                        "postprocess"))
+
+
+def test_the_check_is_undecided_while_an_interval_straddles_a_bound_and_decided_once_none_does():
+    """`until_decided`'s question, on synthetic segments: a steady engine 1% behind its script is
+    decided (within) after a few rounds; one whose rounds scatter ±10% around 0.97 is not."""
+    from types import SimpleNamespace
+
+    from rtmon.bench.reference import undecided
+
+    def segment(fps: float, n: int = 50):  # n frames at 1/fps each, back to back
+        lat = np.full(n, 1e3 / fps)
+        return SimpleNamespace(fps=fps, latency_ms=lat, frames=n)
+
+    def script_run(fps: float, n: int = 50):
+        return {"latencies_ms": [1e3 / fps] * n, "wall_s": n / fps}
+
+    speeds = [100.0 + 2 * k for k in range(13)]  # the machine speeds up, slowly, during the run
+    steady = [segment(0.99 * (a + b) / 2) for a, b in itertools.pairwise(speeds)]  # 1% behind the script around it
+    runs = [script_run(f) for f in speeds]
+    assert not undecided(steady, runs)
+    assert undecided(steady[:1], runs[:1])  # no round has a script segment after it yet
+    rng = np.random.default_rng(1)
+    scattered = [segment((a + b) / 2 * (0.97 + rng.uniform(-0.1, 0.1))) for a, b in itertools.pairwise(speeds)]
+    assert undecided(scattered, runs)

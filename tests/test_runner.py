@@ -248,6 +248,31 @@ class _CountingFeed(PoolFeed):
         super().wait(timeout)
 
 
+def test_rounds_go_on_while_the_check_is_undecided_and_stop_at_the_maximum_duration():
+    from rtmon.bench.harness import EngineUnderTest
+    from rtmon.bench.scenarios import single_stream
+
+    settings = load_settings(None, {})
+    options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
+    eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
+    try:
+        asked: list[int] = []
+
+        def until_six(parts) -> bool:
+            asked.append(len(parts))
+            return len(parts) < 6
+
+        entry = single_stream(eut, frames=6, warmup=0, min_duration=0.0, max_duration=30.0, window_s=0.1,
+                              timing_probe=0, rounds=2, between=lambda k: None, undecided=until_six)
+        assert len(entry["segments"]) >= 6  # not before the check decided (stability may ask for more)
+        assert all(n >= 2 for n in asked)  # asked only once the rounds asked for were run
+        entry = single_stream(eut, frames=6, warmup=0, min_duration=0.0, max_duration=1.0, window_s=10.0,
+                              timing_probe=0, rounds=2, between=lambda k: None, undecided=lambda parts: True)
+        assert len(entry["segments"]) > 2 and entry["wall_s"] >= 1.0  # never decided: the cap ends it
+    finally:
+        eut.stop()
+
+
 def test_a_stopped_feed_is_not_polled_while_its_last_frame_is_in_flight():
     """`stop()` ends a bench segment with a frame in flight; the feed then answers `wait` at once.
     The feed's thread must wait for room, not poll that feed in a loop: the loop held the GIL

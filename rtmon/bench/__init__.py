@@ -162,7 +162,10 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                         eut.require_loaded()  # the engine loads first, then its reference: nothing overlaps
                         with plain.PlainSession(ref, frames_file, settings, b.warmup, split and split[1]) as session:
                             between = _alternate(session, runs[ref.for_engine], b, progress, ref.for_engine)
-                            entry = _measure(eut, scenario, settings, batches, report_progress, between)
+                            ref_runs = runs[ref.for_engine]
+                            undecided = (lambda parts, ref_runs=ref_runs: plain.undecided(parts, ref_runs)) \
+                                if b.until_decided else None
+                            entry = _measure(eut, scenario, settings, batches, report_progress, between, undecided)
                     else:
                         entry = _measure(eut, scenario, settings, batches, report_progress)
                 finally:
@@ -187,6 +190,8 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     if with_reference:
         report["reference"] = refs
         report["yardstick"] = plain.yardstick(entries, refs, scenario)
+        if scenario == "single-stream":
+            report["yardstick"]["rounds_rule"] = plain.rounds_rule(b)
     else:
         report["reference"] = []
         report["yardstick"] = {"pass": None, "baseline_vs_reference": None, "checks": [],
@@ -231,12 +236,13 @@ def _alternate(session, runs: list[dict], b, progress, engine: str):
     return between
 
 
-def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress, between=None) -> dict:
+def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress, between=None,
+             undecided=None) -> dict:
     b = settings.bench
     if scenario == "single-stream":
         return scenarios.single_stream(eut, b.frames, b.warmup, b.min_duration_s, max(b.max_duration_s, b.min_duration_s),
                                        b.window_s, b.timing_probe, progress, b.reference_rounds, between,
-                                       b.segment_warmup)
+                                       b.segment_warmup, undecided)
     if scenario == "offline":
         return scenarios.offline(eut, batches, b.frames, 2, progress)
     return scenarios.capacity_search(eut, b.camera_fps, b.trial_s, b.trial_warmup_s, b.max_streams, progress)

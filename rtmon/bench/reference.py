@@ -209,6 +209,26 @@ def rounds(engine: dict, ref: dict) -> list[dict]:
     return out
 
 
+def undecided(parts: list, runs: list[dict]) -> bool:
+    """While the segments alternate: can the check not tell yet? True while either ratio's 95%
+    interval straddles a 3% bound (`decided`), judged on the rounds that have the script's
+    segments on both sides. `parts`: the engine's segments so far (`Measured`); `runs`: the
+    script's (`PlainSession.runs`), one ahead of them."""
+    segments = [{"fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50))} for p in parts if p.frames]
+    per_run = [{"fps": throughput_fps(len(r["latencies_ms"]), 0.0, r["wall_s"]),
+                "p50_ms": float(np.percentile(r["latencies_ms"], 50))} for r in runs if r["latencies_ms"]]
+    closed = max(min(len(segments), len(per_run) - 1), 0)  # rounds with a script segment after them too
+    pairs = paired(rounds({"segments": segments[:closed]}, {"runs": per_run[:closed + 1]}))
+    return pairs is None or any(decided(pairs[f"{k}_ci95"]) is None for k in ("fps", "p50"))
+
+
+def rounds_rule(bench) -> str:
+    """How many rounds a single-stream run alternated (`bench`: the bench settings), for the report."""
+    decide = " or the check could not yet decide (an interval straddling a 3% bound)" if bench.until_decided else ""
+    return (f"Rounds: at least {bench.reference_rounds}, more while the engine was not yet stable{decide}, up to "
+            f"{max(bench.max_duration_s, bench.min_duration_s):g} s of the engine's time.")
+
+
 def _mean_of(runs: list[dict], key: str) -> float | None:
     values = [r[key] for r in runs if r.get(key)]
     return float(np.mean(values)) if values else None

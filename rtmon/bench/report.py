@@ -163,6 +163,8 @@ def reference_markdown(report: dict) -> list[str]:
     lines += ["", "Round by round: each engine segment's FPS and P50 against the mean of the reference segments just "
               "before and after it; the check takes the median of those ratios, which a machine whose speed drifts "
               "during the run leaves standing (the whole run's ratios pool frames from its fast and slow spells)."]
+    if yard.get("rounds_rule"):
+        lines += ["", yard["rounds_rule"]]
     beside = [c for c in yard.get("checks", []) if c.get("stages_ms")]
     if beside:
         lines += ["", "Stage by stage (mean ms per frame): ultralytics' own stage times (`results[0].speed`) in the "

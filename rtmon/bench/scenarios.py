@@ -93,7 +93,8 @@ def _closed_loop(eut: EngineUnderTest, first_index: int, count: int | None = Non
 
 def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: float, max_duration: float,
                   window_s: float, timing_probe: int, progress: Progress | None = None, rounds: int = 1,
-                  between: Callable[[int], None] | None = None, segment_warmup: int = 0) -> dict:
+                  between: Callable[[int], None] | None = None, segment_warmup: int = 0,
+                  undecided: Callable[[list[Measured]], bool] | None = None) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
 
     With `between` (the engine's plain-script reference), the run is segments with `between(k)`
@@ -108,7 +109,9 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
     segment, a side's first frames run on cold caches and wake a process from a long sleep (H200,
     2026-12-04: the first frame of every baseline segment 2.4 ms slower than the rest, the second
     1.4 ms), which a closed loop never does. (The hand-over's millisecond tail of the same reports
-    was the segments' *last* frames: the runner's feed thread, fixed in `EngineRunner._follow`.)"""
+    was the segments' *last* frames: the runner's feed thread, fixed in `EngineRunner._follow`.)
+    With `undecided(segments so far)` (the yardstick's check cannot yet tell: its interval
+    straddles a bound), rounds also go on while it says so, up to `max_duration`."""
     eut.require_loaded()
     rounds = max(1, rounds) if between is not None else 1
     t_warm = time.perf_counter()
@@ -146,7 +149,9 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
             break
         if k < rounds:
             continue
-        if sum(p.wall_s for p in parts) >= max_duration or stability(Measured.joined(parts), window_s).stable:
+        if sum(p.wall_s for p in parts) >= max_duration:
+            break
+        if stability(Measured.joined(parts), window_s).stable and not (undecided and undecided(parts)):
             break
     if between is not None:
         between(k)
