@@ -91,8 +91,13 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert sum(stages[k]["engine"] for k in ("preprocess", "inference", "postprocess", "outside", "handover")) == \
         pytest.approx(stages["frame"]["engine"])
     assert ref["stages_ms"]["inference"] == pytest.approx(stages["inference"]["reference"])
+    # each side's segment edges: the first, second and last timed frames against the segment's median
+    assert len(ref["segment_latencies_ms"]) == len(ref["runs"])
+    edges = check["edges"]
+    assert edges["engine"]["segments"] == len(baseline["segments"]) and edges["reference"]["segments"] == len(ref["runs"])
     text = (bench_report[0] / "bench.md").read_text()
     assert "Stage by stage (mean ms per frame)" in text
+    assert "A segment's first, second and last timed frames" in text and "Rounds: at least 3" in text
     assert "## Yardstick" in text and "plain ultralytics predict (PyTorch FP32)" in text
     assert ("Yardstick check: **PASS**" in text) == yard["pass"]
     # a FAIL is a warning at the top; a PASS may carry one too, when its interval is not decisive

@@ -274,3 +274,16 @@ def test_the_check_is_undecided_while_an_interval_straddles_a_bound_and_decided_
     rng = np.random.default_rng(1)
     scattered = [segment((a + b) / 2 * (0.97 + rng.uniform(-0.1, 0.1))) for a, b in itertools.pairwise(speeds)]
     assert undecided(scattered, runs)
+
+
+def test_segment_edges_say_how_each_segments_first_and_last_frames_compare_with_its_median():
+    from rtmon.bench.reference import engine_segments, segment_edges
+
+    segments = [[12.0, 11.0, 10.0, 10.0, 10.0, 10.5], [14.0, 10.0, 10.0, 10.0, 10.0, 10.0], [1.0, 2.0]]  # medians 10.25, 10
+    edges = segment_edges(segments)  # the 2-frame segment is too short to say anything
+    assert edges == {"first_ms": pytest.approx(2.875), "second_ms": pytest.approx(0.375), "last_ms": pytest.approx(0.125),
+                     "segments": 2}
+    assert segment_edges([[1.0]]) is None
+    engine = {"latencies_ms": [1.0, 2.0, 3.0, 4.0, 5.0], "latencies_every": 1, "segments": [{"frames": 2}, {"frames": 3}]}
+    assert engine_segments(engine) == [[1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert engine_segments({**engine, "latencies_every": 2}) == []  # not every frame stored: no segments

@@ -12,6 +12,7 @@ P50 latency are within 3% of the plain script's.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import queue
@@ -158,6 +159,7 @@ def row(ref: Reference, runs: list[dict]) -> dict:
             "latency_ms": lat.as_dict() if lat else None, "frames": len(latencies), "runs": per_run,
             "drift_pct": 100.0 * (max(fps) - min(fps)) / min(fps) if len(fps) > 1 else None,
             "stages_ms": stage_means(runs, lat.mean if lat else None),
+            "segment_latencies_ms": [[round(float(v), 4) for v in r["latencies_ms"]] for r in runs],
             "call": ref.what, "script": "rtmon/bench/plain_predict.py", "ultralytics": runs[0]["ultralytics"],
             "device": runs[0]["device"]}
 
@@ -220,6 +222,27 @@ def undecided(parts: list, runs: list[dict]) -> bool:
     closed = max(min(len(segments), len(per_run) - 1), 0)  # rounds with a script segment after them too
     pairs = paired(rounds({"segments": segments[:closed]}, {"runs": per_run[:closed + 1]}))
     return pairs is None or any(decided(pairs[f"{k}_ci95"]) is None for k in ("fps", "p50"))
+
+
+def segment_edges(segments: list[list[float]]) -> dict | None:
+    """How a segment's first, second and last timed frames compare with the rest of it: the mean,
+    over segments (of 4 frames or more), of each one's latency less its segment's median (ms). A
+    side whose first frames pay for having idled through the other side's segment shows here."""
+    rows = [np.asarray(seg, float) for seg in segments if len(seg) >= 4]
+    if not rows:
+        return None
+    over = {name: float(np.mean([r[i] - np.median(r) for r in rows])) for name, i in
+            (("first_ms", 0), ("second_ms", 1), ("last_ms", -1))}
+    return {**over, "segments": len(rows)}
+
+
+def engine_segments(engine: dict) -> list[list[float]]:
+    """The engine's per-frame latencies, segment by segment (where every frame was stored)."""
+    lat, segs = engine.get("latencies_ms") or [], engine.get("segments") or []
+    if engine.get("latencies_every") != 1 or sum(seg["frames"] for seg in segs) != len(lat):
+        return []
+    cuts = np.cumsum([0, *(seg["frames"] for seg in segs)])
+    return [lat[a:b] for a, b in itertools.pairwise(cuts.tolist())]
 
 
 def rounds_rule(bench) -> str:
@@ -288,7 +311,9 @@ def yardstick(engines: list[dict], refs: list[dict], scenario: str) -> dict:
                   and abs(judged["p50_ratio"] - 1) <= WITHIN)
         checks.append({"engine": engine["name"], "reference": ref["name"], "fps_ratio": fps_ratio,
                        "p50_ratio": p50_ratio, "paired": pairs, "judged_on": "rounds" if pairs else "whole run",
-                       "pass": ok, "rounds": by_round, "stages_ms": stages_beside(engine, ref)})
+                       "pass": ok, "rounds": by_round, "stages_ms": stages_beside(engine, ref),
+                       "edges": {"engine": segment_edges(engine_segments(engine)),
+                                 "reference": segment_edges(ref.get("segment_latencies_ms") or [])}})
     base = next((c for c in checks if registry.is_baseline(c["engine"])), None)
     return {"pass": bool(base and all(c["pass"] for c in checks)),
             "baseline_vs_reference": base,

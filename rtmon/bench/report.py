@@ -178,7 +178,28 @@ def reference_markdown(report: dict) -> list[str]:
             for side, label in (("engine", f"`{c['engine']}`"), ("reference", "plain script")):
                 lines.append(f"| {label if side == 'engine' else ''} | {label if side == 'reference' else 'engine'} | "
                              + " | ".join(fmt(st[k][side], ".3f") for k in keys) + " |")
+    lines += _edges_markdown(yard.get("checks", []), report.get("engines") or [])
     lines += ["", f"Yardstick check: **{'PASS' if yard.get('pass') else 'FAIL'}**.", ""]
+    return lines
+
+
+def _edges_markdown(checks: list[dict], engines: list[dict]) -> list[str]:
+    """Each side's first, second and last timed frames of a segment against the segment's median:
+    whether either side pays for idling through the other's segments (both begin after the same
+    untimed frames)."""
+    rows = [c for c in checks if (c.get("edges") or {}).get("engine") and (c.get("edges") or {}).get("reference")]
+    if not rows:
+        return []
+    untimed = {e["name"]: (e.get("warmup") or {}).get("per_segment", 0) for e in engines}
+    lines = ["", "A segment's first, second and last timed frames, each less its segment's median (mean ms over "
+             "the segments; each side's segments begin with the same untimed frames):", "",
+             "| engine | | untimed first | first | second | last | segments |", "|---|---|---:|---:|---:|---:|---:|"]
+    for c in rows:
+        for side, label in (("engine", "engine"), ("reference", "plain script")):
+            e = c["edges"][side]
+            name = f"`{c['engine']}`" if side == "engine" else ""
+            lines.append(f"| {name} | {label} | {untimed.get(c['engine'], 0)} | {e['first_ms']:+.2f} | "
+                         f"{e['second_ms']:+.2f} | {e['last_ms']:+.2f} | {e['segments']} |")
     return lines
 
 
