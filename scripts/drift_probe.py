@@ -72,6 +72,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the sample clip is (default: rtmon's cache)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    unknown = [m for m in args.modes.split(",") if m not in ("free", "shared", "one")]
+    if unknown:
+        parser.error(f"--modes: unknown mode {unknown[0]!r} (known: free, shared, one)")
+    if args.cpus and not all(c.strip().isdigit() for c in args.cpus.split(",")):
+        parser.error(f"--cpus: give CPU numbers separated by commas, not {args.cpus!r}")
     from rtmon.bench import reference as plain
     from rtmon.bench.harness import decode_pool
     from rtmon.config import load_settings

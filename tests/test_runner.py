@@ -4,6 +4,7 @@ main process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,6 +35,18 @@ def _runner(name: str, results: list, factory=make, **options) -> EngineRunner:
     settings = load_settings(None, {})
     opts = RunnerOptions.of(settings, factory=factory, **options)
     return EngineRunner([name], MODEL, settings, opts, on_result=lambda r, skipped: results.append((r, skipped)))
+
+
+@contextlib.contextmanager
+def _preloaded(name: str, results: list, images: list[np.ndarray], **options):
+    """A runner of fake engine `name` with `images` preloaded in its ring, loaded; stopped after."""
+    runner = _runner(name, results, **options)
+    runner.start(0, preload=images)
+    try:
+        assert runner.wait_loaded(30)
+        yield runner
+    finally:
+        runner.stop()
 
 
 def _images(n: int, stream: int = 0) -> list[np.ndarray]:
@@ -220,15 +233,10 @@ def test_latency_runs_from_the_hand_over_to_the_boxes_in_the_main_process_and_co
     """An engine that sleeps a known 20 ms: every frame's latency is at least that plus its
     hand-over, and is exactly the engine's time plus the hand-over (the instants add up)."""
     results: list = []
-    runner = _runner("sleep-after-20", results, depth=1, pipelined=False)
     images = _images(8)
-    runner.start(0, preload=images)
-    try:
-        assert runner.wait_loaded(30)
+    with _preloaded("sleep-after-20", results, images, depth=1, pipelined=False) as runner:
         runner.follow(PoolFeed(images, 0, 8, preloaded=True), ends_run=False)
         assert runner.fed.wait(20)
-    finally:
-        runner.stop()
     assert len(results) == 8
     for r, _ in results:
         engine_ms = (r.t_done - r.t_start) * 1e3
@@ -278,18 +286,13 @@ def test_a_stopped_feed_is_not_polled_while_its_last_frame_is_in_flight():
     The feed's thread must wait for room, not poll that feed in a loop: the loop held the GIL
     while the receiving thread waited for the answer (its boxes came milliseconds late)."""
     results: list = []
-    runner = _runner("sleep-after-300", results, depth=1, pipelined=False)
     images = _images(4)
-    runner.start(0, preload=images)
-    try:
-        assert runner.wait_loaded(30)
+    with _preloaded("sleep-after-300", results, images, depth=1, pipelined=False) as runner:
         feed = _CountingFeed(images, 0, None, preloaded=True)
         runner.follow(feed, ends_run=False)
         assert eventually(lambda: runner.in_flight == 1, 10)
         feed.stop()
         assert runner.fed.wait(20)
-    finally:
-        runner.stop()
     assert len(results) == 1
     assert feed.waits <= 3  # polled, it was called hundreds of thousands of times in 0.3 s
 
