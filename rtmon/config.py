@@ -95,13 +95,18 @@ class BenchSettings(_Section):
     reference_rounds: int = Field(24, ge=1, le=200, description="single-stream: the engine runs in at least this many "
                                   "short segments, each after a segment of its plain-ultralytics reference (and one "
                                   "more after the last), so a machine whose speed drifts within seconds slows both "
-                                  "alike; more rounds follow while the engine is not yet stable")
+                                  "alike; split between the pairs of processes (`reference_processes`)")
+    reference_processes: int = Field(3, ge=1, le=50, description="single-stream with a reference: the rounds run in "
+                                     "this many pairs of fresh processes (an engine process and a plain script's), "
+                                     "one pair after the other, because a process's own speed varies with where its "
+                                     "memory landed and rounds inside one process cannot average that out; more "
+                                     "pairs follow while the engine is not yet stable or the check cannot decide")
     segment_warmup: int = Field(2, ge=0, le=100, description="single-stream with a reference: untimed frames at the "
                                 "start of every segment, the engine's and the plain script's alike, so neither times "
                                 "its first frames after idling through the other's segment (cold caches, a process "
                                 "woken from a long sleep)")
-    until_decided: bool = Field(True, description="single-stream with a reference: after `reference_rounds`, "
-                                "keep alternating while the yardstick's 95% intervals straddle a 3% bound (the "
+    until_decided: bool = Field(True, description="single-stream with a reference: after `reference_processes` "
+                                "pairs, another pair while the yardstick's 95% intervals straddle a 3% bound (the "
                                 "check cannot tell yet), up to max_duration_s of the engine's time")
     cpu_split: Literal["auto", "off"] = Field("auto", description="single-stream: rtmon's own threads on the first "
                                               "quarter of the CPUs, each measured process (engine, plain script) on "

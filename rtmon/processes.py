@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -131,3 +132,14 @@ def children_on(cpus: tuple[int, ...] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def minor_faults(pid: int) -> int | None:
+    """The minor page faults process `pid` (all its threads) has taken so far: pages it touched
+    for the first time, each mapped and zeroed by the kernel (Linux's /proc/PID/stat); None where
+    there is no such file, or once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[7])

@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """How far apart can two identical runs of plain ultralytics be on this machine? An A/A test.
 
-    python scripts/drift_probe.py [--rounds 24] [--segment-s 0.4] [--modes free,shared,one] [--out drift.json]
+    python scripts/drift_probe.py [--rounds 24] [--segment-s 0.4] [--modes free,shared,one] [--b-env NAME=VALUE]
+                                  [--out drift.json]
 
 The yardstick check compares rtmon's baseline with the plain ultralytics script segment by
 segment (`rtmon bench --scenario single-stream`). Here *both* sides are the plain script
 (`rtmon/bench/plain_predict.py`, two processes, A and B) alternating the same way (A, B, A, …,
-A), so any difference between them is the machine's. Per mode, where the two processes may run:
+A), so any difference between them is the machine's, or the two processes' own (where their
+memory landed: compare their page faults). Per mode, where the two processes may run:
 
 - `free`: anywhere (as the bench runs today);
 - `shared`: both on the same few CPUs (`--cpus`, default four of them);
 - `one`: both on the same single CPU.
 
+With `--b-env`, B's process alone gets that environment: an A/B of the setting, both sides still
+the plain script (e.g. glibc's malloc tunables, to see what its heap trimming costs).
+
 For each mode: B's round-by-round FPS and P50 ratio against A (median and its 95% interval,
-as the yardstick check computes them), each process's segment-to-segment spread, and the CPU
-each was last seen on after each segment (/proc/PID/stat).
+as the yardstick check computes them), each process's segment-to-segment spread and minor page
+faults per frame, and the CPU each was last seen on after each segment (/proc/PID/stat).
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ def last_cpu(pid: int) -> int:
 
 
 def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, settings, rounds: int, segment_s: float,
-             warmup: int) -> dict:
+             warmup: int, b_env: dict[str, str] | None = None) -> dict:
     from rtmon.bench import reference as plain
+    from rtmon.bench import yardstick
 
     a = plain.PlainSession(ref, frames, settings, 16, cpus)
-    b = plain.PlainSession(ref, frames, settings, 16, cpus)
+    b = plain.PlainSession(ref, frames, settings, 16, cpus, b_env)
     cpu_seen = {"a": [], "b": []}
     try:
         for k in range(rounds + 1):
@@ -55,8 +61,9 @@ def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, setting
         b.close()
     row_a, row_b = plain.row(ref, a.runs), plain.row(ref, b.runs)
     row_b["segments"] = row_b["runs"]
-    pairs = plain.paired(plain.rounds(row_b, row_a))
-    return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
+    pairs = yardstick.paired(yardstick.rounds(row_b, row_a))
+    return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "b_env": b_env or None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
+            "a_faults_per_frame": row_a["faults_per_frame"], "b_faults_per_frame": row_b["faults_per_frame"],
             "a_drift_pct": row_a["drift_pct"], "b_drift_pct": row_b["drift_pct"], "b_vs_a": pairs,
             "a_segments_fps": [round(r["fps"], 1) for r in row_a["runs"]],
             "b_segments_fps": [round(r["fps"], 1) for r in row_b["runs"]], "cpu_seen": cpu_seen}
@@ -70,8 +77,14 @@ def main() -> None:
     parser.add_argument("--modes", default="free,shared,one")
     parser.add_argument("--cpus", default="", help="the shared mode's CPUs (default: the last four this process may use)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the sample clip is (default: rtmon's cache)")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for B's process only (an A/B of that setting instead of A/A)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    bad = next((e for e in args.b_env if "=" not in e or not e.split("=", 1)[0]), None)
+    if bad is not None:
+        parser.error(f"--b-env: give NAME=VALUE, not {bad!r}")
+    b_env = dict(e.split("=", 1) for e in args.b_env)
     unknown = [m for m in args.modes.split(",") if m not in ("free", "shared", "one")]
     if unknown:
         parser.error(f"--modes: unknown mode {unknown[0]!r} (known: free, shared, one)")
@@ -95,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rtmon-drift-") as tmp:
         frames = plain.save_frames(pool, Path(tmp))
         for mode in args.modes.split(","):
-            row = run_mode(mode, choice[mode], ref, frames, settings, args.rounds, args.segment_s, args.warmup)
+            row = run_mode(mode, choice[mode], ref, frames, settings, args.rounds, args.segment_s, args.warmup, b_env)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

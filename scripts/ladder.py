@@ -100,22 +100,23 @@ def _percent(share) -> str:
 
 
 def yardstick_rounds(reports: list[tuple[str, dict]]) -> str:
-    """Each report's yardstick checks judged by today's rule (`rtmon.bench.reference.yardstick`:
+    """Each report's yardstick checks judged by today's rule (`rtmon.bench.yardstick.yardstick`:
     the medians of the round-by-round ratios, with their 95% intervals and what each interval
     decides), beside what the report said when it was made: the same measured segments, read again."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rtmon.bench.reference import yardstick
+    from rtmon.bench.yardstick import yardstick
 
-    lines = ["| report | engine | rounds | FPS ratio, whole run | P50 ratio, whole run | FPS ratio, median of rounds "
+    lines = ["| report | engine | processes | rounds | FPS ratio, whole run | P50 ratio, whole run | FPS ratio, median of rounds "
              "(95% interval) | P50 ratio, median of rounds (95% interval) | by rounds | as the report said |",
-             "|---|---|---:|---:|---:|---|---|---|---|"]
+             "|---|---|---:|---:|---:|---:|---|---|---|---|"]
     for name, report in reports:
         said = {c["engine"]: c["pass"] for c in (report.get("yardstick") or {}).get("checks", [])}
         for c in yardstick(report["engines"], report.get("reference") or [], report["scenario"])["checks"]:
             pairs = c["paired"] or {}
             medians = [_median_of_rounds(pairs, key) for key in ("fps", "p50")]
             verdict = ("PASS" if c["pass"] else "FAIL") if pairs else "n/a (not alternated)"
-            lines.append(f"| {name} | `{c['engine']}` | {pairs.get('rounds', 0)} | {c['fps_ratio']:.3f} | "
+            lines.append(f"| {name} | `{c['engine']}` | {pairs.get('processes', 1) if pairs else 'n/a'} | "
+                         f"{pairs.get('rounds', 0)} | {c['fps_ratio']:.3f} | "
                          f"{_num(c['p50_ratio'], '.3f')} | {medians[0]} | {medians[1]} | {verdict} | "
                          f"{'PASS' if said.get(c['engine']) else 'FAIL'} |")
     return "\n".join(lines)

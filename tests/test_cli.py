@@ -21,7 +21,8 @@ def bench_report(tmp_path_factory, rtmon_env):
     out = tmp_path_factory.mktemp("bench")
     result = run_rtmon(["bench", "--engines", "baseline,ort-cpu", "--source", "sample", "--frames", "64",
                         "--warmup", "3", "--min-duration", "0", "--set", "bench.max_duration_s=8",
-                        "--set", "bench.timing_probe=0", "--set", "bench.reference_rounds=3", "--out", str(out)],
+                        "--set", "bench.timing_probe=0", "--set", "bench.reference_rounds=4",
+                        "--set", "bench.reference_processes=2", "--out", str(out)],
                        rtmon_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
@@ -64,10 +65,16 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     report = json.loads((bench_report[0] / "bench.json").read_text())
     (ref,) = report["reference"]  # no ONNX Runtime CUDA here: the baseline's reference only
     assert ref["for"] == "torch-fp32" and ref["frames"] >= 64 and ref["fps"] > 0
-    # reference, baseline, reference, ...: at least three baseline segments (more while it is not
-    # yet stable), each between two of the script's
+    # reference, baseline, reference, ..., reference in each of two pairs of fresh processes (more
+    # pairs while it is not yet stable): two baseline segments each, each between two of the script's
     baseline = report["engines"][0]
-    assert len(baseline["segments"]) >= 3 and len(ref["runs"]) == len(baseline["segments"]) + 1
+    pairs = baseline["processes"]
+    assert pairs >= 2 and len(baseline["segments"]) == 2 * pairs and len(ref["runs"]) == len(baseline["segments"]) + pairs
+    assert [s["process"] for s in baseline["segments"]] == [k for k in range(pairs) for _ in range(2)]
+    assert [r["process"] for r in ref["runs"]] == [k for k in range(pairs) for _ in range(3)] and ref["processes"] == pairs
+    # each side's minor page faults per frame, read from /proc between segments
+    assert all(s["faults_per_frame"] >= 0 for s in baseline["segments"]) and baseline["faults_per_frame"] >= 0
+    assert all(r["faults_per_frame"] >= 0 for r in ref["runs"]) and ref["faults_per_frame"] >= 0
     assert sum(s["frames"] for s in baseline["segments"]) == baseline["frames"] >= 64
     assert {"p50", "p95", "p99", "mean"} <= set(ref["latency_ms"])
     yard = report["yardstick"]
@@ -79,6 +86,8 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert check["judged_on"] == ("rounds" if check["paired"] else "whole run")
     assert check["pass"] == (abs(decided["fps_ratio"] - 1) <= 0.03 and abs(decided["p50_ratio"] - 1) <= 0.03)
     assert len(check["rounds"]) == len(baseline["segments"]) and all(r["fps_ratio"] > 0 for r in check["rounds"])
+    assert check["paired"]["processes"] == pairs and [e["process"] for e in check["paired"]["per_process"]] == \
+        list(range(pairs))
     for engine in report["engines"]:
         assert engine["speedup_vs_reference"] == pytest.approx(engine["fps"] / ref["fps"])
         legs = engine["handover_legs_ms"]  # the hand-over's two directions add up to it
@@ -97,7 +106,8 @@ def test_bench_runs_plain_ultralytics_beside_the_engines_and_checks_the_yardstic
     assert edges["engine"]["segments"] == len(baseline["segments"]) and edges["reference"]["segments"] == len(ref["runs"])
     text = (bench_report[0] / "bench.md").read_text()
     assert "Stage by stage (mean ms per frame)" in text
-    assert "A segment's first, second and last timed frames" in text and "Rounds: at least 3" in text
+    assert "A segment's first, second and last timed frames" in text and "Rounds: 2 pairs of fresh processes" in text
+    assert "Pair by pair: each pair is a fresh engine process and a fresh plain-script process" in text
     assert "## Yardstick" in text and "plain ultralytics predict (PyTorch FP32)" in text
     assert ("Yardstick check: **PASS**" in text) == yard["pass"]
     # a FAIL is a warning at the top; a PASS may carry one too, when its interval is not decisive

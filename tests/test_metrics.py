@@ -180,7 +180,7 @@ def test_segments_joined_count_their_own_time_and_none_of_the_gaps_between_them(
 
 
 def test_the_yardstick_pairs_each_engine_segment_with_the_reference_segments_around_it():
-    from rtmon.bench.reference import rounds, yardstick
+    from rtmon.bench.yardstick import rounds, yardstick
 
     # The machine slows down during the run; the engine is always 2% behind the script beside it.
     ref = {"name": "plain", "for": "torch-fp32", "fps": 100.0, "latency_ms": {"p50": 10.0},
@@ -204,7 +204,7 @@ def test_the_yardstick_is_judged_on_the_rounds_not_on_frames_pooled_from_a_drift
     """A machine fast for the script's long segments and slow for the engine's: the whole run's
     ratios say 'slower', every round says 'the same' — and the other way round: an engine 5%
     behind in every round fails even when the pooled figures happen to agree."""
-    from rtmon.bench.reference import yardstick
+    from rtmon.bench.yardstick import yardstick
 
     ref = {"name": "plain", "for": "torch-fp32", "fps": 120.0, "latency_ms": {"p50": 8.0},
            "runs": [{"fps": 100.0, "p50_ms": 10.0}] * 4}
@@ -228,6 +228,29 @@ def test_the_yardstick_is_judged_on_the_rounds_not_on_frames_pooled_from_a_drift
     lone = dict(same, segments=[])  # not alternated: the whole run decides
     check = yardstick([lone], [ref], "single-stream")["baseline_vs_reference"]
     assert check["judged_on"] == "whole run" and check["paired"] is None and not check["pass"]
+
+
+def test_rounds_stay_inside_their_pair_of_processes_and_the_interval_carries_the_spread_between_pairs():
+    """Three pairs of processes: the engine even with its script in two, 6% ahead in the third,
+    steady round by round within each. A bootstrap over rounds alone calls that decided (the
+    median of the pooled rounds never moves); drawing the pairs first shows the run cannot tell."""
+    from rtmon.bench.yardstick import decided, median_interval, paired, rounds
+
+    shift = {0: 1.0, 1: 1.0, 2: 1.06}
+    ref = {"runs": [{"fps": 100.0 * (p + 1), "p50_ms": 10.0 / (p + 1), "process": p} for p in range(3) for _ in range(11)]}
+    jitter = np.linspace(-0.002, 0.002, 10)
+    engine = {"segments": [{"fps": 100.0 * (p + 1) * (shift[p] + j), "p50_ms": 10.0 / (p + 1) / (shift[p] + j), "process": p}
+                           for p in range(3) for j in jitter]}
+    by_round = rounds(engine, ref)
+    assert [r["reference_fps"] for r in by_round] == [100.0 * (p + 1) for p in range(3) for _ in range(10)]  # never across pairs
+    pairs = paired(by_round)
+    assert pairs["processes"] == 3 and pairs["rounds"] == 30
+    assert [e["fps_ratio"] for e in pairs["per_process"]] == pytest.approx([1.0, 1.0, 1.06])
+    assert decided(median_interval([r["fps_ratio"] for r in by_round])) == "within"  # rounds alone: no doubt
+    lo, hi = pairs["fps_ci95"]
+    assert lo < 1.0 < 1.03 < hi and decided(pairs["fps_ci95"]) is None  # pairs first: it cannot tell
+    broken = dict(ref, runs=ref["runs"][:-1])  # the last pair has no closing reference segment
+    assert rounds(engine, broken) == []
 
 
 def test_bench_json_keeps_at_most_20000_latencies_evenly_spaced():
@@ -257,7 +280,7 @@ def test_the_check_is_undecided_while_an_interval_straddles_a_bound_and_decided_
     decided (within) after a few rounds; one whose rounds scatter ±10% around 0.97 is not."""
     from types import SimpleNamespace
 
-    from rtmon.bench.reference import undecided
+    from rtmon.bench.yardstick import undecided
 
     def segment(fps: float, n: int = 50):  # n frames at 1/fps each, back to back
         lat = np.full(n, 1e3 / fps)
@@ -269,15 +292,15 @@ def test_the_check_is_undecided_while_an_interval_straddles_a_bound_and_decided_
     speeds = [100.0 + 2 * k for k in range(13)]  # the machine speeds up, slowly, during the run
     steady = [segment(0.99 * (a + b) / 2) for a, b in itertools.pairwise(speeds)]  # 1% behind the script around it
     runs = [script_run(f) for f in speeds]
-    assert not undecided(steady, runs)
-    assert undecided(steady[:1], runs[:1])  # no round has a script segment after it yet
+    assert not undecided(steady, [0] * len(steady), runs)
+    assert undecided(steady[:1], [0], runs[:1])  # no round has a script segment after it yet
     rng = np.random.default_rng(1)
     scattered = [segment((a + b) / 2 * (0.97 + rng.uniform(-0.1, 0.1))) for a, b in itertools.pairwise(speeds)]
-    assert undecided(scattered, runs)
+    assert undecided(scattered, [0] * len(scattered), runs)
 
 
 def test_segment_edges_say_how_each_segments_first_and_last_frames_compare_with_its_median():
-    from rtmon.bench.reference import engine_segments, segment_edges
+    from rtmon.bench.yardstick import engine_segments, segment_edges
 
     segments = [[12.0, 11.0, 10.0, 10.0, 10.0, 10.5], [14.0, 10.0, 10.0, 10.0, 10.0, 10.0], [1.0, 2.0]]  # medians 10.25, 10
     edges = segment_edges(segments)  # the 2-frame segment is too short to say anything

@@ -256,7 +256,7 @@ class _CountingFeed(PoolFeed):
         super().wait(timeout)
 
 
-def test_rounds_go_on_while_the_check_is_undecided_and_stop_at_the_maximum_duration():
+def test_pairs_go_on_while_the_check_is_undecided_and_stop_at_the_maximum_duration():
     from rtmon.bench.harness import EngineUnderTest
     from rtmon.bench.scenarios import single_stream
 
@@ -264,21 +264,59 @@ def test_rounds_go_on_while_the_check_is_undecided_and_stop_at_the_maximum_durat
     options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
     eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
     try:
-        asked: list[int] = []
+        asked: list[tuple[int, list[int]]] = []
 
-        def until_six(parts) -> bool:
-            asked.append(len(parts))
+        def until_six(parts, tags) -> bool:
+            asked.append((len(parts), list(tags)))
             return len(parts) < 6
 
         entry = single_stream(eut, frames=6, warmup=0, min_duration=0.0, max_duration=30.0, window_s=0.1,
                               timing_probe=0, rounds=2, between=lambda k: None, undecided=until_six)
-        assert len(entry["segments"]) >= 6  # not before the check decided (stability may ask for more)
-        assert all(n >= 2 for n in asked)  # asked only once the rounds asked for were run
-        entry = single_stream(eut, frames=6, warmup=0, min_duration=0.0, max_duration=1.0, window_s=10.0,
-                              timing_probe=0, rounds=2, between=lambda k: None, undecided=lambda parts: True)
-        assert len(entry["segments"]) > 2 and entry["wall_s"] >= 1.0  # never decided: the cap ends it
+        assert len(entry["segments"]) >= 6 and entry["processes"] * 2 == len(entry["segments"])
+        # asked only once a pair was complete, with the pair of each segment: two rounds a pair
+        assert all(n % 2 == 0 and tags == [k // 2 for k in range(n)] for n, tags in asked)
+        entry = single_stream(eut, frames=6, warmup=0, min_duration=0.6, max_duration=1.5, window_s=10.0,
+                              timing_probe=0, rounds=2, between=lambda k: None, undecided=lambda parts, tags: True)
+        assert len(entry["segments"]) == 4 and entry["wall_s"] >= 1.5  # never decided: the cap ends it
     finally:
         eut.stop()
+
+
+def test_single_stream_alternates_in_pairs_of_fresh_processes():
+    """Two pairs: the engine restarts in a fresh process before the second (warmed up again), the
+    reference is renewed beside it, and each pair is closed by a reference segment of its own."""
+    from rtmon.bench.harness import EngineUnderTest
+    from rtmon.bench.scenarios import single_stream
+
+    settings = load_settings(None, {})
+    options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
+    eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
+    calls: list[tuple[str, int, int | None]] = []
+    try:
+        eut.require_loaded()
+        first = eut.runner.pid
+        entry = single_stream(eut, frames=8, warmup=2, min_duration=0.0, max_duration=0.01, window_s=10.0,
+                              timing_probe=0, rounds=4, processes=2, segment_warmup=1,
+                              between=lambda k: calls.append(("segment", k, eut.runner.pid)),
+                              renew=lambda: calls.append(("renew", 0, eut.runner.pid)))
+        answered, second = eut.collector.count, eut.runner.pid
+    finally:
+        eut.stop()
+    assert second != first and not _alive(first)  # the first engine process ended before the second began
+    assert [c[0] for c in calls] == ["segment"] * 3 + ["renew"] + ["segment"] * 3
+    assert [c[1] for c in calls if c[0] == "segment"] == list(range(6))
+    assert [c[2] for c in calls] == [first] * 3 + [second] * 4  # renewed after the engine's restart
+    assert [s["process"] for s in entry["segments"]] == [0, 0, 1, 1] and entry["processes"] == 2
+    assert all(s["frames"] >= 2 for s in entry["segments"])  # a quarter of the frames each
+    assert answered == 2 * 2 + 4 * 1 + entry["frames"]  # each process's warm-up, each segment's, the timed frames
+    assert all(s["faults_per_frame"] is None or s["faults_per_frame"] >= 0 for s in entry["segments"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_stopped_feed_is_not_polled_while_its_last_frame_is_in_flight():
@@ -403,11 +441,11 @@ def test_no_engine_process_outlives_a_killed_main_process(tmp_path):
             main.kill()
 
 
-def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_rounds_until_stable():
+def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_pairs_until_stable():
     """Reference segment, engine segment, ..., reference: at least `rounds` engine segments of an
-    equal share of the frames, one reference segment more than engine segments, and more rounds
-    while the joined segments are not yet stable (here never: a 0.2 ms window cannot hold three
-    windows of 10 s in 2 s of engine time), up to the maximum duration."""
+    equal share of the frames, one reference segment more than engine segments in each pair of
+    processes, and another pair while the joined segments are not yet stable (here never: 4 s
+    of engine time cannot hold three windows of 10 s), up to the maximum duration."""
     from rtmon.bench.harness import EngineUnderTest
     from rtmon.bench.scenarios import single_stream
 
@@ -416,12 +454,12 @@ def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_rou
     eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
     calls: list[int] = []
     try:
-        entry = single_stream(eut, frames=12, warmup=2, min_duration=0.0, max_duration=2.0, window_s=10.0,
+        entry = single_stream(eut, frames=12, warmup=2, min_duration=1.2, max_duration=3.0, window_s=10.0,
                               timing_probe=0, rounds=4, between=calls.append)
     finally:
         eut.stop()
     segments = entry["segments"]
-    assert len(segments) >= 4 and calls == list(range(len(segments) + 1))  # one more reference segment
+    assert len(segments) >= 4 and calls == list(range(len(segments) + entry["processes"]))  # one more a pair
     assert all(s["frames"] >= 3 for s in segments), segments  # at least its share of the frames each round
     assert len(segments) > 4  # never stable: rounds were added, up to max_duration
     assert entry["frames"] == sum(s["frames"] for s in segments)
@@ -437,11 +475,11 @@ def test_each_segment_begins_with_untimed_frames_when_it_alternates_with_a_refer
     options = RunnerOptions.of(settings, factory=make, depth=1, pipelined=False)
     eut = EngineUnderTest.start(["fast"], MODEL, settings, options, _images(4))
     try:
-        entry = single_stream(eut, frames=12, warmup=2, min_duration=0.0, max_duration=0.5, window_s=10.0,
+        entry = single_stream(eut, frames=12, warmup=2, min_duration=0.45, max_duration=0.5, window_s=10.0,
                               timing_probe=0, rounds=3, between=lambda k: None, segment_warmup=3)
         answered = eut.collector.count
     finally:
         eut.stop()
     segments = entry["segments"]
-    assert answered == 2 + 3 * len(segments) + entry["frames"]  # run-wide warm-up, per segment, timed
+    assert answered == 2 * entry["processes"] + 3 * len(segments) + entry["frames"]  # each process's, each segment's, timed
     assert entry["warmup"] == {"frames": 2, "s": pytest.approx(entry["warmup"]["s"]), "per_segment": 3}

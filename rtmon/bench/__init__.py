@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import tempfile
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ from rtmon import gpu
 from rtmon.bench import concurrent_report, scenarios
 from rtmon.bench import reference as plain
 from rtmon.bench import report as reports
+from rtmon.bench import yardstick as yardsticks
 from rtmon.bench.harness import Collector, EngineUnderTest, decode_pool
 from rtmon.bench.progress import progress_bars
 from rtmon.core import BenchPhase, GpuMemory, Role, SourceState
@@ -160,12 +160,12 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
                 try:
                     if interleaved:
                         eut.require_loaded()  # the engine loads first, then its reference: nothing overlaps
-                        with plain.PlainSession(ref, frames_file, settings, b.warmup, split and split[1]) as session:
-                            between = _alternate(session, runs[ref.for_engine], b, progress, ref.for_engine)
-                            ref_runs = runs[ref.for_engine]
-                            undecided = (lambda parts, ref_runs=ref_runs: plain.undecided(parts, ref_runs)) \
+                        ref_runs = runs[ref.for_engine]
+                        with plain.Alternation(ref, frames_file, settings, split and split[1], ref_runs,
+                                               progress) as alternation:
+                            undecided = (lambda parts, tags, ref_runs=ref_runs: yardsticks.undecided(parts, tags, ref_runs)) \
                                 if b.until_decided else None
-                            entry = _measure(eut, scenario, settings, batches, report_progress, between, undecided)
+                            entry = _measure(eut, scenario, settings, batches, report_progress, alternation, undecided)
                     else:
                         entry = _measure(eut, scenario, settings, batches, report_progress)
                 finally:
@@ -189,9 +189,9 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
               "cpus": {"main": list(split[0]), "measured": list(split[1])} if split else None}
     if with_reference:
         report["reference"] = refs
-        report["yardstick"] = plain.yardstick(entries, refs, scenario)
+        report["yardstick"] = yardsticks.yardstick(entries, refs, scenario)
         if scenario == "single-stream":
-            report["yardstick"]["rounds_rule"] = plain.rounds_rule(b)
+            report["yardstick"]["rounds_rule"] = yardsticks.rounds_rule(b)
     else:
         report["reference"] = []
         report["yardstick"] = {"pass": None, "baseline_vs_reference": None, "checks": [],
@@ -214,35 +214,14 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     return report
 
 
-def _alternate(session, runs: list[dict], b, progress, engine: str):
-    """`between(k)` for single-stream's rounds: the reference's segment k (one more segment than
-    the engine has), with the engine's share of the frames and of the minimum duration (the
-    plain script also stops at the run's maximum duration, a safety cap)."""
-    rounds = b.reference_rounds  # at least: more follow while the engine is not yet stable
-    share = (math.ceil(b.frames / rounds), b.min_duration_s / rounds, max(b.max_duration_s, b.min_duration_s),
-             b.segment_warmup)
-
-    task = None
-
-    def between(k: int) -> None:
-        nonlocal task
-        if task is None:
-            task = progress.add_task(f"reference for {engine}", total=None)
-        progress.update(task, description=f"reference for {engine} (segment {k + 1}, at least {rounds + 1})")
-        progress.draw(now=True)  # between the engine's segments: nothing is being timed here
-        runs.append(session.segment(*share))
-        progress.update(task, completed=k + 1, total=k + 1)
-
-    return between
-
-
-def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress, between=None,
-             undecided=None) -> dict:
+def _measure(eut: EngineUnderTest, scenario: str, settings, batches: list[int], progress,
+             alternation: plain.Alternation | None = None, undecided=None) -> dict:
     b = settings.bench
     if scenario == "single-stream":
         return scenarios.single_stream(eut, b.frames, b.warmup, b.min_duration_s, max(b.max_duration_s, b.min_duration_s),
-                                       b.window_s, b.timing_probe, progress, b.reference_rounds, between,
-                                       b.segment_warmup, undecided)
+                                       b.window_s, b.timing_probe, progress, b.reference_rounds,
+                                       alternation.segment if alternation else None, b.segment_warmup, undecided,
+                                       b.reference_processes, alternation.renew if alternation else None)
     if scenario == "offline":
         return scenarios.offline(eut, batches, b.frames, 2, progress)
     return scenarios.capacity_search(eut, b.camera_fps, b.trial_s, b.trial_warmup_s, b.max_streams, progress)

@@ -252,6 +252,7 @@ class EngineUnderTest:
     runner: EngineRunner
     collector: Collector
     pool: list[np.ndarray]
+    spawn: Callable[[], EngineRunner] | None = None  # a new runner of the same engine (`restart`)
 
     @classmethod
     def start(cls, candidates: list[str], model: ModelRef, settings, options: RunnerOptions,
@@ -259,10 +260,21 @@ class EngineUnderTest:
         """`candidates`: the engine, or for `optimized` the engines to try in order (the runner
         falls back to the next one that loads, with a notice, as the live view does)."""
         collector = Collector()
-        runner = EngineRunner(list(candidates), model, settings, options, role=registry.role(candidates[0]),
-                              on_result=collector)
-        runner.start(0, preload=pool)
-        return cls(runner, collector, pool)
+
+        def spawn() -> EngineRunner:
+            runner = EngineRunner(list(candidates), model, settings, options, role=registry.role(candidates[0]),
+                                  on_result=collector)
+            runner.start(0, preload=pool)
+            return runner
+
+        return cls(spawn(), collector, pool, spawn)
+
+    def restart(self) -> None:
+        """The same engine in a fresh process (its results go on into the same collector): the
+        old process ends, and its memory is freed, before the new one starts."""
+        self.runner.stop()
+        self.runner = self.spawn()
+        self.require_loaded()
 
     def require_loaded(self) -> None:
         if not self.runner.wait_loaded():

@@ -31,6 +31,7 @@ from rtmon.bench.harness import EngineUnderTest, Measured, early_stopping_estima
 from rtmon.core import Frame, Handed
 from rtmon.errors import UserError
 from rtmon.metrics import LatencyStats, throughput_fps
+from rtmon.processes import minor_faults
 from rtmon.runner import RunnerOptions
 
 MIN_QUERIES = 1024  # MLPerf SingleStream's minimum query count
@@ -94,74 +95,101 @@ def _closed_loop(eut: EngineUnderTest, first_index: int, count: int | None = Non
 def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: float, max_duration: float,
                   window_s: float, timing_probe: int, progress: Progress | None = None, rounds: int = 1,
                   between: Callable[[int], None] | None = None, segment_warmup: int = 0,
-                  undecided: Callable[[list[Measured]], bool] | None = None) -> dict:
+                  undecided: Callable[[list[Measured], list[int]], bool] | None = None, processes: int = 1,
+                  renew: Callable[[], None] | None = None) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
 
-    With `between` (the engine's plain-script reference), the run is segments with `between(k)`
-    before segment k and once more after the last: reference and engine alternate on the same
-    machine, at least `rounds` times, each segment with an equal share of the frames and of the
-    minimum duration. A shared machine changes speed within seconds (H200, 2026-12-02: the plain
-    script's segments ranged over 44%), so segments are short and many, and both sides see the
-    same mix. While the segments joined are not yet stable (`Measured.joined`), another round
-    of the same size follows, up to `max_duration` of the engine's time: the reference keeps
-    alternating instead of the engine's last segment growing alone. Each segment begins with
-    `segment_warmup` untimed frames, as the script's do: after idling through the other side's
-    segment, a side's first frames run on cold caches and wake a process from a long sleep (H200,
-    2026-12-04: the first frame of every baseline segment 2.4 ms slower than the rest, the second
-    1.4 ms), which a closed loop never does. (The hand-over's millisecond tail of the same reports
-    was the segments' *last* frames: the runner's feed thread, fixed in `EngineRunner._follow`.)
-    With `undecided(segments so far)` (the yardstick's check cannot yet tell: its interval
-    straddles a bound), rounds also go on while it says so, up to `max_duration`."""
+    With `between` (the engine's plain-script reference: its next segment, given how many it
+    ran), the run is rounds — a reference segment, then an engine segment — in `processes`
+    pairs of processes, each pair closed by one more reference segment; before each pair after
+    the first, the engine restarts in a fresh process (warmed up as the first was) and
+    `renew()` gives the reference a fresh one too: a process's own speed varies with where its
+    memory landed (`rtmon.bench.yardstick`), and the check must see more than one of each.
+    `rounds` engine segments at least, split evenly between the pairs, each with an equal share
+    of the frames and of the minimum duration. A shared machine changes speed within seconds
+    (H200, 2026-12-02: the plain script's segments ranged over 44%), so segments are short and
+    many, and both sides see the same mix. While the segments joined are not yet stable
+    (`Measured.joined`), or `undecided(segments so far, the pair of each)` says the check cannot
+    yet tell (an interval straddles a bound), another pair follows, up to `max_duration` of the
+    engine's time. Each segment begins with `segment_warmup` untimed frames, as the script's
+    do: after idling through the other side's segment, a side's first frames run on cold caches
+    and wake a process from a long sleep (H200, 2026-12-04: the first frame of every baseline
+    segment 2.4 ms slower than the rest, the second 1.4 ms), which a closed loop never does.
+    (The hand-over's millisecond tail of the same reports was the segments' *last* frames: the
+    runner's feed thread, fixed in `EngineRunner._follow`.)"""
     eut.require_loaded()
-    rounds = max(1, rounds) if between is not None else 1
+    alone = between is None  # no reference: one segment, until stable or `max_duration`
+    pairs = 1 if alone else max(1, processes)
+    per_pair = 1 if alone else math.ceil(max(1, rounds) / pairs)
     t_warm = time.perf_counter()
     if warmup:
         _closed_loop(eut, -warmup, warmup)
     warmup_s = time.perf_counter() - t_warm
     parts: list[Measured] = []
-    answered = 0
-    want, least = math.ceil(frames / rounds), min_duration / rounds
-    alone = between is None  # no reference: one segment, until stable or `max_duration`
-    k = 0
+    tags: list[int] = []  # the pair of processes each part ran in
+    faults: list[float | None] = []
+    answered = asked = 0
+    want, least = math.ceil(frames / (per_pair * pairs)), min_duration / (per_pair * pairs)
+    pair = 0
     while True:
-        if between is not None:
-            between(k)
-            if segment_warmup:  # the engine idled through the script's segment: its first frames are not timed
-                _closed_loop(eut, -segment_warmup, segment_warmup)
-        start = eut.collector.count
-
-        def done(n: int, elapsed: float, start=start) -> bool:
-            if n < want or elapsed < least:
-                return False
-            if not alone:
-                return True  # one round; stability is judged between rounds
-            return elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
-
-        def counted(what: str, n: float, total: float, before=answered) -> None:
+        if pair:  # a fresh pair of processes: the engine's, warmed up as the first was, then the script's
             if progress:
-                progress(what, before + n, frames)
+                progress(f"{eut.runner.name}: a fresh process (pair {pair + 1})", answered, frames)
+            eut.restart()
+            if warmup:
+                _closed_loop(eut, -warmup, warmup)
+            if renew is not None:
+                renew()
+        for _ in range(per_pair):
+            if between is not None:
+                between(asked)
+                asked += 1
+            before = minor_faults(eut.runner.pid)
+            if between is not None and segment_warmup:  # the engine idled through the script's segment
+                _closed_loop(eut, -segment_warmup, segment_warmup)
+            start = eut.collector.count
 
-        _closed_loop(eut, answered, None, done, counted, frames)
-        parts.append(eut.collector.since(start))
-        answered += parts[-1].frames
-        k += 1
+            def done(n: int, elapsed: float, start=start) -> bool:
+                if n < want or elapsed < least:
+                    return False
+                if not alone:
+                    return True  # one round; stability is judged between pairs
+                return elapsed >= max_duration or stability(eut.collector.since(start), window_s).stable
+
+            def counted(what: str, n: float, total: float, before=answered) -> None:
+                if progress:
+                    progress(what, before + n, frames)
+
+            _closed_loop(eut, answered, None, done, counted, frames)
+            parts.append(eut.collector.since(start))
+            tags.append(pair)
+            after = minor_faults(eut.runner.pid)
+            calls = parts[-1].frames + (segment_warmup if between is not None else 0)
+            faults.append((after - before) / calls if before is not None and after is not None and calls else None)
+            answered += parts[-1].frames
+        if between is not None:
+            between(asked)  # the pair's closing reference segment
+            asked += 1
+        pair += 1
         if alone:
             break
-        if k < rounds:
+        if pair < pairs:
             continue
         if sum(p.wall_s for p in parts) >= max_duration:
             break
-        if stability(Measured.joined(parts), window_s).stable and not (undecided and undecided(parts)):
+        if stability(Measured.joined(parts), window_s).stable and not (undecided and undecided(parts, tags)):
             break
-    if between is not None:
-        between(k)
     measured = Measured.joined(parts)
     warmed = {"frames": warmup, "s": warmup_s, "per_segment": segment_warmup if between is not None else 0}
     entry = {**_engine_facts(eut), **latency_entry(measured, window_s), "warmup": warmed,
              "optimizations": _optimizations(eut, False, 1), "mode": "single", "batch": 1}
     if len(parts) > 1:
-        entry["segments"] = [{"frames": p.frames, "fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50))}
-                             for p in parts if p.frames]
+        entry["segments"] = [{"frames": p.frames, "fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50)),
+                              "process": tag, "faults_per_frame": f}
+                             for p, tag, f in zip(parts, tags, faults, strict=True) if p.frames]
+        entry["processes"] = pair
+    known = [(f, part.frames) for f, part in zip(faults, parts, strict=True) if f is not None and part.frames]
+    entry["faults_per_frame"] = sum(f * n for f, n in known) / sum(n for _, n in known) if known else None
     entry["validity"] = _validity(measured, min_duration)
     entry["valid"] = not entry["validity"]
     entry["fps_x_latency"] = fps_times_latency(entry)
