@@ -99,35 +99,27 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
                   renew: Callable[[], None] | None = None) -> dict:
     """The single-stream scenario for one loaded engine; the engine's entry of bench.json.
 
-    With `between` (the engine's plain-script reference: its next segment, given how many it
-    ran), the run is rounds — a reference segment, then an engine segment — in `processes`
-    pairs of processes, each pair closed by one more reference segment; before each pair after
-    the first, the engine restarts in a fresh process (warmed up as the first was) and
-    `renew()` gives the reference a fresh one too: a process's own speed varies with where its
-    memory landed (`rtmon.bench.yardstick`), and the check must see more than one of each.
-    `rounds` engine segments at least, split evenly between the pairs, each with an equal share
-    of the frames and of the minimum duration. A shared machine changes speed within seconds
-    (H200, 2026-12-02: the plain script's segments ranged over 44%), so segments are short and
-    many, and both sides see the same mix. While the segments joined are not yet stable
-    (`Measured.joined`), or `undecided(segments so far, the pair of each)` says the check cannot
-    yet tell (an interval straddles a bound), another pair follows, up to `max_duration` of the
-    engine's time. Each segment begins with `segment_warmup` untimed frames, as the script's
-    do: after idling through the other side's segment, a side's first frames run on cold caches
-    and wake a process from a long sleep (H200, 2026-12-04: the first frame of every baseline
-    segment 2.4 ms slower than the rest, the second 1.4 ms), which a closed loop never does.
-    (The hand-over's millisecond tail of the same reports was the segments' *last* frames: the
-    runner's feed thread, fixed in `EngineRunner._follow`.)"""
+    With `between` (the plain-script reference: its next segment, given how many it ran), the run
+    is rounds — a reference segment, then an engine segment — in `processes` pairs of processes,
+    each closed by one more reference segment; before each pair after the first, the engine
+    restarts in a fresh process (warmed up again) and `renew()` gives the reference one too (a
+    process's own speed varies with where its memory landed: `rtmon.bench.yardstick`). `rounds`
+    engine segments at least, split evenly between the pairs, each with an equal share of the
+    frames and of the minimum duration: a shared machine changes speed within seconds (H200,
+    2026-12-02: the script's segments ranged over 44%), so segments are short and many. While the
+    joined segments are not yet stable, or `undecided(segments, the pair of each)` says the check
+    cannot tell yet, another pair follows, up to `max_duration` of the engine's time. Each segment
+    begins with `segment_warmup` untimed frames, as the script's do: a side's first frames after
+    idling through the other's segment run cold (H200, 2026-12-04: +2.4 ms, then +1.4 ms)."""
     eut.require_loaded()
     alone = between is None  # no reference: one segment, until stable or `max_duration`
-    pairs = 1 if alone else max(1, processes)
-    per_pair = 1 if alone else math.ceil(max(1, rounds) / pairs)
+    pairs, per_pair = (1, 1) if alone else (max(1, processes), math.ceil(max(1, rounds) / max(1, processes)))
     t_warm = time.perf_counter()
     if warmup:
         _closed_loop(eut, -warmup, warmup)
     warmup_s = time.perf_counter() - t_warm
     parts: list[Measured] = []
-    tags: list[int] = []  # the pair of processes each part ran in
-    faults: list[float | None] = []
+    tags, faults = [], []  # each part's pair of processes, and its minor page faults per frame
     answered = asked = 0
     want, least = math.ceil(frames / (per_pair * pairs)), min_duration / (per_pair * pairs)
     pair = 0
@@ -171,13 +163,8 @@ def single_stream(eut: EngineUnderTest, frames: int, warmup: int, min_duration: 
             between(asked)  # the pair's closing reference segment
             asked += 1
         pair += 1
-        if alone:
-            break
-        if pair < pairs:
-            continue
-        if sum(p.wall_s for p in parts) >= max_duration:
-            break
-        if stability(Measured.joined(parts), window_s).stable and not (undecided and undecided(parts, tags)):
+        if alone or (pair >= pairs and (sum(p.wall_s for p in parts) >= max_duration or (  # the pairs asked for, then
+                stability(Measured.joined(parts), window_s).stable and not (undecided and undecided(parts, tags))))):
             break
     measured = Measured.joined(parts)
     warmed = {"frames": warmup, "s": warmup_s, "per_segment": segment_warmup if between is not None else 0}
