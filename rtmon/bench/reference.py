@@ -202,15 +202,22 @@ class Alternation:
         self.close()
 
 
+def run_summary(run: dict) -> dict:
+    """One script segment as the report and the check read it: its FPS, frames, P50, pair of
+    processes and page faults per frame."""
+    lat = run["latencies_ms"]
+    return {"fps": throughput_fps(len(lat), 0.0, run["wall_s"]), "frames": len(lat),
+            "p50_ms": float(np.percentile(lat, 50)) if lat else None, "process": run.get("process", 0),
+            "faults_per_frame": run.get("faults_per_frame")}
+
+
 def row(ref: Reference, runs: list[dict]) -> dict:
     """The report's row for `ref` from its segments (alternating with its engine's, so a machine
     that changed speed meanwhile shows as drift): FPS over all segments' frames and wall time,
     percentiles over all their frames."""
     latencies = [v for run in runs for v in run["latencies_ms"]]
     lat = LatencyStats.of(latencies)
-    per_run = [{"fps": throughput_fps(len(r["latencies_ms"]), 0.0, r["wall_s"]), "frames": len(r["latencies_ms"]),
-                "p50_ms": float(np.percentile(r["latencies_ms"], 50)), "process": r.get("process", 0),
-                "faults_per_frame": r.get("faults_per_frame")} for r in runs]
+    per_run = [run_summary(r) for r in runs]
     fps = [r["fps"] for r in per_run if r["fps"]]
     faults = [r["faults_per_frame"] for r in per_run if r["faults_per_frame"] is not None]
     return {"name": ref.name, "for": ref.for_engine, "fps": throughput_fps(len(latencies), 0.0, sum(r["wall_s"] for r in runs)),

@@ -21,8 +21,7 @@ import itertools
 import numpy as np
 
 from rtmon import engines as registry
-from rtmon.bench.reference import STAGES
-from rtmon.metrics import throughput_fps
+from rtmon.bench.reference import STAGES, run_summary
 
 WITHIN = 0.03  # the yardstick's tolerance on FPS and P50
 
@@ -57,9 +56,7 @@ def undecided(parts: list, processes: list[int], runs: list[dict]) -> bool:
     (`PlainSession.runs`, each with its `process`), the segments that close each pair included."""
     segments = [{"fps": p.fps, "p50_ms": float(np.percentile(p.latency_ms, 50)), "process": k}
                 for p, k in zip(parts, processes, strict=True) if p.frames]
-    per_run = [{"fps": throughput_fps(len(r["latencies_ms"]), 0.0, r["wall_s"]),
-                "p50_ms": float(np.percentile(r["latencies_ms"], 50)), "process": r.get("process", 0)}
-               for r in runs if r["latencies_ms"]]
+    per_run = [run_summary(r) for r in runs if r["latencies_ms"]]
     pairs = paired(rounds({"segments": segments}, {"runs": per_run}))
     return pairs is None or any(decided(pairs[f"{k}_ci95"]) is None for k in ("fps", "p50"))
 
