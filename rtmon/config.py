@@ -74,7 +74,8 @@ class EngineSettings(_Section):
                                    "of its engine's recent answers is due, less this margin, then spins (yielding "
                                    "between tries) until the answer comes or the slowest recent one is this long "
                                    "past, so the answer does not wait for a kernel wake-up (on a virtual machine a "
-                                   "wake-up costs 0.1-0.3 ms); 0 = never spin")
+                                   "wake-up costs 0.1-0.3 ms); the window is at most a tenth of the engine's median "
+                                   "latency (or twice this margin) wide, around that median; 0 = never spin")
     precision: Literal["fp16", "int8"] = Field(
         "fp16", description="trt: fp16 plan, or int8 from the calibrated Q/DQ ONNX of [int8] (explicit quantization)")
 

@@ -114,18 +114,39 @@ def test_the_receiver_spins_across_the_range_the_recent_answers_came_in(monkeypa
     assert runner._receive_spin(spin) == (0.0, None)  # nothing in flight
     runner._in_flight[1] = _InFlight(_frames(1)[0], None, 0, 100.0)  # handed over at t = 100 s
     assert runner._receive_spin(spin) == (spin, None)  # no latency seen yet: spin `spin`, then sleep
-    runner._recent.extend([0.0080, 0.0065, 0.0110, 0.0072])
+    runner._recent.extend([0.0100, 0.0099, 0.0101, 0.0100])  # a steady engine: its whole range, awake
     monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.001)
     spin_s, spin_at = runner._receive_spin(spin)
-    assert spin_at == pytest.approx(100.0065 - spin) and spin_s == pytest.approx(0.0110 - 0.0065 + 2 * spin)
-    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.009)  # inside: spin from now to the end
-    assert runner._receive_spin(spin)[0] == pytest.approx(100.0110 + spin - 100.009)
-    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.012)  # past it: asleep
+    assert spin_at == pytest.approx(100.0099 - spin) and spin_s == pytest.approx(0.0101 - 0.0099 + 2 * spin)
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.0100)  # inside: spin from now to the end
+    assert runner._receive_spin(spin)[0] == pytest.approx(100.0101 + spin - 100.0100)
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.0105)  # past it: asleep
     assert runner._receive_spin(spin) == (0.0, None)
     assert runner._receive_spin(0.0) == (0.0, None)  # receive_spin_us = 0: never spin
     runner._recent.extend([0.001] * supervisor.RECENT)  # only the last RECENT latencies count
     monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.0)
     assert runner._receive_spin(spin) == (pytest.approx(2 * spin), pytest.approx(100.001 - spin))
+    runner._recent.extend([0.0010, 0.0009, 0.0012, 0.0010] * 16)  # a 1 ms engine: ± spin around its median
+    assert runner._receive_spin(spin) == (pytest.approx(2 * spin), pytest.approx(100.001 - spin))
+
+
+def test_the_receive_window_of_a_slow_engine_is_a_tenth_of_its_latency_around_the_median(monkeypatch):
+    """An engine whose answers spread over milliseconds (6.5-11 ms, median 7.6) gets a window
+    `SPIN_SHARE` of the median wide, centred on it, not the whole range: the main process is
+    awake beside it for at most a tenth of a frame."""
+    from rtmon.runner import supervisor
+    from rtmon.runner.supervisor import _InFlight
+
+    runner = _runner("fast", [])
+    spin = 0.0003
+    runner._in_flight[1] = _InFlight(_frames(1)[0], None, 0, 100.0)
+    runner._recent.extend([0.0080, 0.0065, 0.0110, 0.0072])
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.001)
+    spin_s, spin_at = runner._receive_spin(spin)
+    width = supervisor.SPIN_SHARE * 0.0076
+    assert spin_at == pytest.approx(100.0076 - width / 2) and spin_s == pytest.approx(width)
+    monkeypatch.setattr(supervisor.time, "perf_counter", lambda: 100.0081)  # past it: asleep until the answer
+    assert runner._receive_spin(spin) == (0.0, None)
 
 
 def test_the_ring_is_shared_memory_seen_by_another_attachment():
