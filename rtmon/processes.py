@@ -66,9 +66,13 @@ def parent_alive(parent_pid: int) -> bool:
 
 def sigterm_as_interrupt() -> None:
     """SIGTERM (a service manager's stop) raises KeyboardInterrupt in the main thread, so the
-    cleanup written for Ctrl-C runs for it too."""
+    cleanup written for Ctrl-C runs for it too. Once: a second SIGTERM is ignored, so it cannot
+    break into that cleanup (`timeout` sends two, one to the command and one to its process
+    group; a second exception raised inside a lock's wait left it released twice: "release
+    unlocked lock" and a traceback instead of `interrupted`)."""
 
     def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)

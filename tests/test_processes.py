@@ -85,3 +85,23 @@ def test_minor_faults_count_the_pages_a_process_touches_first():
         after = minor_faults(os.getpid())
     assert before is not None and after - before >= size // (2 * 1024 * 1024)  # even as huge pages
     assert minor_faults(2**22 + 12345) is None  # no such process
+
+
+def test_a_second_sigterm_does_not_break_into_the_cleanup_of_the_first():
+    """Two SIGTERMs, as `timeout` sends them (to the command, then to its group): one
+    KeyboardInterrupt, and the cleanup after it runs to its end."""
+    code = """
+import os, queue, signal, time
+from rtmon.processes import sigterm_as_interrupt
+sigterm_as_interrupt()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    queue.Queue().get(timeout=5)
+except KeyboardInterrupt:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    print("cleaned up")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cleaned up"
