@@ -44,6 +44,11 @@
 # the other variables below override the defaults. The copy there has no git history: put
 # RTMON_COMMIT=<the commit> in the call, and every report's `software` block names it.
 #
+# SINGLE_SET adds settings to the single-stream bench (word-split), e.g. SINGLE_SET="--set
+# bench.until_decided=false --set bench.reference_processes=2": on the H100 of 2026-12-07 a pair
+# of fresh processes cost ~46 s, so the defaults (3 pairs, more while undecided) and MAX_S=25 ran
+# past a 540 s call with five engines; 2 pairs, MIN_S=6, MAX_S=12 took 293 s.
+#
 # Time it takes (H200, 2026-12-01): a cold Inductor compile of torch-graph-compiled costs 30-60 s
 # per batch size (cached in /tmp/rtmon-engines/inductor for the rest of the call), so a step
 # that loads `optimized` needs a limit of minutes, not seconds; stage y's defaults below were
@@ -76,7 +81,7 @@ pack() {  # the stage's results so far into $OUT (a stage cut at its limit still
 }
 single_and_eval() {  # single_and_eval LIMIT ENGINES EVAL_LIMIT: single-stream (with references), then eval parity
   step single-stream "${LIMIT_SINGLE:-$1}" "${rt[@]}" bench --engines "${SINGLE_ENGINES:-$2}" \
-    --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" --out "$res/single-stream" "${at[@]}"
+    --frames "$FRAMES" --min-duration "$MIN_S" --set bench.max_duration_s="$MAX_S" ${SINGLE_SET:-} --out "$res/single-stream" "${at[@]}"
   pack
   [ "${EVAL:-1}" = 0 ] && return 0
   step eval "${LIMIT_EVAL:-$3}" "${rt[@]}" eval --source sample --engines baseline,optimized --frames "${EVAL_FRAMES:-300}" \
