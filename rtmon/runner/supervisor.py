@@ -547,10 +547,10 @@ class EngineRunner:
         (a late answer is rare, and an engine that stalls must not cost the main process a
         core). The window is at most `SPIN_SHARE` of the median recent latency wide (or 2 ×
         `spin`, whichever is more), centred on that median: a wake-up (0.1-0.3 ms) matters to a
-        1 ms engine, whose answers all fall inside it, while a 12 ms engine whose answers
-        spread over milliseconds (the baseline's P95 is 1.5 × its P50) would otherwise have a
-        core spinning beside it for a quarter of every frame — a load the plain script it is
-        measured against never has. No spin when nothing is in flight."""
+        1 ms engine, whose answers nearly all fall within ± `spin` of its median, while a 12 ms
+        engine whose answers spread over milliseconds (the baseline's P95 is 1.5 × its P50)
+        would otherwise have a core spinning beside it for a fifth of every frame (H100,
+        2026-12-07) — a load the plain script it is measured against never has. No spin when nothing is in flight."""
         if spin <= 0:
             return 0.0, None
         with self._cv:
