@@ -504,3 +504,15 @@ def test_each_segment_begins_with_untimed_frames_when_it_alternates_with_a_refer
     segments = entry["segments"]
     assert answered == 2 * entry["processes"] + 3 * len(segments) + entry["frames"]  # each process's, each segment's, timed
     assert entry["warmup"] == {"frames": 2, "s": pytest.approx(entry["warmup"]["s"]), "per_segment": 3}
+
+
+def test_the_receive_window_uncapped_is_the_whole_range_of_the_recent_answers():
+    """`share=inf` is the rule before the cap (scripts/spin_replay.py compares the two)."""
+    import math
+
+    from rtmon.runner.supervisor import receive_window
+
+    recent = [0.0080, 0.0065, 0.0110, 0.0072]
+    assert receive_window(recent, 0.0003, math.inf) == pytest.approx((0.0065 - 0.0003, 0.0110 + 0.0003))
+    low, high = receive_window(recent, 0.0003)
+    assert high - low == pytest.approx(0.1 * 0.0076) and (low + high) / 2 == pytest.approx(0.0076)

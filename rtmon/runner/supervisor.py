@@ -34,7 +34,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,25 @@ log = logging.getLogger(__name__)
 RECENT = 64  # latencies the receive window is drawn from
 SPIN_SHARE = 0.1  # the receive window's most width, a share of the median recent latency
 _CHECK_S = 0.05  # how often the receiver looks at the control pipe, the process and the clock
+
+
+def receive_window(recent: Iterable[float], spin: float, share: float = SPIN_SHARE) -> tuple[float, float]:
+    """When the main process is awake for an answer, in seconds after the frame's hand-over:
+    the range the recent answers came in (the fastest less `spin` to the slowest plus `spin`),
+    at most `share` of their median wide (or 2 × `spin`, whichever is more), centred on that
+    median. A wake-up (0.1-0.3 ms) matters to a 1 ms engine, whose answers nearly all fall
+    within ± `spin` of its median; a 12 ms engine whose answers spread over milliseconds (the
+    baseline's P95 is 1.5 × its P50) would otherwise have a core spinning beside it for a fifth
+    of every frame (`scripts/spin_replay.py` over the H100 reports of 2026-12-07), a load the
+    plain script it is measured against never has. `share=math.inf`: the whole range."""
+    recent = list(recent)
+    low, high = min(recent) - spin, max(recent) + spin
+    median = statistics.median(recent)
+    width = max(2 * spin, share * median)
+    if high - low > width:
+        low = max(low, median - width / 2)
+        high = low + width
+    return low, high
 
 
 def batch_sizes(max_batch: int) -> tuple[int, ...]:
@@ -541,16 +560,10 @@ class EngineRunner:
             self._kill()
 
     def _receive_spin(self, spin: float) -> tuple[float, float | None]:
-        """(spin_s, spin_at) for the next wait: with frames in flight, spin across the range the
-        recent answers came in (the oldest frame's hand-over + the fastest of the last `RECENT`
-        latencies, less `spin`, to the slowest, plus `spin`), asleep before it; asleep after it
-        (a late answer is rare, and an engine that stalls must not cost the main process a
-        core). The window is at most `SPIN_SHARE` of the median recent latency wide (or 2 ×
-        `spin`, whichever is more), centred on that median: a wake-up (0.1-0.3 ms) matters to a
-        1 ms engine, whose answers nearly all fall within ± `spin` of its median, while a 12 ms
-        engine whose answers spread over milliseconds (the baseline's P95 is 1.5 × its P50)
-        would otherwise have a core spinning beside it for a fifth of every frame (H100,
-        2026-12-07) — a load the plain script it is measured against never has. No spin when nothing is in flight."""
+        """(spin_s, spin_at) for the next wait: with frames in flight, spin across
+        `receive_window` of the recent latencies from the oldest frame's hand-over, asleep
+        before it; asleep after it (a late answer is rare, and an engine that stalls must not
+        cost the main process a core). No spin when nothing is in flight."""
         if spin <= 0:
             return 0.0, None
         with self._cv:
@@ -559,12 +572,7 @@ class EngineRunner:
             return 0.0, None
         if not self._recent:
             return spin, None
-        low, high = min(self._recent) - spin, max(self._recent) + spin
-        median = statistics.median(self._recent)
-        width = max(2 * spin, SPIN_SHARE * median)
-        if high - low > width:
-            low = max(low, median - width / 2)
-            high = low + width
+        low, high = receive_window(self._recent, spin)
         start, end = oldest.t_handed + low, oldest.t_handed + high
         now = time.perf_counter()
         if now > end:
