@@ -111,7 +111,8 @@ class BenchSettings(_Section):
                                 "check cannot tell yet), up to max_duration_s of the engine's time")
     cpu_split: Literal["auto", "off"] = Field("auto", description="single-stream: rtmon's own threads on the first "
                                               "quarter of the CPUs, each measured process (engine, plain script) on "
-                                              "the rest, so the main process's waiting does not run where they do "
+                                              "the rest, whole physical cores each, so the main process's waiting "
+                                              "runs neither where they do nor on a hyperthread of their cores "
                                               "(auto: on machines of 8 CPUs or more)")
     batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
     camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")

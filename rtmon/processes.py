@@ -90,19 +90,54 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def split_cpus(main_share: float = 0.25, at_least: int = 8) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """This process's CPUs in two: (the main process's, the measured processes'), the first
-    `main_share` of them (at least two) for rtmon's own threads; None with fewer than `at_least`
-    CPUs (or off Linux), where a split would starve one side."""
+_CPU_SYSFS = Path("/sys/devices/system/cpu")
+
+
+def physical_cores(cpus: list[int], sysfs: Path = _CPU_SYSFS) -> list[tuple[int, ...]]:
+    """`cpus` grouped by the physical core they share (hyperthreads, from Linux's
+    `topology/thread_siblings_list`), in order of each core's first CPU; a CPU whose topology
+    cannot be read is a core of its own."""
+    cores: dict[tuple[int, ...], list[int]] = {}
+    wanted = set(cpus)
+    for cpu in cpus:
+        try:
+            siblings = _cpu_list((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
+        except (OSError, ValueError):
+            siblings = [cpu]
+        key = tuple(sorted(set(siblings) & wanted)) or (cpu,)
+        cores.setdefault(key, []).append(cpu)
+    return sorted((tuple(sorted(group)) for group in cores.values()), key=lambda core: core[0])
+
+
+def _cpu_list(text: str) -> list[int]:
+    """Linux's CPU list format ("0,8" or "0-1")."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        out.extend(range(int(first), int(last or first) + 1))
+    return out
+
+
+def split_cpus(main_share: float = 0.25, at_least: int = 8,
+               sysfs: Path = _CPU_SYSFS) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """This process's CPUs in two: (the main process's, the measured processes'), whole physical
+    cores each — a hyperthread spinning in rtmon's main process slows its sibling, which would be
+    inside a measured process's timing — the first cores, `main_share` of the CPUs (at least two)
+    for rtmon's own threads; None with fewer than `at_least` CPUs (or off Linux), or where
+    a split would leave one side fewer than two."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < at_least:
         return None
-    cut = max(2, int(len(allowed) * main_share))
-    if len(allowed) - cut < 2:
+    want = max(2, int(len(allowed) * main_share))
+    main: list[int] = []
+    measured: list[int] = []
+    for core in physical_cores(allowed, sysfs):
+        (main if len(main) < want else measured).extend(core)
+    if len(measured) < 2:
         return None
-    return tuple(allowed[:cut]), tuple(allowed[cut:])
+    return tuple(sorted(main)), tuple(sorted(measured))
 
 
 def pin_threads(cpus: tuple[int, ...]) -> dict[int, set[int]]:

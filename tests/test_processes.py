@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
-from rtmon.processes import cap_malloc_arenas, children_on, pin_threads, split_cpus, unpin_threads
+from rtmon.processes import (
+    cap_malloc_arenas,
+    children_on,
+    physical_cores,
+    pin_threads,
+    split_cpus,
+    unpin_threads,
+)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -30,12 +37,39 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sc
 
 
 @linux_only
-def test_a_split_gives_rtmon_the_first_quarter_and_the_measured_processes_the_rest(monkeypatch):
+def test_a_split_gives_rtmon_the_first_quarter_and_the_measured_processes_the_rest(monkeypatch, tmp_path):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
-    assert split_cpus() == ((0, 1, 2, 3), tuple(range(4, 16)))
+    assert split_cpus(sysfs=tmp_path) == ((0, 1, 2, 3), tuple(range(4, 16)))  # no topology: a CPU a core
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    assert split_cpus() is None  # too few to share: no split
-    assert split_cpus(at_least=2) is None  # nothing would be left for the measured side
+    assert split_cpus(sysfs=tmp_path) is None  # too few to share: no split
+    assert split_cpus(at_least=2, sysfs=tmp_path) is None  # nothing would be left for the measured side
+
+
+def _siblings(sysfs, pairs):
+    for pair in pairs:
+        for cpu in pair:
+            topology = sysfs / f"cpu{cpu}" / "topology"
+            topology.mkdir(parents=True)
+            (topology / "thread_siblings_list").write_text(",".join(map(str, pair)) + "\n")
+
+
+@linux_only
+def test_a_split_never_puts_two_hyperthreads_of_one_core_on_both_sides(monkeypatch, tmp_path):
+    _siblings(tmp_path, [(n, n + 8) for n in range(8)])  # a common layout: CPU n and n + 8 share a core
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    main, measured = split_cpus(sysfs=tmp_path)
+    assert main == (0, 1, 8, 9)
+    assert measured == (2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15)
+
+
+def test_cores_are_read_from_either_list_format_and_a_cpu_without_topology_is_its_own(tmp_path):
+    _siblings(tmp_path, [(0, 1)])
+    for cpu in (2, 3):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "thread_siblings_list").write_text("2-3\n")
+    assert physical_cores([0, 1, 2, 3, 4], tmp_path) == [(0, 1), (2, 3), (4,)]
+    assert physical_cores([1, 2], tmp_path) == [(1,), (2,)]  # a sibling outside the set is not added
 
 
 @linux_only
