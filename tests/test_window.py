@@ -449,7 +449,16 @@ def view(display, monkeypatch):
     from rtmon.window.view import WindowView
 
     monkeypatch.setenv("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-    view = WindowView()
+    deadline = time.monotonic() + 15
+    while True:  # a loaded 2-core machine: SDL's first connection to Xvfb can fail (the full suite, 2026-12-07)
+        try:
+            view = WindowView()
+            break
+        except RuntimeError:
+            pygame.display.quit()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     yield view
     view.window.destroy()
     pygame.display.quit()
