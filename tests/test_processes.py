@@ -45,12 +45,13 @@ def test_a_split_gives_rtmon_the_first_quarter_and_the_measured_processes_the_re
     assert split_cpus(at_least=2, sysfs=tmp_path) is None  # nothing would be left for the measured side
 
 
-def _siblings(sysfs, pairs):
-    for pair in pairs:
-        for cpu in pair:
+def _siblings(sysfs, cores, text=lambda core: ",".join(map(str, core))):
+    """A fake /sys/devices/system/cpu: each CPU of each core lists the core's CPUs (`text`)."""
+    for core in cores:
+        for cpu in core:
             topology = sysfs / f"cpu{cpu}" / "topology"
             topology.mkdir(parents=True)
-            (topology / "thread_siblings_list").write_text(",".join(map(str, pair)) + "\n")
+            (topology / "thread_siblings_list").write_text(text(core) + "\n")
 
 
 @linux_only
@@ -64,10 +65,7 @@ def test_a_split_never_puts_two_hyperthreads_of_one_core_on_both_sides(monkeypat
 
 def test_cores_are_read_from_either_list_format_and_a_cpu_without_topology_is_its_own(tmp_path):
     _siblings(tmp_path, [(0, 1)])
-    for cpu in (2, 3):
-        topology = tmp_path / f"cpu{cpu}" / "topology"
-        topology.mkdir(parents=True)
-        (topology / "thread_siblings_list").write_text("2-3\n")
+    _siblings(tmp_path, [(2, 3)], text=lambda core: f"{core[0]}-{core[-1]}")
     assert physical_cores([0, 1, 2, 3, 4], tmp_path) == [(0, 1), (2, 3), (4,)]
     assert physical_cores([1, 2], tmp_path) == [(1,), (2,)]  # a sibling outside the set is not added
 
