@@ -101,7 +101,7 @@ def physical_cores(cpus: list[int], sysfs: Path = _CPU_SYSFS) -> list[tuple[int,
     wanted = set(cpus)
     for cpu in cpus:
         try:
-            siblings = _cpu_list((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
+            siblings = parse_cpu_list((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
         except (OSError, ValueError):
             siblings = [cpu]
         key = tuple(sorted(set(siblings) & wanted)) or (cpu,)
@@ -109,8 +109,8 @@ def physical_cores(cpus: list[int], sysfs: Path = _CPU_SYSFS) -> list[tuple[int,
     return sorted((tuple(sorted(group)) for group in cores.values()), key=lambda core: core[0])
 
 
-def _cpu_list(text: str) -> list[int]:
-    """Linux's CPU list format ("0,8" or "0-1")."""
+def parse_cpu_list(text: str) -> list[int]:
+    """Linux's CPU list format ("0,8" or "0-1"); a ValueError for anything else."""
     out: list[int] = []
     for part in text.strip().split(","):
         first, _, last = part.partition("-")

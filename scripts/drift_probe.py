@@ -42,12 +42,12 @@ def last_cpu(pid: int) -> int:
 
 
 def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, settings, rounds: int, segment_s: float,
-             warmup: int, b_env: dict[str, str] | None = None) -> dict:
+             warmup: int, b_env: dict[str, str] | None = None, b_script: Path | None = None) -> dict:
     from rtmon.bench import reference as plain
     from rtmon.bench import yardstick
 
     a = plain.PlainSession(ref, frames, settings, 16, cpus)
-    b = plain.PlainSession(ref, frames, settings, 16, cpus, b_env)
+    b = plain.PlainSession(ref, frames, settings, 16, cpus, b_env, b_script or plain.SCRIPT)
     cpu_seen = {"a": [], "b": []}
     try:
         for k in range(rounds + 1):
@@ -62,7 +62,8 @@ def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, setting
     row_a, row_b = plain.row(ref, a.runs), plain.row(ref, b.runs)
     row_b["segments"] = row_b["runs"]
     pairs = yardstick.paired(yardstick.rounds(row_b, row_a))
-    return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "b_env": b_env or None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
+    return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "b_env": b_env or None,
+            "b_script": str(b_script) if b_script else None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
             "a_faults_per_frame": row_a["faults_per_frame"], "b_faults_per_frame": row_b["faults_per_frame"],
             "a_drift_pct": row_a["drift_pct"], "b_drift_pct": row_b["drift_pct"], "b_vs_a": pairs,
             "a_segments_fps": [round(r["fps"], 1) for r in row_a["runs"]],
@@ -79,8 +80,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the sample clip is (default: rtmon's cache)")
     parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for B's process only (an A/B of that setting instead of A/A)")
+    parser.add_argument("--b-script", type=Path, default=None,
+                        help="B runs this script instead of the plain one (same protocol; e.g. scripts/engine_like_predict.py)")
+    parser.add_argument("--pairs", type=int, default=1, help="fresh pairs of processes per mode (default 1)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.b_script is not None and not args.b_script.is_file():
+        parser.error(f"--b-script: no such file: {args.b_script}")
+    if args.pairs < 1:
+        parser.error("--pairs: give at least 1")
     bad = next((e for e in args.b_env if "=" not in e or not e.split("=", 1)[0]), None)
     if bad is not None:
         parser.error(f"--b-env: give NAME=VALUE, not {bad!r}")
@@ -88,8 +96,12 @@ def main() -> None:
     unknown = [m for m in args.modes.split(",") if m not in ("free", "shared", "one")]
     if unknown:
         parser.error(f"--modes: unknown mode {unknown[0]!r} (known: free, shared, one)")
-    if args.cpus and not all(c.strip().isdigit() for c in args.cpus.split(",")):
-        parser.error(f"--cpus: give CPU numbers separated by commas, not {args.cpus!r}")
+    from rtmon.processes import parse_cpu_list
+
+    try:
+        listed = parse_cpu_list(args.cpus) if args.cpus else None
+    except ValueError:
+        parser.error(f"--cpus: give CPU numbers and ranges separated by commas (e.g. 4-15), not {args.cpus!r}")
     from rtmon.bench import reference as plain
     from rtmon.bench.harness import decode_pool
     from rtmon.config import load_settings
@@ -101,16 +113,19 @@ def main() -> None:
     model = resolve_model("demo", Path(settings.paths.engines_dir))
     ref = plain.references(model, settings)[0]
     allowed = sorted(os.sched_getaffinity(0))
-    shared = tuple(int(c) for c in args.cpus.split(",")) if args.cpus else tuple(allowed[-4:])
+    shared = tuple(listed) if listed else tuple(allowed[-4:])
     choice = {"free": None, "shared": shared, "one": (max(shared),)}
     pool = decode_pool([resolve_source("sample", args.cache_dir or cache_dir(settings))], 64)
     rows = []
     with tempfile.TemporaryDirectory(prefix="rtmon-drift-") as tmp:
         frames = plain.save_frames(pool, Path(tmp))
         for mode in args.modes.split(","):
-            row = run_mode(mode, choice[mode], ref, frames, settings, args.rounds, args.segment_s, args.warmup, b_env)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for pair in range(args.pairs):
+                row = run_mode(mode, choice[mode], ref, frames, settings, args.rounds, args.segment_s, args.warmup, b_env,
+                               args.b_script)
+                row["pair"] = pair
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -72,7 +72,7 @@ class PlainSession:
     READY_TIMEOUT_S = 600.0  # loading ultralytics and the model, the first CUDA kernels, the warm-up
 
     def __init__(self, ref: Reference, frames: Path, settings, warmup: int, cpus: tuple[int, ...] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, script: Path = SCRIPT) -> None:
         m = settings.model
         self.ref = ref
         self.runs: list[dict] = []
@@ -82,9 +82,10 @@ class PlainSession:
             json.dump(job, fh)
         self._job_path = Path(fh.name)
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the script; close() ends both)
-        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", **(env or {})}  # env: a probe's A/B only
+        # env, script: a probe's A/B only (scripts/drift_probe.py)
+        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", **(env or {})}
         with children_on(cpus):  # the CPUs its engine runs on, where the bench splits them (bench.cpu_split)
-            self._proc = subprocess.Popen([sys.executable, str(SCRIPT), str(self._job_path)], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([sys.executable, str(script), str(self._job_path)], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name="plain-reference-stdout", daemon=True).start()
