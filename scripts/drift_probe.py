@@ -2,6 +2,7 @@
 """How far apart can two identical runs of plain ultralytics be on this machine? An A/A test.
 
     python scripts/drift_probe.py [--rounds 24] [--segment-s 0.4] [--modes free,shared,one] [--b-env NAME=VALUE]
+                                  [--b-script PATH] [--pairs N]
                                   [--out drift.json]
 
 The yardstick check compares rtmon's baseline with the plain ultralytics script segment by
@@ -15,11 +16,13 @@ memory landed: compare their page faults). Per mode, where the two processes may
 - `one`: both on the same single CPU.
 
 With `--b-env`, B's process alone gets that environment: an A/B of the setting, both sides still
-the plain script (e.g. glibc's malloc tunables, to see what its heap trimming costs).
+the plain script (e.g. glibc's malloc tunables, to see what its heap trimming costs). With
+`--b-script`, B runs another script of the same protocol: `scripts/engine_like_predict.py` is the
+plain script inside an rtmon engine process's surroundings (an A/B of the process, not the class).
 
 For each mode: B's round-by-round FPS and P50 ratio against A (median and its 95% interval,
-as the yardstick check computes them), each process's segment-to-segment spread and minor page
-faults per frame, and the CPU each was last seen on after each segment (/proc/PID/stat).
+as the yardstick check computes them), each process's ultralytics stage means, segment-to-segment
+spread and minor page faults per frame, and the CPU each was last seen on after each segment (/proc/PID/stat).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def run_mode(mode: str, cpus: tuple[int, ...] | None, ref, frames: Path, setting
     return {"mode": mode, "cpus": sorted(cpus) if cpus else None, "b_env": b_env or None,
             "b_script": str(b_script) if b_script else None, "a_fps": row_a["fps"], "b_fps": row_b["fps"],
             "a_faults_per_frame": row_a["faults_per_frame"], "b_faults_per_frame": row_b["faults_per_frame"],
+            "a_stages_ms": row_a["stages_ms"], "b_stages_ms": row_b["stages_ms"],
             "a_drift_pct": row_a["drift_pct"], "b_drift_pct": row_b["drift_pct"], "b_vs_a": pairs,
             "a_segments_fps": [round(r["fps"], 1) for r in row_a["runs"]],
             "b_segments_fps": [round(r["fps"], 1) for r in row_b["runs"]], "cpu_seen": cpu_seen}
