@@ -9,6 +9,7 @@ import pytest
 from rtmon.processes import (
     cap_malloc_arenas,
     children_on,
+    parse_cpu_list,
     physical_cores,
     pin_threads,
     split_cpus,
@@ -68,6 +69,14 @@ def test_cores_are_read_from_either_list_format_and_a_cpu_without_topology_is_it
     _siblings(tmp_path, [(2, 3)], text=lambda core: f"{core[0]}-{core[-1]}")
     assert physical_cores([0, 1, 2, 3, 4], tmp_path) == [(0, 1), (2, 3), (4,)]
     assert physical_cores([1, 2], tmp_path) == [(1,), (2,)]  # a sibling outside the set is not added
+
+
+def test_a_cpu_list_reads_numbers_and_ranges_and_refuses_anything_else():
+    assert parse_cpu_list("0,8") == [0, 8]
+    assert parse_cpu_list("4-7,12\n") == [4, 5, 6, 7, 12]
+    for bad in ("", "4-x", "a"):
+        with pytest.raises(ValueError):
+            parse_cpu_list(bad)
 
 
 @linux_only
