@@ -168,6 +168,30 @@ def test_the_ring_is_shared_memory_seen_by_another_attachment():
         ring.close()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="minor faults are read from Linux's /proc")
+def test_an_attachment_touched_once_reads_every_slot_without_a_page_fault():
+    from rtmon.processes import minor_faults
+
+    shape, slots = (256, 256, 3), 16
+    ring = FrameRing(slots, int(np.prod(shape)))
+    other = None
+    try:
+        for slot in range(slots):
+            ring.write(slot, np.full(shape, slot, np.uint8))
+        other = FrameRing(slots, int(np.prod(shape)), name=ring.name)
+        views = [other.view(slot, shape) for slot in range(slots)]
+        other.touch()
+        before = minor_faults(os.getpid())
+        assert [int(v.max()) for v in views] == list(range(slots))
+        # untouched, these reads map 48 pages a slot (at least 3 faults each); a stray fault of
+        # the interpreter's own may remain
+        assert minor_faults(os.getpid()) - before < slots
+    finally:
+        if other is not None:
+            other.close()
+        ring.close()
+
+
 def test_detections_made_from_rows_hand_the_same_rows_on_and_others_are_packed():
     from rtmon.core import Detections
 

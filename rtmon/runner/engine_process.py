@@ -70,6 +70,7 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"{job.engine}: %(levelname)s %(message)s")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     ring = FrameRing(job.slots, job.slot_bytes, name=job.ring)
+    ring.touch()  # its pages mapped here before any frame is timed
     mailbox = Mailbox.attach(job.mailbox)
     engine = None
     try:
