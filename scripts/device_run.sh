@@ -24,6 +24,10 @@
 #                                  # latency: awake for the whole wait)
 #                                  # (AB=0: not the latter)
 #   bash scripts/device_run.sh h   # how the main process should wait for an answer: scripts/handover_probe.py
+#   bash scripts/device_run.sh o   # where the baseline's engine process loses time against its plain script:
+#                                  # the plain script inside an engine process's surroundings (drift_probe.py
+#                                  # --b-script scripts/engine_like_predict.py, on the bench's measured CPUs),
+#                                  # then the engine class against plain predict in one process (outside_probe.py)
 #   bash scripts/device_run.sh n   # stage m in the other order (offline first: it compiles; multi-stream then warm)
 #   bash scripts/device_run.sh g   # GPU tests of the plans' shared buffers, then stage n
 #   bash scripts/device_run.sh k   # GPU tests of the plans' buffers, then the offline sweep (cold compile)
@@ -55,7 +59,7 @@
 # too tight then (every step ran out of time). Pipe a stage's output through `tee $OUT/log`,
 # never `| tail`: a command cut at its limit returns nothing through tail.
 set -u -o pipefail
-stage=${1:?a, b, c, d, e, f, g, h, k, m, n, p, q, r, s, t, u, v, w, x, y or z}
+stage=${1:?a, b, c, d, e, f, g, h, k, m, n, o, p, q, r, s, t, u, v, w, x, y or z}
 export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 res=/tmp/rtmon-results/$stage
 rm -rf "$res" && mkdir -p "$res"
@@ -225,6 +229,14 @@ case "$stage" in
     step handover-probe "${LIMIT_PROBE:-150}" python3 scripts/handover_probe.py --seconds "${PROBE_S:-3}" --ways "${PROBE_WAYS:-asleep,sleep0,sleep0-slack1,sched_yield,busy,spin-all}" \
       --engines "${PROBE_ENGINES:-busy-8ms,sleep-8ms,instant}" --out "$res/probe.json"
     cat "$res/handover-probe.log"
+    ;;
+  o)
+    step envab "${LIMIT_ENVAB:-150}" python3 scripts/drift_probe.py --modes shared --cpus "${ENVAB_CPUS:-4-15}" --rounds 12 \
+      --segment-s 0.3 --b-script scripts/engine_like_predict.py --pairs "${ENVAB_PAIRS:-4}" --cache-dir .cache/rtmon \
+      --out "$res/envab.json"
+    pack
+    step outside "${LIMIT_OUTSIDE:-120}" python3 scripts/outside_probe.py --frames "${OUTSIDE_FRAMES:-150}" --out "$res/outside.json"
+    pack
     ;;
   n)  # stage m in the other order: the offline sweep compiles every batch size (cold), so the
       # multi-stream capacity after it finds them in the Inductor cache
