@@ -21,7 +21,7 @@ if [ -z "${RTMON_EXTRAS:-}" ]; then
 fi
 stamp=.venv/.rtmon-installed  # "<pyproject hash> <extras installed>"
 project="$(sha256sum < pyproject.toml | cut -c1-16)"
-read -r have_project have_extras < "$stamp" 2>/dev/null || { have_project=""; have_extras=""; }
+{ [ -f "$stamp" ] && read -r have_project have_extras < "$stamp"; } || { have_project=""; have_extras=""; }
 # Extras installed before stay installed; install when pyproject.toml changed or one is missing.
 all_extras="$(printf '%s\n' ${have_extras//,/ } ${RTMON_EXTRAS//,/ } | sort -u | paste -sd, -)"
 missing=""
