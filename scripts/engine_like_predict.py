@@ -23,6 +23,7 @@ import os
 import runpy
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,10 +55,9 @@ def main(job_path: str) -> None:
     if "memory" in wanted:
         from rtmon.runner.engine_process import MEMORY_REPORT_S, gpu_memory
 
-        stopped = threading.Event()
-
         def report() -> None:
-            while not stopped.wait(MEMORY_REPORT_S):
+            while True:
+                time.sleep(MEMORY_REPORT_S)
                 gpu_memory(context)  # what the reporter asks; sending it on is a pipe write, left out
 
         threading.Thread(target=report, name="rtmon-engine-memory", daemon=True).start()
@@ -83,4 +83,8 @@ def main(job_path: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
+        print("error: give the plain script's job file (JSON), as rtmon.bench.reference.PlainSession writes it: "
+              "python scripts/engine_like_predict.py JOB.json", file=sys.stderr)
+        raise SystemExit(2)
     main(sys.argv[1])
