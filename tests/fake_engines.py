@@ -1,12 +1,16 @@
 """Engines for tests of the runner: built in the engine process from their name.
 
-    fast | slow | echo | sleep-after-MS | fail-load | raise-after-N | exit-after-N | segv-after-N | hang-after-N
+    fast | slow | echo | sleep-after-MS | fail-load | mp-lock | raise-after-N | exit-after-N | segv-after-N | hang-after-N
 
 `sleep-after-MS` sleeps MS milliseconds per frame (a known engine time).
 
 `echo` reports what it saw: one box whose confidence is the frame's mean pixel / 255, whose class
 is the frame's stream, and whose x1 says whether the image was a view of shared memory (1) or a
 copy (0), so a test can check which frame arrived, intact, and how.
+
+`mp-lock` creates a multiprocessing lock when it loads and keeps it, as libraries in an engine
+process do (tqdm's write lock, a compile pool's queues): a named semaphore the resource tracker
+the main process shares with its engine processes knows about.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class FakeEngine(SyncEngine):
     def load(self) -> None:
         if self.kind == "fail-load":
             raise RuntimeError("weights are gone")
+        if self.kind == "mp-lock":
+            import multiprocessing
+
+            self.lock = multiprocessing.get_context("spawn").Lock()
 
     def infer(self, frame: Frame) -> Result:
         self.calls += 1

@@ -486,6 +486,38 @@ def test_no_engine_process_outlives_a_killed_main_process(tmp_path):
             main.kill()
 
 
+STOPPED = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from pathlib import Path
+    from tests.fake_engines import make
+    from rtmon.config import load_settings
+    from rtmon.models import ModelRef
+    from rtmon.runner import EngineRunner, RunnerOptions
+    if __name__ == "__main__":
+        settings = load_settings(None, {{}})
+        model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {{0: "thing"}})
+        runner = EngineRunner(["mp-lock"], model, settings, RunnerOptions.of(settings, factory=make))
+        runner.start(64 * 48 * 3)
+        assert runner.wait_loaded(60)
+        runner.stop()
+        print("stopped", flush=True)
+""")
+
+
+def test_a_lock_an_engine_process_made_is_not_reported_leaked_when_the_main_process_ends(tmp_path):
+    """An engine process ends without the interpreter's teardown; what multiprocessing made in it
+    (here a lock, as tqdm or a compile pool make one) is still released, so the resource tracker
+    it shares with the main process has no "leaked semaphore" to warn of (stderr is read to its
+    end: the tracker writes there after the main process has gone)."""
+    script = tmp_path / "main.py"
+    script.write_text(STOPPED.format(root=str(Path(__file__).resolve().parents[1])))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr
+    assert "leaked" not in done.stderr, done.stderr
+
+
 def test_single_stream_alternates_with_its_reference_round_by_round_and_adds_pairs_until_stable():
     """Reference segment, engine segment, ..., reference: at least `rounds` engine segments of an
     equal share of the frames, one reference segment more than engine segments in each pair of

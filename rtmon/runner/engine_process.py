@@ -98,7 +98,7 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
         if engine is not None:
             with contextlib.suppress(BaseException):
                 engine.close()
-        os._exit(1)
+        _exit(1)
     try:
         server = Server(engine, job, ring, mailbox, conn, context, lanes, max_batch)
         _profiled(lambda: server.serve(network), job.engine)
@@ -107,11 +107,24 @@ def engine_main(job: EngineJob, conn, parent_pid: int) -> None:
     except BaseException as exc:
         with contextlib.suppress(Exception), _SENDING:
             conn.send(FailedMsg(one_line(exc, "inference failed")))
-        os._exit(1)
+        _exit(1)
     finally:
         with contextlib.suppress(BaseException):
             engine.close()
-    os._exit(0)
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    """End this process now, without the interpreter's teardown (a GPU library's own can hang or
+    crash at exit), but after multiprocessing's exit finalizers: a lock or queue a library made
+    here (tqdm's write lock, a compile pool's queues) is a named semaphore that the resource
+    tracker this process shares with the main process knows of; unreleased, the tracker warns
+    of a "leaked semaphore" when the main process ends (every GPU bench with `optimized` did)."""
+    with contextlib.suppress(BaseException):
+        from multiprocessing import util
+
+        util._run_finalizers(0)  # what multiprocessing runs at a normal exit (exit priority >= 0)
+    os._exit(code)
 
 
 def _profiled(serve, engine: str) -> None:
