@@ -109,11 +109,12 @@ class BenchSettings(_Section):
     until_decided: bool = Field(True, description="single-stream with a reference: after `reference_processes` "
                                 "pairs, another pair while the yardstick's 95% intervals straddle a 3% bound (the "
                                 "check cannot tell yet), up to max_duration_s of the engine's time")
-    cpu_split: Literal["auto", "off"] = Field("auto", description="single-stream: rtmon's own threads on the first "
-                                              "quarter of the CPUs, each measured process (engine, plain script) on "
-                                              "the rest, whole physical cores each, so the main process's waiting "
-                                              "runs neither where they do nor on a hyperthread of their cores "
-                                              "(auto: on machines of 8 CPUs or more)")
+    cpu_split: Literal["auto", "on", "off"] = Field("auto", description="single-stream: rtmon's own threads on the "
+                                                    "first quarter of the CPUs, each measured process (engine, plain "
+                                                    "script) on the rest, whole physical cores each, so the main "
+                                                    "process's waiting runs neither where they do nor on a hyperthread "
+                                                    "of their cores (auto: on machines of 8 CPUs or more; on: also on "
+                                                    "smaller ones, down to one CPU a side; off: anywhere)")
     batches: list[int] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="offline: micro-batch sizes")
     camera_fps: float = Field(30.0, gt=0, le=1000, description="multi-stream: each camera's frame rate")
     trial_s: float = Field(8.0, gt=0, description="multi-stream: seconds measured per camera count")

@@ -118,24 +118,24 @@ def parse_cpu_list(text: str) -> list[int]:
     return out
 
 
-def split_cpus(main_share: float = 0.25, at_least: int = 8,
-               sysfs: Path = _CPU_SYSFS) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def split_cpus(main_share: float = 0.25, at_least: int = 8, sysfs: Path = _CPU_SYSFS,
+               least_side: int = 2) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """This process's CPUs in two: (the main process's, the measured processes'), whole physical
     cores each — a hyperthread spinning in rtmon's main process slows its sibling, which would be
-    inside a measured process's timing — the first cores, `main_share` of the CPUs (at least two)
-    for rtmon's own threads; None with fewer than `at_least` CPUs (or off Linux), or where
-    a split would leave one side fewer than two."""
+    inside a measured process's timing — the first cores, `main_share` of the CPUs (at least
+    `least_side`) for rtmon's own threads; None with fewer than `at_least` CPUs (or off Linux), or
+    where a split would leave one side fewer than `least_side`."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < at_least:
         return None
-    want = max(2, int(len(allowed) * main_share))
+    want = max(least_side, int(len(allowed) * main_share))
     main: list[int] = []
     measured: list[int] = []
     for core in physical_cores(allowed, sysfs):
         (main if len(main) < want else measured).extend(core)
-    if len(measured) < 2:
+    if len(measured) < least_side:
         return None
     return tuple(sorted(main)), tuple(sorted(measured))
 

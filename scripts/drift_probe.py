@@ -2,7 +2,7 @@
 """How far apart can two identical runs of plain ultralytics be on this machine? An A/A test.
 
     python scripts/drift_probe.py [--rounds 24] [--segment-s 0.4] [--modes free,shared,one] [--b-env NAME=VALUE]
-                                  [--b-script PATH] [--pairs N]
+                                  [--b-script PATH] [--pairs N] [--set section.key=value]
                                   [--out drift.json]
 
 The yardstick check compares rtmon's baseline with the plain ultralytics script segment by
@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--b-script", type=Path, default=None,
                         help="B runs this script instead of the plain one (same protocol; e.g. scripts/engine_like_predict.py)")
     parser.add_argument("--pairs", type=int, default=1, help="fresh pairs of processes per mode (default 1)")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="section.key=value",
+                        help="a setting for both sides, as rtmon's --set (e.g. model.imgsz=128: a network whose "
+                             "forward costs little, so the host's dispatch of its layers is most of predict, as on a GPU)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.b_script is not None and not args.b_script.is_file():
@@ -108,12 +111,16 @@ def main() -> None:
         parser.error(f"--cpus: give CPU numbers and ranges separated by commas (e.g. 4-15), not {args.cpus!r}")
     from rtmon.bench import reference as plain
     from rtmon.bench.harness import decode_pool
-    from rtmon.config import load_settings
+    from rtmon.config import load_settings, parse_set_options
+    from rtmon.errors import UserError
     from rtmon.models import resolve_model
     from rtmon.preparation import cache_dir
     from rtmon.sources import resolve_source
 
-    settings = load_settings()
+    try:
+        settings = load_settings(None, parse_set_options(args.sets))
+    except UserError as exc:
+        parser.error(str(exc))
     model = resolve_model("demo", Path(settings.paths.engines_dir))
     ref = plain.references(model, settings)[0]
     allowed = sorted(os.sched_getaffinity(0))

@@ -2,6 +2,7 @@
 """What an engine's `infer` adds to ultralytics' `predict`, in one process, frame by frame.
 
     python scripts/outside_probe.py [--engines torch-fp32,ultralytics-ort] [--frames 300] [--out probe.json]
+                                    [--set section.key=value]
 
 The bench's stage table splits a frame into ultralytics' own stages (`results[0].speed`), the
 rest of the frame (*outside*) and rtmon's hand-over. On the H100 of 2026-12-07 the engine's
@@ -108,16 +109,19 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300, help="timed frames per row (default 300)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--cache", type=Path, default=Path(".cache/rtmon"), help="where the sample clip is")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="section.key=value",
+                        help="a setting, as rtmon's --set (e.g. model.imgsz=64 on a CPU: the host's dispatch of the "
+                             "layers is most of predict, as on a GPU)")
     args = parser.parse_args()
     if args.frames < 1:
         print("error: --frames must be at least 1", file=sys.stderr)
         return 2
-    from rtmon.config import load_settings
+    from rtmon.config import load_settings, parse_set_options
     from rtmon.errors import UserError
     from rtmon.models import resolve_model
 
-    settings = load_settings(overrides={"paths.cache_dir": str(args.cache)})
     try:
+        settings = load_settings(overrides={"paths.cache_dir": str(args.cache), **parse_set_options(args.sets)})
         model = resolve_model("demo", Path(settings.paths.engines_dir))
         frames = _frames(args.cache, 16)
         results = []

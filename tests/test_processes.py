@@ -44,6 +44,9 @@ def test_a_split_gives_rtmon_the_first_quarter_and_the_measured_processes_the_re
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert split_cpus(sysfs=tmp_path) is None  # too few to share: no split
     assert split_cpus(at_least=2, sysfs=tmp_path) is None  # nothing would be left for the measured side
+    assert split_cpus(at_least=2, sysfs=tmp_path, least_side=1) == ((0,), (1,))  # bench.cpu_split = "on"
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert split_cpus(at_least=2, sysfs=tmp_path, least_side=1) is None
 
 
 def _siblings(sysfs, cores, text=lambda core: ",".join(map(str, core))):

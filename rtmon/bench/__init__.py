@@ -116,7 +116,9 @@ def run_bench(settings, model: ModelRef, specs: list[SourceSpec], engines: list[
     with_reference = reference and scenario in REFERENCE_SCENARIOS
     # Single-stream: rtmon's own threads (the feed, the receivers' spin, the progress bars) on a
     # few CPUs of their own, each measured process (the engine's, the plain script's) on the rest.
-    split = split_cpus() if scenario == "single-stream" and b.cpu_split == "auto" else None
+    split = None
+    if scenario == "single-stream" and b.cpu_split != "off":
+        split = split_cpus() if b.cpu_split == "auto" else split_cpus(at_least=2, least_side=1)
     pinned = pin_threads(split[0]) if split else {}
     try:
         with console.status("decoding the frames every engine will see …"):
