@@ -27,7 +27,9 @@
 #   bash scripts/device_run.sh o   # where the baseline's engine process loses time against its plain script:
 #                                  # the plain script inside an engine process's surroundings (drift_probe.py
 #                                  # --b-script scripts/engine_like_predict.py, on the bench's measured CPUs),
-#                                  # then the engine class against plain predict in one process (outside_probe.py)
+#                                  # all of them, then without the GPU's two (the early CUDA context, the memory
+#                                  # reporter), then the engine class against plain predict in one process
+#                                  # (outside_probe.py); ~7 min after staging
 #   bash scripts/device_run.sh n   # stage m in the other order (offline first: it compiles; multi-stream then warm)
 #   bash scripts/device_run.sh g   # GPU tests of the plans' shared buffers, then stage n
 #   bash scripts/device_run.sh k   # GPU tests of the plans' buffers, then the offline sweep (cold compile)
@@ -230,10 +232,15 @@ case "$stage" in
       --engines "${PROBE_ENGINES:-busy-8ms,sleep-8ms,instant}" --out "$res/probe.json"
     cat "$res/handover-probe.log"
     ;;
-  o)
+  o)  # on the CPU (docs/benchmarks/cpu-2026-12-08) rtmon's imports, the parent watch and frames in shared
+      # memory did not slow predict: envab-host leaves out the two that only a GPU has (cuda, memory)
     step envab "${LIMIT_ENVAB:-150}" python3 scripts/drift_probe.py --modes shared --cpus "${ENVAB_CPUS:-4-15}" --rounds 12 \
       --segment-s 0.3 --b-script scripts/engine_like_predict.py --pairs "${ENVAB_PAIRS:-4}" --cache-dir .cache/rtmon \
       --out "$res/envab.json"
+    pack
+    step envab-host "${LIMIT_ENVAB:-150}" python3 scripts/drift_probe.py --modes shared --cpus "${ENVAB_CPUS:-4-15}" --rounds 12 \
+      --segment-s 0.3 --b-script scripts/engine_like_predict.py --b-env ENGINE_LIKE=imports,watch,shm \
+      --pairs "${ENVAB_PAIRS:-4}" --cache-dir .cache/rtmon --out "$res/envab-host.json"
     pack
     step outside "${LIMIT_OUTSIDE:-120}" python3 scripts/outside_probe.py --frames "${OUTSIDE_FRAMES:-150}" --out "$res/outside.json"
     pack
