@@ -88,7 +88,7 @@ def main() -> None:
                         help="B runs this script instead of the plain one (same protocol; e.g. scripts/engine_like_predict.py)")
     parser.add_argument("--pairs", type=int, default=1, help="fresh pairs of processes per mode (default 1)")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="section.key=value",
-                        help="a setting for both sides, as rtmon's --set (e.g. model.imgsz=128: a network whose "
+                        help="a setting for both sides, as rtmon's --set (e.g. model.imgsz=64 on a CPU: a network whose "
                              "forward costs little, so the host's dispatch of its layers is most of predict, as on a GPU)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -447,7 +447,7 @@ def test_an_engine_prepares_plans_only_for_the_sizes_its_scenario_uses(scenario,
         runner.stop()
 
 
-SCRIPT = textwrap.dedent("""
+MAIN = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     from pathlib import Path
@@ -458,14 +458,16 @@ SCRIPT = textwrap.dedent("""
     if __name__ == "__main__":
         settings = load_settings(None, {{}})
         model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {{0: "thing"}})
-        runners = [EngineRunner([n], model, settings, RunnerOptions.of(settings, factory=make)) for n in ("fast", "slow")]
-        for r in runners:
-            r.start(64 * 48 * 3)
-        for r in runners:
-            assert r.wait_loaded(60)
-        print("ready", flush=True)
-        time.sleep(600)
-""")
+""")  # a main process of fake engines' runners (its body follows, indented under the `if`)
+SCRIPT = MAIN + textwrap.indent(textwrap.dedent("""
+    runners = [EngineRunner([n], model, settings, RunnerOptions.of(settings, factory=make)) for n in ("fast", "slow")]
+    for r in runners:
+        r.start(64 * 48 * 3)
+    for r in runners:
+        assert r.wait_loaded(60)
+    print("ready", flush=True)
+    time.sleep(600)
+"""), "    ")
 
 
 def test_no_engine_process_outlives_a_killed_main_process(tmp_path):
@@ -486,23 +488,13 @@ def test_no_engine_process_outlives_a_killed_main_process(tmp_path):
             main.kill()
 
 
-STOPPED = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {root!r})
-    from pathlib import Path
-    from tests.fake_engines import make
-    from rtmon.config import load_settings
-    from rtmon.models import ModelRef
-    from rtmon.runner import EngineRunner, RunnerOptions
-    if __name__ == "__main__":
-        settings = load_settings(None, {{}})
-        model = ModelRef(Path("fake.pt"), "fake", "user", "0" * 64, {{0: "thing"}})
-        runner = EngineRunner(["mp-lock"], model, settings, RunnerOptions.of(settings, factory=make))
-        runner.start(64 * 48 * 3)
-        assert runner.wait_loaded(60)
-        runner.stop()
-        print("stopped", flush=True)
-""")
+STOPPED = MAIN + textwrap.indent(textwrap.dedent("""
+    runner = EngineRunner(["mp-lock"], model, settings, RunnerOptions.of(settings, factory=make))
+    runner.start(64 * 48 * 3)
+    assert runner.wait_loaded(60)
+    runner.stop()
+    print("stopped", flush=True)
+"""), "    ")
 
 
 def test_a_lock_an_engine_process_made_is_not_reported_leaked_when_the_main_process_ends(tmp_path):
